@@ -1,0 +1,211 @@
+"""Turn an RGB Pillow image into the tensor a model expects, following a Preset.
+
+Geometry (resize, crop) first, then the pixel transform (x * scale - mean) / std
+through a per-channel lookup table, channel order, layout and dtype. Each
+resampling rule reproduces its framework's own code: Pillow filters for
+torchvision / timm / Keras / Hugging Face, OpenCV's INTER_AREA for MLPerf, and
+TensorFlow's legacy resize_bilinear for TF-slim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from imgclass.presets import Preset
+
+_PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "uint8": np.uint8}
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A preset bound to one model input: call it on an RGB image to get one sample."""
+
+    preset: Preset
+    height: int
+    width: int
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        if self.layout == "NCHW":
+            return (3, self.height, self.width)
+        return (self.height, self.width, 3)
+
+    @property
+    def min_decode_side(self) -> int:
+        """Draft decoding must keep the short side at least twice what the resize needs."""
+        p = self.preset
+        need = min(self.height, self.width)
+        if p.resize == "central-fraction":
+            need = int(np.ceil(need / p.crop_pct))
+        else:
+            need = p.resize_size(need)
+        return 2 * need
+
+    def __call__(self, img: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+        pixels = self.geometry(img)
+        if self.preset.channel_order == "BGR":
+            pixels = pixels[..., ::-1]
+        if self.dtype == "uint8":
+            result = np.clip(np.rint(pixels), 0, 255).astype(np.uint8) if pixels.dtype != np.uint8 else pixels
+        else:
+            result = self._normalise(pixels)
+        if self.layout == "NCHW":
+            result = result.transpose(2, 0, 1)
+        if out is None:
+            return np.ascontiguousarray(result, dtype=_NP_DTYPES[self.dtype])
+        out[...] = result
+        return out
+
+    # --- geometry ----------------------------------------------------------------------
+
+    def geometry(self, img: Image.Image) -> np.ndarray:
+        """Resize and crop to (height, width, 3): uint8, or float32 for TF's float resize."""
+        p = self.preset
+        if p.resize == "central-fraction":
+            arr = np.asarray(img, dtype=np.float32)
+            arr = tf_central_crop(arr, p.crop_pct)
+            return resize_array(arr, self.width, self.height, p.interpolation)
+        if p.resize == "squash":
+            side_h = p.resize_size(self.height)
+            side_w = p.resize_size(self.width)
+            resized = resize_image(img, side_w, side_h, p.interpolation)
+        else:
+            short = p.resize_size(min(self.height, self.width))
+            w, h = img.size
+            if w <= h:
+                new_w, new_h = short, int(short * h / w)
+            else:
+                new_w, new_h = int(short * w / h), short
+            resized = resize_image(img, max(new_w, 1), max(new_h, 1), p.interpolation)
+        return center_crop(resized, self.height, self.width, p.crop_offset)
+
+    def _normalise(self, pixels: np.ndarray) -> np.ndarray:
+        p = self.preset
+        order = slice(None, None, -1) if p.channel_order == "BGR" else slice(None)
+        mean = np.asarray(p.mean, dtype=np.float64)[order]
+        std = np.asarray(p.std, dtype=np.float64)[order]
+        if pixels.dtype == np.uint8:
+            lut = ((np.arange(256, dtype=np.float64)[:, None] * p.scale - mean) / std).astype(np.float32)
+            return np.stack([lut[pixels[..., c], c] for c in range(3)], axis=-1)
+        scale = np.float32(p.scale)
+        return ((pixels * scale - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+
+
+def resize_image(img: Image.Image, width: int, height: int, interpolation: str) -> np.ndarray:
+    """Resize an RGB image to (height, width, 3) uint8 with the named rule."""
+    if interpolation in _PIL_FILTERS:
+        if img.size == (width, height):
+            return np.asarray(img)
+        return np.asarray(img.resize((width, height), _PIL_FILTERS[interpolation]))
+    arr = np.asarray(img)
+    out = resize_array(arr.astype(np.float32), width, height, interpolation)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def resize_array(arr: np.ndarray, width: int, height: int, interpolation: str) -> np.ndarray:
+    """Float resize for the rules Pillow does not have: 'area' and 'tf-bilinear'."""
+    if interpolation == "tf-bilinear":
+        return _tf_legacy_bilinear(arr, height, width)
+    if interpolation == "area":
+        if arr.shape[0] < height or arr.shape[1] < width:
+            # OpenCV's INTER_AREA upsamples like INTER_LINEAR (half-pixel centres).
+            return _linear_half_pixel(arr, height, width)
+        return _area_axis(_area_axis(arr, height, axis=0), width, axis=1)
+    if interpolation in _PIL_FILTERS:
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+        return np.asarray(img.resize((width, height), _PIL_FILTERS[interpolation]), dtype=np.float32)
+    raise ValueError(f"unknown interpolation {interpolation!r}")
+
+
+def center_crop(arr: np.ndarray, height: int, width: int, rounding: str = "round") -> np.ndarray:
+    """Crop the centre; 'round' is torchvision's int(round(...)), 'floor' MLPerf's / HF's."""
+    h, w = arr.shape[:2]
+    if h < height or w < width:
+        pad_h, pad_w = max(height - h, 0), max(width - w, 0)
+        arr = np.pad(arr, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+        h, w = arr.shape[:2]
+    if rounding == "round":
+        top, left = int(round((h - height) / 2.0)), int(round((w - width) / 2.0))
+    else:
+        top, left = (h - height) // 2, (w - width) // 2
+    return arr[top : top + height, left : left + width]
+
+
+def tf_central_crop(arr: np.ndarray, fraction: float) -> np.ndarray:
+    """tf.image.central_crop with a static shape."""
+    if fraction >= 1.0:
+        return arr
+    h, w = arr.shape[:2]
+    top = int((h - h * fraction) / 2)
+    left = int((w - w * fraction) / 2)
+    return arr[top : h - top, left : w - left]
+
+
+def _tf_legacy_bilinear(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """tf.compat.v1.image.resize_bilinear(align_corners=False, half_pixel_centers=False)."""
+    in_h, in_w = arr.shape[:2]
+    ys = np.arange(height, dtype=np.float32) * np.float32(in_h / height)
+    xs = np.arange(width, dtype=np.float32) * np.float32(in_w / width)
+    y0 = np.floor(ys).astype(np.int64)
+    x0 = np.floor(xs).astype(np.int64)
+    y1 = np.minimum(y0 + 1, in_h - 1)
+    x1 = np.minimum(x0 + 1, in_w - 1)
+    dy = (ys - y0)[:, None, None].astype(np.float32)
+    dx = (xs - x0)[None, :, None].astype(np.float32)
+    a = arr.astype(np.float32)
+    top_left, top_right = a[y0][:, x0], a[y0][:, x1]
+    bottom_left, bottom_right = a[y1][:, x0], a[y1][:, x1]
+    top = top_left + (top_right - top_left) * dx
+    bottom = bottom_left + (bottom_right - bottom_left) * dx
+    return top + (bottom - top) * dy
+
+
+def _area_axis(arr: np.ndarray, out_len: int, axis: int) -> np.ndarray:
+    """OpenCV INTER_AREA along one axis: each output cell is the overlap-weighted mean of its inputs."""
+    in_len = arr.shape[axis]
+    if in_len == out_len:
+        return arr.astype(np.float32)
+    data = np.moveaxis(arr.astype(np.float64), axis, 0)
+    prefix = np.concatenate([np.zeros((1,) + data.shape[1:]), np.cumsum(data, axis=0)])
+    scale = in_len / out_len
+    edges = np.minimum(np.arange(out_len + 1) * scale, in_len)
+
+    def integral(x: np.ndarray) -> np.ndarray:
+        whole = np.floor(x).astype(np.int64)
+        frac = (x - whole).reshape((-1,) + (1,) * (data.ndim - 1))
+        idx = np.minimum(whole, in_len - 1)
+        return prefix[whole] + frac * data[idx] * (whole < in_len).reshape(frac.shape)
+
+    sums = integral(edges[1:]) - integral(edges[:-1])
+    widths = (edges[1:] - edges[:-1]).reshape((-1,) + (1,) * (data.ndim - 1))
+    return np.moveaxis((sums / widths).astype(np.float32), 0, axis)
+
+
+def _linear_half_pixel(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    in_h, in_w = arr.shape[:2]
+
+    def coords(out_len: int, in_len: int):
+        src = (np.arange(out_len) + 0.5) * (in_len / out_len) - 0.5
+        src = np.clip(src, 0, in_len - 1)
+        i0 = np.floor(src).astype(np.int64)
+        i1 = np.minimum(i0 + 1, in_len - 1)
+        return i0, i1, (src - i0).astype(np.float32)
+
+    y0, y1, dy = coords(height, in_h)
+    x0, x1, dx = coords(width, in_w)
+    a = arr.astype(np.float32)
+    rows = a[y0] * (1 - dy)[:, None, None] + a[y1] * dy[:, None, None]
+    return rows[:, x0] * (1 - dx)[None, :, None] + rows[:, x1] * dx[None, :, None]
