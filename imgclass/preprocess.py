@@ -24,7 +24,6 @@ _PIL_FILTERS = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
-_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "uint8": np.uint8}
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class Transform:
         if self.layout == "NCHW":
             result = result.transpose(2, 0, 1)
         if out is None:
-            return np.ascontiguousarray(result, dtype=_NP_DTYPES[self.dtype])
+            return np.ascontiguousarray(result, dtype=np.dtype(self.dtype))
         out[...] = result
         return out
 

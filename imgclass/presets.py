@@ -230,9 +230,11 @@ def detect_preset(signature: Signature) -> PresetChoice:
     return PresetChoice(get_preset(data["default"]), "default")
 
 
-def choose_preset(model_path: Path, signature: Signature, flag: str | None) -> PresetChoice:
+def choose_preset(model_path: Path, signature: Signature, flag: str | None, catalog: str | None = None) -> PresetChoice:
     if flag:
         return PresetChoice(get_preset(flag), "flag")
+    if catalog:
+        return PresetChoice(get_preset(catalog), "catalog")
     return sidecar_preset(model_path) or metadata_preset(signature, str(model_path)) or detect_preset(signature)
 
 

@@ -1,0 +1,140 @@
+"""The batch pipeline: decode and preprocess in a thread pool while the model runs.
+
+The only module that knows about concurrency. Inputs are decoded by worker
+threads (Pillow and numpy release the GIL), gathered into batches in input
+order, run through the model on the calling thread, and yielded as records in
+input order. Queues are bounded: memory does not grow with the number of inputs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from imgclass.errors import ImgclassError
+from imgclass.images import DecodeOptions, display_path, load_rgb
+from imgclass.model import LoadedModel
+from imgclass.postprocess import Ranker
+from imgclass.records import Record
+
+
+@dataclass
+class Stats:
+    """Where the time went, summed over all inputs (seconds)."""
+
+    images: int = 0
+    failed: int = 0
+    decode: float = 0.0
+    preprocess: float = 0.0
+    inference: float = 0.0
+    batches: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_prepare(self, decode: float, preprocess: float) -> None:
+        with self._lock:
+            self.decode += decode
+            self.preprocess += preprocess
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    batch_size: int = 8
+    workers: int = 2
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    debug: bool = False
+
+
+@dataclass
+class _Prepared:
+    path: str
+    sample: np.ndarray | None = None
+    error: str | None = None
+
+
+def default_batch_size(model: LoadedModel) -> int:
+    """Several images a run on a dynamic batch axis; the model's own size when it is fixed."""
+    return model.signature.batch or 8
+
+
+class Pipeline:
+    def __init__(self, model: LoadedModel, ranker: Ranker, options: PipelineOptions, stop: threading.Event | None = None):
+        self.model = model
+        self.ranker = ranker
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.stats = Stats()
+        self._buffer = np.empty((options.batch_size,) + model.transform.sample_shape, dtype=np.dtype(model.transform.dtype))
+
+    def _prepare(self, path: str) -> _Prepared:
+        shown = display_path(path)
+        try:
+            start = time.perf_counter()
+            img = load_rgb(path, self.options.decode)
+            decoded = time.perf_counter()
+            sample = self.model.transform(img)
+            self.stats.add_prepare(decoded - start, time.perf_counter() - decoded)
+            return _Prepared(shown, sample)
+        except ImgclassError as err:
+            return _Prepared(shown, error=str(err))
+        except Exception as err:  # a decoder bug must not end the batch
+            detail = traceback.format_exc() if self.options.debug else ""
+            return _Prepared(shown, error=f"{shown}: unexpected error: {type(err).__name__}: {err}{detail}")
+
+    def run(self, paths: Iterable[str]) -> Iterator[Record]:
+        batch_size = self.options.batch_size
+        window = max(2 * batch_size, batch_size + 2 * self.options.workers)
+        source = iter(paths)
+        pending: deque[Future] = deque()
+        with ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="imgclass-decode") as pool:
+
+            def top_up() -> None:
+                while len(pending) < window and not self.stop.is_set():
+                    path = next(source, None)
+                    if path is None:
+                        return
+                    pending.append(pool.submit(self._prepare, path))
+
+            try:
+                top_up()
+                while pending and not self.stop.is_set():
+                    chunk = []
+                    while pending and len(chunk) < batch_size:
+                        chunk.append(pending.popleft().result())
+                        top_up()
+                    yield from self._classify(chunk)
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def _classify(self, chunk: list[_Prepared]) -> Iterator[Record]:
+        good = [item for item in chunk if item.sample is not None]
+        results: dict[int, list] = {}
+        failure = None
+        if good:
+            batch = self._buffer[: len(good)]
+            for i, item in enumerate(good):
+                batch[i] = item.sample
+            start = time.perf_counter()
+            try:
+                ranked = self.ranker.rank(self.model.runner.run(batch))
+                results = {id(item): preds for item, preds in zip(good, ranked)}
+            except Exception as err:
+                failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+            self.stats.inference += time.perf_counter() - start
+            self.stats.batches += 1
+        name, preset = self.model.name, self.model.preset.preset.name
+        for item in chunk:
+            error = item.error or (f"{item.path}: {failure}" if item.sample is not None and failure else None)
+            self.stats.images += 1
+            if error:
+                self.stats.failed += 1
+                yield Record(item.path, name, preset, [], error)
+            else:
+                yield Record(item.path, name, preset, results[id(item)], None)

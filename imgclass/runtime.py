@@ -1,0 +1,131 @@
+"""ONNX Runtime sessions: execution providers, threads, and running batches."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from imgclass.errors import ModelError, UsageError
+from imgclass.signature import Signature
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+_DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # auto, cpu, cuda
+    index: int = 0
+
+    def __str__(self) -> str:
+        return self.kind if self.kind != "cuda" or self.index == 0 else f"cuda:{self.index}"
+
+
+def parse_device(text: str | None) -> Device:
+    match = _DEVICE.match((text or "auto").strip().lower())
+    if not match or (match.group(2) and match.group(1) != "cuda"):
+        raise UsageError(f"--device {text!r}: use auto, cpu, cuda or cuda:N")
+    return Device(match.group(1), int(match.group(2) or 0))
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def plan_providers(device: Device, available: Sequence[str]) -> list:
+    """The providers list to give ONNX Runtime, or ModelError when `cuda` cannot be had."""
+    cuda_options = {"device_id": device.index, "cudnn_conv_algo_search": "HEURISTIC"}
+    if device.kind == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [(CUDA, cuda_options), CPU]
+    if device.kind == "cuda":
+        raise ModelError(
+            "--device cuda: this onnxruntime has no CUDA provider "
+            f"(available: {', '.join(available)}); install it with: pip install 'imgclass[cuda]'"
+        )
+    return [CPU]
+
+
+def check_providers(device: Device, planned: list, in_use: Sequence[str]) -> None:
+    """An explicit CUDA request that ONNX Runtime silently dropped is an error, never a CPU run."""
+    if device.kind == "cuda" and CUDA not in in_use:
+        raise ModelError(
+            "--device cuda: ONNX Runtime could not start CUDA (driver, CUDA or cuDNN libraries missing?); "
+            "use --device cpu or fix the CUDA install"
+        )
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def create_session(path: Path, device: Device, threads: int | None = None, optimized_path: Path | None = None):
+    """Create an InferenceSession; returns (session, providers actually in use)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    source = path
+    if optimized_path is not None and optimized_path.is_file():
+        source = optimized_path
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    else:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimized_path is not None:
+            optimized_path.parent.mkdir(parents=True, exist_ok=True)
+            options.optimized_model_filepath = os.fspath(optimized_path.with_suffix(f".tmp{os.getpid()}"))
+    planned = plan_providers(device, available_providers())
+    try:
+        session = ort.InferenceSession(os.fspath(source), sess_options=options, providers=planned)
+    except Exception as err:  # ORT raises several private exception types
+        if source != path:  # a damaged optimised cache: fall back to the model itself
+            optimized_path.unlink(missing_ok=True)
+            return create_session(path, device, threads, optimized_path)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {first[:200]}") from None
+    if source == path and optimized_path is not None:
+        tmp = optimized_path.with_suffix(f".tmp{os.getpid()}")
+        if tmp.is_file():
+            os.replace(tmp, optimized_path)
+    in_use = session.get_providers()
+    check_providers(device, planned, in_use)
+    return session, list(in_use)
+
+
+class Runner:
+    """Runs batches through a session, honouring a fixed batch size."""
+
+    def __init__(self, session, signature: Signature):
+        self.session = session
+        self.signature = signature
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        fixed = self.signature.batch
+        if fixed is None or fixed == len(batch):
+            return self._run(batch)
+        outputs = []
+        for start in range(0, len(batch), fixed):
+            chunk = batch[start : start + fixed]
+            if len(chunk) < fixed:
+                pad = np.zeros((fixed - len(chunk),) + chunk.shape[1:], dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            outputs.append(self._run(chunk)[: min(fixed, len(batch) - start)])
+        return np.concatenate(outputs)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.signature.output_name], {self.signature.input_name: batch})[0]
+        if out.ndim != 2 or out.shape[0] != len(batch):
+            raise ModelError(f"model output {self.signature.output_name!r} has shape {list(out.shape)}, expected [N, classes]")
+        return out

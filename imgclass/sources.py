@@ -1,0 +1,96 @@
+"""Expand command-line inputs (files, directories, globs, '-' for stdin) into image paths."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from functools import lru_cache
+from typing import Iterable, Iterator, TextIO
+
+from imgclass.errors import UsageError
+
+_GLOB_CHARS = set("*?[")
+
+
+@lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """Every file extension Pillow can open, lower case, with the dot."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in image_extensions()
+
+
+def read_stdin_paths(stream: TextIO) -> Iterator[str]:
+    for line in stream:
+        path = line.rstrip("\r\n")
+        if path:
+            yield path
+
+
+def expand(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | None = None) -> Iterator[str]:
+    """Yield image paths in a stable order: each argument in turn, each directory sorted.
+
+    Explicit files are kept whatever their extension; directory and glob members
+    are kept when Pillow knows their extension (case-insensitive). A path seen
+    twice is yielded once.
+    """
+    seen: set[str] = set()
+    for item in inputs:
+        if item == "-":
+            paths: Iterable[str] = read_stdin_paths(stdin or sys.stdin)
+        elif os.path.isdir(item):
+            paths = _walk(item, recursive)
+        elif _GLOB_CHARS & set(item) and not os.path.lexists(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise UsageError(f"{item}: no files match this pattern")
+            paths = [m for m in matches if os.path.isdir(m) is False and is_image_name(m)]
+            for directory in (m for m in matches if os.path.isdir(m)):
+                paths = [*paths, *_walk(directory, recursive)]
+        elif os.path.lexists(item):
+            paths = [item]
+        else:
+            raise UsageError(f"{item}: no such file or directory")
+        for path in paths:
+            if path not in seen:
+                seen.add(path)
+                yield path
+
+
+def _walk(top: str, recursive: bool) -> Iterator[str]:
+    """Image files under `top`, sorted; symlinked directories followed once (no loops)."""
+    visited: set[tuple[int, int]] = set()
+
+    def visit(directory: str) -> Iterator[str]:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) in visited:
+            return
+        visited.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if recursive and _is_dir(entry):
+                yield from visit(entry.path)
+            elif is_image_name(entry.name):
+                yield entry.path
+
+    yield from visit(top)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
