@@ -1,0 +1,97 @@
+"""Shared fixtures: real photos, generated ONNX models, and ways to run the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import onnx_builders as builders  # noqa: E402
+
+HERE = Path(__file__).parent
+GOLDEN = HERE / "golden"
+
+
+def photo_paths() -> dict[str, Path]:
+    import skimage
+    import sklearn.datasets
+
+    sk = Path(skimage.__file__).parent / "data"
+    images = Path(sklearn.datasets.__file__).parent / "images"
+    return {
+        "china.jpg": images / "china.jpg",
+        "flower.jpg": images / "flower.jpg",
+        "chelsea.png": sk / "chelsea.png",
+        "coffee.png": sk / "coffee.png",
+        "astronaut.png": sk / "astronaut.png",
+    }
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    paths = photo_paths()
+    for path in paths.values():
+        assert path.is_file(), path
+    return paths
+
+
+class ModelFactory:
+    """Builds each (kind, signature, seed) once per test session."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._made: dict = {}
+
+    def __call__(self, kind: str = "tiny", seed: int = 0, **sig) -> Path:
+        key = (kind, seed, tuple(sorted(sig.items())))
+        if key not in self._made:
+            signature = builders.Signature(**sig)
+            model = getattr(builders, kind)(signature, seed=seed)
+            name = f"{kind}-{seed}-{abs(hash(key)) % 10**8}.onnx"
+            self._made[key] = builders.save(model, self.root / name)
+        return self._made[key]
+
+
+@pytest.fixture(scope="session")
+def make_model(tmp_path_factory) -> ModelFactory:
+    return ModelFactory(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty IMGCLASS_HOME for this test (cache, registry, optimised models)."""
+    root = tmp_path / "imgclass-home"
+    monkeypatch.setenv("IMGCLASS_HOME", str(root))
+    for var in ("IMGCLASS_MIRROR", "IMGCLASS_OFFLINE", "IMGCLASS_MODEL", "IMGCLASS_DEVICE"):
+        monkeypatch.delenv(var, raising=False)
+    return root
+
+
+def imgclass_command() -> list[str]:
+    """The installed console script when there is one next to this Python, else `python -m imgclass`."""
+    script = Path(sys.executable).parent / "imgclass"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "imgclass"]
+
+
+def run_cli(*args, env: dict | None = None, input: str | None = None, cwd=None, timeout: float = 300):
+    """Run the real entry point in a subprocess; returns CompletedProcess with text stdout/stderr."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [*imgclass_command(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=input,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

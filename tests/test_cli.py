@@ -1,0 +1,183 @@
+"""The command line through the real entry point (subprocess) and Typer's runner."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from conftest import jsonl, run_cli
+from imgclass import __version__
+from imgclass.cli import app
+
+SCHEMA = {"path", "model", "preset", "predictions", "error"}
+PREDICTION = {"rank", "index", "label", "probability"}
+
+
+@pytest.fixture
+def tiny(make_model):
+    return make_model("tiny", spatial=None)
+
+
+def test_version_through_console_script_and_module():
+    assert run_cli("--version").stdout.strip() == f"imgclass {__version__}"
+    module = subprocess.run([sys.executable, "-m", "imgclass", "--version"], capture_output=True, text=True)
+    assert module.returncode == 0 and module.stdout.strip() == f"imgclass {__version__}"
+
+
+def test_jsonl_is_default_when_piped_and_schema_holds(tiny, photos, home):
+    result = run_cli("predict", photos["china.jpg"], photos["chelsea.png"], "--model", tiny)
+    assert result.returncode == 0
+    assert result.stderr == ""
+    records = jsonl(result.stdout)
+    assert [r["path"] for r in records] == [str(photos["china.jpg"]), str(photos["chelsea.png"])]
+    for record in records:
+        assert set(record) == SCHEMA
+        assert record["error"] is None
+        assert record["model"] == str(tiny) and record["preset"] == "torchvision"
+        assert len(record["predictions"]) == 5
+        assert all(set(p) == PREDICTION for p in record["predictions"])
+        probs = [p["probability"] for p in record["predictions"]]
+        assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
+
+
+def test_json_csv_tsv_parse_and_agree(tiny, photos, home):
+    base = ["predict", photos["china.jpg"], photos["coffee.png"], "--model", tiny, "--top", "3"]
+    as_jsonl = jsonl(run_cli(*base, "-f", "jsonl").stdout)
+    as_json = json.loads(run_cli(*base, "-f", "json").stdout)
+    assert as_json == as_jsonl
+    for fmt, delimiter in (("csv", ","), ("tsv", "\t")):
+        rows = list(csv.DictReader(io.StringIO(run_cli(*base, "-f", fmt).stdout), delimiter=delimiter))
+        assert list(rows[0]) == ["path", "rank", "index", "label", "probability", "error"]
+        assert len(rows) == 6
+        flat = [(r["path"], int(r["rank"]), int(r["index"]), r["label"], float(r["probability"])) for r in rows]
+        expected = [(rec["path"], p["rank"], p["index"], p["label"], p["probability"]) for rec in as_jsonl for p in rec["predictions"]]
+        assert flat == expected
+
+
+def test_output_file_format_from_extension(tiny, photos, tmp_path, home):
+    out = tmp_path / "res.csv"
+    result = run_cli("predict", photos["china.jpg"], "--model", tiny, "--output", out)
+    assert result.returncode == 0 and result.stdout == ""
+    assert out.read_text().splitlines()[0] == "path,rank,index,label,probability,error"
+
+
+def test_top_threshold_and_all_classes(tiny, photos, home):
+    records = jsonl(run_cli("predict", photos["china.jpg"], "--model", tiny, "--top", "5000").stdout)
+    assert len(records[0]["predictions"]) == 1000
+    assert abs(sum(p["probability"] for p in records[0]["predictions"]) - 1.0) < 1e-6
+    cut = records[0]["predictions"][2]["probability"]
+    thresholded = jsonl(run_cli("predict", photos["china.jpg"], "--model", tiny, "--top", "50", "--threshold", cut).stdout)
+    assert [p["index"] for p in thresholded[0]["predictions"]] == [p["index"] for p in records[0]["predictions"][:3]]
+
+
+def test_model_from_environment_and_paths_from_stdin(tiny, photos, home):
+    listing = f"{photos['coffee.png']}\n{photos['china.jpg']}\n"
+    result = run_cli("batch", "-", env={"IMGCLASS_MODEL": str(tiny)}, input=listing)
+    assert result.returncode == 0, result.stderr
+    assert [r["path"] for r in jsonl(result.stdout)] == [str(photos["coffee.png"]), str(photos["china.jpg"])]
+
+
+def test_failed_input_gets_record_and_one_stderr_line(tiny, photos, tmp_path, home):
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("this is not an image")
+    result = run_cli("predict", photos["china.jpg"], bad, photos["coffee.png"], "--model", tiny)
+    assert result.returncode == 1
+    records = jsonl(result.stdout)
+    assert [r["error"] is None for r in records] == [True, False, True]
+    assert records[1]["predictions"] == [] and "not an image" in records[1]["error"]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top", "0"], "--top"),
+        (["--format", "xml"], "--format"),
+        (["--preset", "nope"], "unknown preset"),
+        (["--device", "tpu"], "--device"),
+        (["--mean", "1,2"], "--mean"),
+    ],
+)
+def test_usage_errors_exit_2(tiny, photos, home, args, message):
+    result = run_cli("predict", photos["china.jpg"], "--model", tiny, *args)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_input_is_usage_error(tiny, home, tmp_path):
+    result = run_cli("batch", tmp_path / "nothing-here", "--model", tiny)
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def _write(model, path):
+    onnx.save(model, str(path))
+    return path
+
+
+def two_input_model(path):
+    x = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 3, 8, 8])
+    out = helper.make_tensor_value_info("o", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["o"])], "two", [x, y], [out])
+    return _write(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def feature_map_model(path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    out = helper.make_tensor_value_info("o", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["o"])], "fm", [x], [out])
+    return _write(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize(
+    "maker, message",
+    [
+        (two_input_model, "2 inputs"),
+        (feature_map_model, "no output shaped [N, classes]"),
+        (lambda p: (p.write_bytes(b"\x00not onnx at all\xff" * 10), p)[1], "ONNX"),
+    ],
+)
+def test_model_that_is_not_a_classifier_exits_3(photos, tmp_path, home, maker, message):
+    model = maker(tmp_path / "m.onnx")
+    result = run_cli("predict", photos["china.jpg"], "--model", model)
+    assert result.returncode == 3
+    assert message in result.stderr and str(model) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_runner_models_presets_and_info(home):
+    runner = CliRunner()
+    presets = runner.invoke(app, ["models", "presets", "--format", "json"])
+    assert presets.exit_code == 0
+    names = {p["name"] for p in json.loads(presets.output)}
+    assert {"torchvision", "torchvision-v2", "timm-inception", "keras-tf", "keras-caffe", "tf-slim", "mlperf-resnet"} <= names
+    info = runner.invoke(app, ["info", "--format", "json"])
+    assert info.exit_code == 0
+    data = json.loads(info.output)
+    assert "CPUExecutionProvider" in data["providers_available"] and data["cache"] == str(home)
+
+
+def test_runner_predict_with_verbose_reports_preset(tiny, photos, home):
+    result = CliRunner().invoke(app, ["predict", str(photos["china.jpg"]), "--model", str(tiny), "-f", "jsonl", "-v"])
+    assert result.exit_code == 0
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["preset"] == "torchvision"
+    assert "preset torchvision" in result.stderr
+
+
+def test_table_format_shows_labels(tiny, photos, home):
+    result = run_cli("predict", photos["china.jpg"], "--model", tiny, "-f", "table", "--top", "2")
+    assert result.returncode == 0
+    top = jsonl(run_cli("predict", photos["china.jpg"], "--model", tiny, "--top", "2").stdout)[0]["predictions"]
+    for p in top:
+        assert p["label"] in result.stdout
+    assert "\x1b[" not in result.stdout  # NO_COLOR

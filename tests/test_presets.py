@@ -1,0 +1,106 @@
+"""Choosing a preset: flag, catalog, sidecar, ONNX metadata, detection from the signature."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import GOLDEN, photo_paths
+from imgclass.errors import UsageError
+from imgclass.images import load_rgb
+from imgclass.model import inspect_file
+from imgclass.preprocess import Transform
+from imgclass.presets import Overrides, choose_preset, get_preset, preset_from_hf, preset_from_timm
+
+
+@pytest.mark.parametrize(
+    "sig, expected",
+    [
+        (dict(spatial=224, input_name="data"), "torchvision"),
+        (dict(spatial=299), "timm-inception"),
+        (dict(spatial=224, input_name="pixel_values"), "hf-resnet"),
+        (dict(spatial=224, input_name="input_tensor:0", classes=1001), "mlperf-resnet"),
+        (dict(spatial=299, layout="NHWC", softmax=True, classes=1001), "tf-slim"),
+        (dict(spatial=299, layout="NHWC", softmax=True), "keras-tf"),
+        (dict(spatial=224, layout="NHWC", softmax=True), "keras-caffe"),
+        (dict(spatial=None), "torchvision"),
+    ],
+)
+def test_detection_from_signature(make_model, sig, expected):
+    path = make_model("tiny", **sig)
+    choice = choose_preset(path, inspect_file(path), None)
+    assert choice.preset.name == expected
+    assert choice.source.startswith(("detected", "default"))
+
+
+def test_precedence_flag_then_catalog_then_sidecar_then_metadata(make_model, tmp_path):
+    model = onnx.load(str(make_model("tiny", spatial=224)))
+    onnx.helper.set_model_props(model, {"imgclass.preset": "keras-tf"})
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    sig = inspect_file(path)
+    assert choose_preset(path, sig, None).preset.name == "keras-tf"
+    assert choose_preset(path, sig, None).source == "metadata"
+    (tmp_path / "m.json").write_text(json.dumps({"preset": "timm-inception"}))
+    assert choose_preset(path, sig, None).preset.name == "timm-inception"
+    assert choose_preset(path, sig, None, catalog="torchvision-v2").preset.name == "torchvision-v2"
+    assert choose_preset(path, sig, "mlperf-resnet", catalog="torchvision-v2").preset.name == "mlperf-resnet"
+
+
+def test_own_sidecar_overrides_fields(make_model, tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(make_model("tiny", spatial=224).read_bytes())
+    (tmp_path / "m.json").write_text(json.dumps({"preset": "torchvision", "crop_pct": 0.95, "interpolation": "bicubic"}))
+    preset = choose_preset(path, inspect_file(path), None).preset
+    assert (preset.crop_pct, preset.interpolation, preset.mean) == (0.95, "bicubic", get_preset("torchvision").mean)
+
+
+def test_hf_preprocessor_config_reproduces_transformers_golden():
+    config = json.loads((GOLDEN / "hf_resnet_preprocessor_config.json").read_text())
+    preset = preset_from_hf(config, "test")
+    data = np.load(GOLDEN / "hf-resnet_224_china.npz")
+    out = Transform(preset, 224, 224)(load_rgb(photo_paths()["china.jpg"]))
+    assert np.abs(out - data["tensor"]).max() < 2e-5
+
+
+def test_hf_sidecar_is_found_next_to_the_model(make_model, tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(make_model("tiny", spatial=224, input_name="pixel_values").read_bytes())
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
+                    "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]})
+    )
+    choice = choose_preset(path, inspect_file(path), None)
+    assert choice.source.startswith("sidecar")
+    assert choice.preset.resize_size(224) == 256
+    assert choice.preset.interpolation == "bilinear"
+    assert choice.preset.mean == (0.5, 0.5, 0.5)
+
+
+def test_timm_pretrained_cfg_matches_timm_inception_preset():
+    cfg = {"input_size": [3, 299, 299], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
+           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    preset = preset_from_timm(cfg, "config.json")
+    builtin = get_preset("timm-inception")
+    assert preset.resize_size(299) == builtin.resize_size(299) == 341
+    for field in ("interpolation", "crop_offset", "mean", "std", "scale", "resize"):
+        assert getattr(preset, field) == getattr(builtin, field)
+    assert preset.default_size == 299
+
+
+def test_overrides_apply_on_top():
+    base = get_preset("torchvision")
+    changed = Overrides(resize=300, interpolation="bicubic", mean=(0.5, 0.5, 0.5), bgr=True).apply(base, 224)
+    assert changed.resize_size(224) == 300
+    assert (changed.interpolation, changed.mean, changed.channel_order) == ("bicubic", (0.5, 0.5, 0.5), "BGR")
+    assert changed.name.startswith("torchvision+")
+    assert Overrides().apply(base, 224) is base
+    assert Overrides(crop_pct=0.95).apply(base, 224).resize_size(224) == round(224 / 0.95)
+
+
+def test_unknown_preset_and_bad_values_are_usage_errors():
+    with pytest.raises(UsageError, match="unknown preset"):
+        get_preset("nope")
+    with pytest.raises(UsageError, match="interpolation"):
+        Overrides(interpolation="cubic-spline").apply(get_preset("torchvision"), 224)
