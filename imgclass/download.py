@@ -111,9 +111,8 @@ def _fetch_one(url, dest: Path, sha256, size, progress: Progress, retries: int, 
                                 raise DownloadError(f"server sent more than the expected {size} bytes")
                     except (http.client.IncompleteRead, ConnectionError, TimeoutError, OSError):
                         pass
-                complete = received == (size if size is not None else expected_end if expected_end is not None else received)
-                if complete and (expected_end is None or received >= expected_end):
-                    break
+                if expected_end is None or received >= expected_end:
+                    break  # the server sent all it announced; size and checksum decide below
                 failures += 1
                 if failures > retries:
                     raise DownloadError(f"connection lost after {received} bytes ({failures} tries)")

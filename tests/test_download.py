@@ -1,0 +1,148 @@
+"""Downloads against a real HTTP server on 127.0.0.1: good, wrong, cut, resumed, missing, concurrent."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import imgclass_command, jsonl, run_cli
+from http_server import Behaviour, Server
+from imgclass import cache, store
+from imgclass.catalog import Entry
+from imgclass.download import fetch
+from imgclass.errors import ModelError
+
+
+@pytest.fixture
+def model_bytes(make_model):
+    return make_model("tiny", spatial=None, seed=11).read_bytes()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leftovers(home):
+    folder = home / "models"
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.exists() else []
+
+
+def fake_entry(data: bytes, name="zoo-model") -> Entry:
+    return Entry(name=name, aliases=(), family="resnet", file=f"{name}.onnx", urls=("http://127.0.0.1:9/unused",),
+                 sha256=sha(data), size=len(data), preset="torchvision", labels="imagenet-1k", license="x",
+                 source="test", accuracy={})
+
+
+def test_good_pull_by_url_is_usable_by_name_with_the_network_gone(model_bytes, photos, home):
+    with Server(Behaviour(files={"/m.onnx": model_bytes})) as server:
+        result = run_cli("models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine", "--sha256", sha(model_bytes))
+        assert result.returncode == 0, result.stderr
+    assert leftovers(home) == ["mine.onnx", "registry.json"]
+    assert (home / "models" / "mine.onnx").read_bytes() == model_bytes
+    offline = run_cli("predict", photos["china.jpg"], "--model", "mine", "--offline")
+    assert offline.returncode == 0, offline.stderr
+    assert jsonl(offline.stdout)[0]["model"] == "mine"
+    listed = json.loads(run_cli("models", "list", "--format", "json").stdout)
+    assert any(m["name"] == "mine" and m["cached"] and m["sha256"] == sha(model_bytes) for m in listed)
+
+
+def test_wrong_sha256_exits_3_and_leaves_nothing(model_bytes, home):
+    with Server(Behaviour(files={"/m.onnx": model_bytes})) as server:
+        result = run_cli("models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine", "--sha256", "0" * 64)
+    assert result.returncode == 3
+    assert "sha256 mismatch" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert leftovers(home) == []
+
+
+def test_mirror_serving_wrong_bytes_exits_3_and_leaves_nothing(home):
+    with Server(Behaviour(files={"/resnet50-v1-12.onnx": b"not the model" * 1000})) as server:
+        result = run_cli("models", "pull", "resnet50", env={"IMGCLASS_MIRROR": server.url + "/"})
+        assert server.behaviour.requests[0][0] == "/resnet50-v1-12.onnx"
+    assert result.returncode == 3 and "expected 102576593" in result.stderr
+    assert leftovers(home) == []
+
+
+def test_truncated_transfer_without_range_support_exits_3(model_bytes, home):
+    behaviour = Behaviour(files={"/m.onnx": model_bytes}, ranges=False, cut_after=len(model_bytes) // 3, cut_times=99)
+    with Server(behaviour) as server:
+        result = run_cli("models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine")
+    assert result.returncode == 3 and "connection lost" in result.stderr
+    assert leftovers(home) == []
+
+
+def test_cut_transfer_is_resumed_with_range(model_bytes, home, monkeypatch):
+    monkeypatch.setenv("IMGCLASS_MIRROR", "")
+    behaviour = Behaviour(files={"/zoo-model.onnx": model_bytes}, cut_after=len(model_bytes) // 2, cut_times=1)
+    with Server(behaviour) as server:
+        monkeypatch.setenv("IMGCLASS_MIRROR", server.url)
+        path = store.pull_entry(fake_entry(model_bytes))
+    assert path.read_bytes() == model_bytes
+    assert [r for _, r in behaviour.requests] == [None, f"bytes={len(model_bytes) // 2}-"]
+    assert leftovers(home) == ["zoo-model.onnx"]
+
+
+def test_server_ignoring_range_restarts_from_zero(model_bytes, home, tmp_path):
+    behaviour = Behaviour(files={"/m": model_bytes}, ranges=False, cut_after=1000, cut_times=1)
+    with Server(behaviour) as server:
+        digest = fetch([f"{server.url}/m"], tmp_path / "out.onnx", sha(model_bytes), len(model_bytes))
+    assert digest == sha(model_bytes) and (tmp_path / "out.onnx").read_bytes() == model_bytes
+
+
+def test_404_then_next_url(model_bytes, home, tmp_path):
+    with Server(Behaviour(files={"/good": model_bytes})) as server:
+        with pytest.raises(ModelError, match="HTTP 404"):
+            fetch([f"{server.url}/missing"], tmp_path / "a.onnx", sha(model_bytes))
+        assert not (tmp_path / "a.onnx").exists()
+        fetch([f"{server.url}/missing", f"{server.url}/good"], tmp_path / "b.onnx", sha(model_bytes))
+    assert (tmp_path / "b.onnx").read_bytes() == model_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.onnx"]
+
+
+def test_two_pulls_at_once_share_one_download(model_bytes, home):
+    behaviour = Behaviour(files={"/m.onnx": model_bytes}, delay=0.01)
+    with Server(behaviour) as server:
+        cmd = [*imgclass_command(), "models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine",
+               "--sha256", sha(model_bytes)]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert (home / "models" / "mine.onnx").read_bytes() == model_bytes
+    assert leftovers(home) == ["mine.onnx", "registry.json"]
+
+
+def test_offline_and_not_cached_says_how_to_get_the_file(photos, home):
+    result = run_cli("predict", photos["china.jpg"], "--model", "resnet50", env={"IMGCLASS_OFFLINE": "1"})
+    assert result.returncode == 3
+    assert "IMGCLASS_MIRROR" in result.stderr and "models pull --file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_import_file_verifies_catalog_checksum(model_bytes, tmp_path, home):
+    src = tmp_path / "download.onnx"
+    src.write_bytes(model_bytes)
+    wrong = run_cli("models", "pull", "--file", src, "--name", "resnet50-v1-12")
+    assert wrong.returncode == 3 and "does not match the catalog" in wrong.stderr
+    assert leftovers(home) == []
+    ok = run_cli("models", "pull", "--file", src, "--name", "local")
+    assert ok.returncode == 0
+    assert cache.registry()["local"].sha256 == sha(model_bytes)
+
+
+def test_verify_and_remove(model_bytes, tmp_path, home):
+    src = tmp_path / "m.onnx"
+    src.write_bytes(model_bytes)
+    assert run_cli("models", "pull", "--file", src, "--name", "local").returncode == 0
+    assert run_cli("models", "verify").returncode == 0
+    (home / "models" / "local.onnx").write_bytes(model_bytes[:-1] + b"\x00")
+    damaged = run_cli("models", "verify", "--format", "json")
+    assert damaged.returncode == 1
+    assert json.loads(damaged.stdout)[0]["ok"] is False and "local" in damaged.stderr
+    assert run_cli("models", "remove", "local").returncode == 0
+    assert leftovers(home) == ["registry.json"]
+    assert run_cli("models", "remove", "local").returncode == 2
+
+
+def test_models_path_and_home_override(home):
+    assert run_cli("models", "path").stdout.strip() == str(home / "models")
