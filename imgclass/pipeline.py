@@ -58,6 +58,12 @@ class _Prepared:
     error: str | None = None
 
 
+def _reason(message: str, path: str) -> str:
+    """The record keeps the reason alone; the path is in the record already."""
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
 def default_batch_size(model: LoadedModel) -> int:
     """Several images a run on a dynamic batch axis; the model's own size when it is fixed."""
     return model.signature.batch or 8
@@ -82,10 +88,10 @@ class Pipeline:
             self.stats.add_prepare(decoded - start, time.perf_counter() - decoded)
             return _Prepared(shown, sample)
         except ImgclassError as err:
-            return _Prepared(shown, error=str(err))
+            return _Prepared(shown, error=_reason(str(err), shown))
         except Exception as err:  # a decoder bug must not end the batch
             detail = traceback.format_exc() if self.options.debug else ""
-            return _Prepared(shown, error=f"{shown}: unexpected error: {type(err).__name__}: {err}{detail}")
+            return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}")
 
     def run(self, paths: Iterable[str]) -> Iterator[Record]:
         batch_size = self.options.batch_size
@@ -131,7 +137,7 @@ class Pipeline:
             self.stats.batches += 1
         name, preset = self.model.name, self.model.preset.preset.name
         for item in chunk:
-            error = item.error or (f"{item.path}: {failure}" if item.sample is not None and failure else None)
+            error = item.error or (failure if item.sample is not None else None)
             self.stats.images += 1
             if error:
                 self.stats.failed += 1
