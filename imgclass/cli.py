@@ -574,6 +574,55 @@ def models_verify(fmt: ListFormatOpt = "table") -> None:
     raise typer.Exit(EXIT_INPUT_FAILED if damaged else EXIT_OK)
 
 
+# --- bench ----------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    model: ModelOpt = None,
+    images: Annotated[Optional[Path], typer.Option(help="A folder of images for the end-to-end run.")] = None,
+    synthetic: Annotated[int, typer.Option(help="Synthetic samples for the model-only run.")] = 64,
+    batch_size: BatchSizeOpt = None,
+    workers: WorkersOpt = 2,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    exact_decode: ExactOpt = False,
+    preset: PresetOpt = None,
+    offline: OfflineOpt = False,
+    fmt: ListFormatOpt = "table",
+) -> None:
+    """Model-only and end-to-end throughput, latency percentiles and the time split."""
+    from imgclass import bench as benchmark
+    from imgclass.images import DecodeOptions
+    from imgclass.pipeline import default_batch_size
+    from imgclass.presets import Overrides
+    from imgclass.sources import expand
+
+    _check_list_format(fmt)
+    if synthetic < 1:
+        raise UsageError("--synthetic must be at least 1")
+    loaded = _load(model, preset, Overrides(), None, device, threads, offline)
+    paths = list(expand([str(images)])) if images else []
+    options = benchmark.BenchOptions(
+        batch_size=batch_size or default_batch_size(loaded),
+        workers=workers,
+        synthetic=synthetic,
+        decode=DecodeOptions(draft_min_short_side=None if exact_decode else loaded.transform.min_decode_side),
+    )
+    result = benchmark.run(loaded, paths, options)
+    if fmt == "json":
+        _print_json(result)
+        return
+    for key, value in result.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.3f}"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        typer.echo(f"{key:26} {value}")
+
+
 # --- info -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,83 @@
+"""Measure a model: model-only throughput, end-to-end throughput, latency, where time goes.
+
+The numbers come from one loaded model in one process, side by side, so that
+ratios between them are meaningful. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from imgclass.images import DecodeOptions, load_rgb
+from imgclass.model import LoadedModel
+from imgclass.pipeline import Pipeline, PipelineOptions
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    batch_size: int
+    workers: int
+    synthetic: int = 64  # samples for the model-only run
+    latency_runs: int = 20
+    decode: DecodeOptions = DecodeOptions()
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None}
+    arr = np.asarray(values) * 1000.0
+    return {f"p{q}": float(np.percentile(arr, q)) for q in (50, 90, 99)}
+
+
+def model_only(model: LoadedModel, batch_size: int, samples: int) -> float:
+    """Images per second through the model alone, on batched synthetic input."""
+    rng = np.random.default_rng(0)
+    shape = (batch_size,) + model.transform.sample_shape
+    if model.transform.dtype == "uint8":
+        batch = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    else:
+        batch = rng.standard_normal(shape).astype(np.dtype(model.transform.dtype))
+    model.runner.run(batch)  # warm-up
+    runs = max(1, samples // batch_size)
+    start = time.perf_counter()
+    for _ in range(runs):
+        model.runner.run(batch)
+    return runs * batch_size / (time.perf_counter() - start)
+
+
+def run(model: LoadedModel, images: Sequence[str], options: BenchOptions) -> dict:
+    result: dict = {
+        "model": model.name,
+        "providers": model.providers,
+        "input": list(model.transform.sample_shape),
+        "batch_size": options.batch_size,
+        "workers": options.workers,
+        "model_only_images_per_s": model_only(model, options.batch_size, options.synthetic),
+    }
+    if not images:
+        return result
+    ranker = model.ranker(5)
+    pipeline = Pipeline(model, ranker, PipelineOptions(options.batch_size, options.workers, options.decode))
+    start = time.perf_counter()
+    records = list(pipeline.run(images))
+    elapsed = time.perf_counter() - start
+    stats = pipeline.stats
+    latencies = []
+    for path in list(images)[: options.latency_runs]:
+        t0 = time.perf_counter()
+        sample = model.transform(load_rgb(path, options.decode))
+        ranker.rank(model.runner.run(sample[None]))
+        latencies.append(time.perf_counter() - t0)
+    result.update(
+        images=len(records),
+        failed=sum(1 for r in records if r.error),
+        end_to_end_images_per_s=len(records) / elapsed,
+        ratio_to_model_only=(len(records) / elapsed) / result["model_only_images_per_s"],
+        latency_ms=_percentiles(latencies),
+        time_s={"decode": stats.decode, "preprocess": stats.preprocess, "inference": stats.inference, "wall": elapsed},
+    )
+    return result
