@@ -115,7 +115,9 @@ def _load(
     device: str,
     threads: int | None,
     offline: bool,
+    pipelined: bool = False,
 ):
+    """Resolve --model and load it; `pipelined` overlaps session start-up with decoding."""
     from imgclass import catalog, store
     from imgclass.cache import optimized_dir
     from imgclass.model import ModelSettings, load_model
@@ -128,21 +130,13 @@ def _load(
         labels_file=labels,
         device=parse_device(device),
         threads=threads,
+        optimized_dir=optimized_dir(),
+        background_session=pipelined,
+        spinning=not pipelined,
     )
     resolved = store.resolve(spec, offline=offline or store.offline_from_env(), progress=_progress_for_pull())
-    if resolved.sha256:
-        settings = _with_optimized_cache(settings, resolved.sha256, optimized_dir())
     catalog_preset = resolved.entry.preset if resolved.entry else None
-    return load_model(resolved.path, resolved.name, settings, catalog_preset)
-
-
-def _with_optimized_cache(settings, sha256: str, folder: Path):
-    import dataclasses
-
-    import onnxruntime as ort
-
-    key = f"{sha256[:32]}-ort{ort.__version__}-{settings.device}.onnx"
-    return dataclasses.replace(settings, optimized_cache=folder / key)
+    return load_model(resolved.path, resolved.name, settings, catalog_preset, resolved.sha256)
 
 
 @contextmanager
@@ -237,7 +231,7 @@ def _classify(
         bgr=bgr,
     )
     paths_iter = expand(inputs, recursive=recursive)
-    loaded = _load(model, preset, overrides, labels, device, threads, offline)
+    loaded = _load(model, preset, overrides, labels, device, threads, offline, pipelined=True)
     if verbose:
         info = loaded.describe()
         err_line(
@@ -272,18 +266,23 @@ def _classify(
     sink = make_sink(fmt, stream, header=fresh)
     failed = 0
     broken_pipe = False
+    started = False
     with _signals(stop) as caught:
         try:
-            sink.start()
             if bar:
                 bar.__enter__()
             for record in pipeline.run(paths_iter):
+                if not started:  # nothing is written before the model has run once
+                    sink.start()
+                    started = True
                 sink.write(record)
                 if record.error is not None:
                     failed += 1
                     err_line(f"{record.path}: {record.error}")
                 if bar:
                     bar.advance()
+            if not started:
+                sink.start()
             sink.close()
         except BrokenPipeError:
             broken_pipe = True

@@ -19,6 +19,7 @@ from imgclass.errors import InputError
 # Transparent pixels are composited on white: what an image viewer shows, and
 # the background product photos with an alpha channel are made for.
 BACKGROUND = (255, 255, 255)
+ORIENTATION = 0x0112
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 # Decide truncation and bomb policy per call, not through Pillow's globals.
@@ -89,7 +90,8 @@ def _decode(handle, name: str, options: DecodeOptions) -> Image.Image:
         # One policy for the whole run, so setting Pillow's global here is safe.
         ImageFile.LOAD_TRUNCATED_IMAGES = options.allow_truncated
         img.load()
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)
         return to_rgb(img)
 
 

@@ -2,23 +2,27 @@
 
 This is the one place that puts signature, preset, labels and runtime together;
 it returns a LoadedModel that the pipeline can use without knowing any of them.
+The ONNX Runtime session may be created on a background thread, so that images
+are already being decoded while the graph is optimised.
 """
 
 from __future__ import annotations
 
+import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from imgclass import modelindex
 from imgclass.errors import ModelError, UsageError
 from imgclass.labels import LabelSet, background_offset, choose_labels
-from imgclass.modelfile import read_graph
 from imgclass.postprocess import Ranker
 from imgclass.preprocess import Transform
 from imgclass.presets import Overrides, PresetChoice, choose_preset
 from imgclass.runtime import Device, Runner, create_session
-from imgclass.signature import Signature, inspect
+from imgclass.signature import Signature
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,9 @@ class ModelSettings:
     labels_file: Path | None = None
     device: Device = field(default_factory=lambda: Device("auto"))
     threads: int | None = None
-    optimized_cache: Path | None = None
+    optimized_dir: Path | None = None  # where to keep ONNX Runtime's optimised graphs
+    background_session: bool = False
+    spinning: bool = True  # ORT threads spin between ops; off when decode threads share the cores
 
 
 @dataclass
@@ -41,8 +47,20 @@ class LoadedModel:
     labels: LabelSet
     offset: int
     classes: int
-    runner: Runner
-    providers: list[str]
+    _session: Future = field(repr=False)
+    _runner: Runner | None = field(default=None, repr=False)
+
+    @property
+    def runner(self) -> Runner:
+        """The session's runner; waits for a background session and re-raises its error."""
+        if self._runner is None:
+            session, providers = self._session.result()
+            self._runner = Runner(session, self.signature, providers)
+        return self._runner
+
+    @property
+    def providers(self) -> list[str]:
+        return self.runner.providers
 
     def ranker(self, top: int, threshold: float = 0.0) -> Ranker:
         return Ranker(self.labels.names, self.offset, self.signature.softmax, top, threshold)
@@ -64,7 +82,7 @@ class LoadedModel:
 
 
 def inspect_file(path: Path) -> Signature:
-    return inspect(read_graph(path), path)
+    return modelindex.signature_of(path)
 
 
 def input_size(signature: Signature, choice: PresetChoice, requested: int | None, path: Path) -> tuple[int, int]:
@@ -81,8 +99,24 @@ def input_size(signature: Signature, choice: PresetChoice, requested: int | None
     return side, side
 
 
-def load_model(path: Path, name: str, settings: ModelSettings, catalog_preset: str | None = None) -> LoadedModel:
-    """Load `path`; `catalog_preset` is the catalog's preset for a model pulled by name."""
+def optimized_path(folder: Path, sha256: str, device: Device) -> Path:
+    """Optimised graphs depend on the model, ONNX Runtime, the providers and the CPU's instruction set."""
+    import onnxruntime as ort
+
+    try:
+        flags = next(line for line in open("/proc/cpuinfo", encoding="ascii", errors="replace") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        import platform
+
+        flags = platform.processor() or platform.machine()
+    cpu = hashlib.sha1(flags.encode()).hexdigest()[:8]
+    return folder / f"{sha256[:32]}-ort{ort.__version__}-{device}-{cpu}.onnx"
+
+
+def load_model(
+    path: Path, name: str, settings: ModelSettings, catalog_preset: str | None = None, sha256: str | None = None
+) -> LoadedModel:
+    """Load `path`; `catalog_preset` and `sha256` come from the catalog for a model pulled by name."""
     signature = inspect_file(path)
     choice = choose_preset(path, signature, settings.preset, catalog_preset)
     height, width = input_size(signature, choice, settings.overrides.size, path)
@@ -90,12 +124,28 @@ def load_model(path: Path, name: str, settings: ModelSettings, catalog_preset: s
     if preset is not choice.preset:
         choice = PresetChoice(preset, choice.source + " + overrides")
     transform = Transform(preset, height, width, signature.layout, signature.dtype)
-    session, providers = create_session(path, settings.device, settings.threads, settings.optimized_cache)
-    runner = Runner(session, signature)
-    classes = signature.classes or _probe_classes(runner, transform)
-    labels = choose_labels(path, signature.metadata, settings.labels_file, classes)
-    offset = background_offset(classes, labels, str(path))
-    return LoadedModel(name, path, signature, choice, transform, labels, offset, classes, runner, providers)
+
+    optimized = None
+    if settings.optimized_dir is not None and not modelindex.has_external_data(path):
+        optimized = optimized_path(settings.optimized_dir, sha256 or modelindex.sha256_of(path), settings.device)
+
+    def start():
+        return create_session(path, settings.device, settings.threads, optimized, settings.spinning)
+
+    if settings.background_session and signature.classes:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgclass-session")
+        session = pool.submit(start)
+        pool.shutdown(wait=False)
+    else:
+        session = Future()
+        session.set_result(start())
+    classes = signature.classes
+    loaded = LoadedModel(name, path, signature, choice, transform, LabelSet((), ""), 0, classes or 0, session)
+    if classes is None:
+        classes = loaded.classes = _probe_classes(loaded.runner, transform)
+    loaded.labels = choose_labels(path, signature.metadata, settings.labels_file, classes)
+    loaded.offset = background_offset(classes, loaded.labels, str(path))
+    return loaded
 
 
 def _probe_classes(runner: Runner, transform: Transform) -> int:

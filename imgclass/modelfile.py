@@ -31,23 +31,33 @@ def read_graph(path: Path):
     return model
 
 
-def check_external_data(model, path: Path) -> None:
-    """Refuse external-data locations that are absolute or lead outside the model's folder."""
+def external_locations(model) -> list[tuple[str, str]]:
+    """(tensor name, location) of every tensor whose data lives in another file."""
     from onnx import TensorProto
 
+    return [
+        (t.name, next((e.value for e in t.external_data if e.key == "location"), ""))
+        for t in _all_tensors(model)
+        if t.data_location == TensorProto.EXTERNAL
+    ]
+
+
+def check_external_data(model, path: Path) -> None:
+    check_locations(external_locations(model), path)
+
+
+def check_locations(locations: list[tuple[str, str]], path: Path) -> None:
+    """Refuse external-data locations that are absolute or lead outside the model's folder."""
     folder = path.resolve().parent
-    for tensor in _all_tensors(model):
-        if tensor.data_location != TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+    for name, location in locations:
         if not location or os.path.isabs(location) or Path(location).drive:
             raise ModelError(
-                f"{path}: refused: tensor {tensor.name!r} points to external data at an absolute or empty path {location!r}"
+                f"{path}: refused: tensor {name!r} points to external data at an absolute or empty path {location!r}"
             )
         target = (folder / location).resolve()
         if folder != target and folder not in target.parents:
             raise ModelError(
-                f"{path}: refused: tensor {tensor.name!r} points to external data outside the model's folder ({location!r})"
+                f"{path}: refused: tensor {name!r} points to external data outside the model's folder ({location!r})"
             )
 
 

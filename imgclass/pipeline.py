@@ -115,6 +115,8 @@ class Pipeline:
                         chunk.append(pending.popleft().result())
                         top_up()
                     yield from self._classify(chunk)
+                if not self.stop.is_set():
+                    self.model.runner  # noqa: B018 - surfaces a model that cannot load even when no image decoded
             finally:
                 for future in pending:
                     future.cancel()
@@ -124,12 +126,13 @@ class Pipeline:
         results: dict[int, list] = {}
         failure = None
         if good:
+            runner = self.model.runner  # a model that cannot load ends the run (exit 3), it fails no image
             batch = self._buffer[: len(good)]
             for i, item in enumerate(good):
                 batch[i] = item.sample
             start = time.perf_counter()
             try:
-                ranked = self.ranker.rank(self.model.runner.run(batch))
+                ranked = self.ranker.rank(runner.run(batch))
                 results = {id(item): preds for item, preds in zip(good, ranked)}
             except Exception as err:
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"

@@ -68,13 +68,22 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def create_session(path: Path, device: Device, threads: int | None = None, optimized_path: Path | None = None):
-    """Create an InferenceSession; returns (session, providers actually in use)."""
+def create_session(
+    path: Path, device: Device, threads: int | None = None, optimized_path: Path | None = None, spinning: bool = True
+):
+    """Create an InferenceSession; returns (session, providers actually in use).
+
+    With `optimized_path`, the graph ONNX Runtime optimised on an earlier run is
+    loaded as it is (no optimisation pass), or saved there for the next run.
+    `spinning=False` lets idle model threads sleep, leaving the cores to decoders.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads or default_threads()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     source = path
@@ -92,7 +101,7 @@ def create_session(path: Path, device: Device, threads: int | None = None, optim
     except Exception as err:  # ORT raises several private exception types
         if source != path:  # a damaged optimised cache: fall back to the model itself
             optimized_path.unlink(missing_ok=True)
-            return create_session(path, device, threads, optimized_path)
+            return create_session(path, device, threads, None, spinning)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"{path}: ONNX Runtime cannot load this model: {first[:200]}") from None
     if source == path and optimized_path is not None:
@@ -107,9 +116,10 @@ def create_session(path: Path, device: Device, threads: int | None = None, optim
 class Runner:
     """Runs batches through a session, honouring a fixed batch size."""
 
-    def __init__(self, session, signature: Signature):
+    def __init__(self, session, signature: Signature, providers: list[str]):
         self.session = session
         self.signature = signature
+        self.providers = providers
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         fixed = self.signature.batch
