@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 import typer
-from typing_extensions import Annotated
+from typing import Annotated
 
 from imgclass import __version__
 from imgclass.errors import (
@@ -81,7 +81,9 @@ DeviceOpt = Annotated[str, typer.Option(envvar="IMGCLASS_DEVICE", help="auto, cp
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Threads for the model (default: all cores).")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Images per model run (default from the model).")]
 WorkersOpt = Annotated[int, typer.Option(help="Decode threads.")]
-ExactOpt = Annotated[bool, typer.Option("--exact-decode", help="Full-resolution JPEG decode (bit-exact, slower).")]
+ExactOpt = Annotated[
+    bool, typer.Option("--exact-decode", help="Full-resolution JPEG decode and full resize: bit-exact, slower.")
+]
 TruncOpt = Annotated[bool, typer.Option("--allow-truncated", help="Classify what is there in truncated images.")]
 MaxPixelsOpt = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse images with more pixels (default: Pillow's).")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", envvar="IMGCLASS_OFFLINE", help="Never use the network.")]
@@ -116,6 +118,7 @@ def _load(
     threads: int | None,
     offline: bool,
     pipelined: bool = False,
+    exact: bool = True,
 ):
     """Resolve --model and load it; `pipelined` overlaps session start-up with decoding."""
     from imgclass import catalog, store
@@ -133,6 +136,7 @@ def _load(
         optimized_dir=optimized_dir(),
         background_session=pipelined,
         spinning=not pipelined,
+        exact=exact,
     )
     resolved = store.resolve(spec, offline=offline or store.offline_from_env(), progress=_progress_for_pull())
     catalog_preset = resolved.entry.preset if resolved.entry else None
@@ -231,7 +235,7 @@ def _classify(
         bgr=bgr,
     )
     paths_iter = expand(inputs, recursive=recursive)
-    loaded = _load(model, preset, overrides, labels, device, threads, offline, pipelined=True)
+    loaded = _load(model, preset, overrides, labels, device, threads, offline, pipelined=True, exact=exact_decode)
     if verbose:
         info = loaded.describe()
         err_line(
@@ -600,7 +604,7 @@ def bench(
     _check_list_format(fmt)
     if synthetic < 1:
         raise UsageError("--synthetic must be at least 1")
-    loaded = _load(model, preset, Overrides(), None, device, threads, offline)
+    loaded = _load(model, preset, Overrides(), None, device, threads, offline, exact=exact_decode)
     paths = list(expand([str(images)])) if images else []
     options = benchmark.BenchOptions(
         batch_size=batch_size or default_batch_size(loaded),

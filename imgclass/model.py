@@ -35,6 +35,7 @@ class ModelSettings:
     optimized_dir: Path | None = None  # where to keep ONNX Runtime's optimised graphs
     background_session: bool = False
     spinning: bool = True  # ORT threads spin between ops; off when decode threads share the cores
+    exact: bool = True  # False: crop-aware resizing (see preprocess.Transform.fast)
 
 
 @dataclass
@@ -123,13 +124,13 @@ def load_model(
     preset = settings.overrides.apply(choice.preset, min(height, width))
     if preset is not choice.preset:
         choice = PresetChoice(preset, choice.source + " + overrides")
-    transform = Transform(preset, height, width, signature.layout, signature.dtype)
+    transform = Transform(preset, height, width, signature.layout, signature.dtype, fast=not settings.exact)
 
-    optimized = None
-    if settings.optimized_dir is not None and not modelindex.has_external_data(path):
-        optimized = optimized_path(settings.optimized_dir, sha256 or modelindex.sha256_of(path), settings.device)
+    cache_graph = settings.optimized_dir is not None and not modelindex.has_external_data(path)
+    digest = (sha256 or modelindex.sha256_of(path)) if cache_graph else None
 
     def start():
+        optimized = optimized_path(settings.optimized_dir, digest, settings.device) if cache_graph else None
         return create_session(path, settings.device, settings.threads, optimized, settings.spinning)
 
     if settings.background_session and signature.classes:

@@ -8,6 +8,7 @@ input order. Queues are bounded: memory does not grow with the number of inputs.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -49,6 +50,8 @@ class PipelineOptions:
     workers: int = 2
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     debug: bool = False
+    # Decode threads yield to the model's threads: they fill the gaps the model leaves.
+    decode_nice: int = 0
 
 
 @dataclass
@@ -56,6 +59,14 @@ class _Prepared:
     path: str
     sample: np.ndarray | None = None
     error: str | None = None
+
+
+def _lower_priority(nice: int) -> None:
+    if nice and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:
+            pass
 
 
 def _reason(message: str, path: str) -> str:
@@ -98,7 +109,10 @@ class Pipeline:
         window = max(2 * batch_size, batch_size + 2 * self.options.workers)
         source = iter(paths)
         pending: deque[Future] = deque()
-        with ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="imgclass-decode") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.options.workers, thread_name_prefix="imgclass-decode", initializer=_lower_priority,
+            initargs=(self.options.decode_nice,),
+        ) as pool:
 
             def top_up() -> None:
                 while len(pending) < window and not self.stop.is_set():

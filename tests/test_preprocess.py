@@ -117,3 +117,13 @@ def test_draft_decode_stays_close_to_full_decode_on_real_photos(photos, tmp_path
         a = np.asarray(t.geometry(full), np.float32)
         b = np.asarray(t.geometry(draft), np.float32)
         assert np.abs(a - b).mean() < 1.0
+
+
+def test_crop_aware_resize_is_within_one_grey_level_of_the_full_resize(photos):
+    for preset, size in (("torchvision", 224), ("timm-inception", 299), ("hf-resnet", 224)):
+        exact = Transform(get_preset(preset), size, size)
+        fast = Transform(get_preset(preset), size, size, fast=True)
+        for name in ("china.jpg", "chelsea.png", "astronaut.png"):
+            img = load_rgb(photos[name])
+            diff = np.abs(exact.geometry(img).astype(int) - fast.geometry(img))
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (preset, name)

@@ -56,3 +56,15 @@ def test_broken_symlink_and_image_named_directory_are_yielded_for_an_error_recor
     (tree / "folder.jpg").mkdir()
     got = rel(expand([str(tree)]), tree)
     assert "dangling.jpg" in got and "folder.jpg" in got
+
+
+def test_extension_list_is_what_pillow_registers():
+    from PIL import Image
+
+    from imgclass.sources import IMAGE_EXTENSIONS
+
+    Image.init()
+    registered = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    assert IMAGE_EXTENSIONS <= registered
+    assert {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"} <= IMAGE_EXTENSIONS
+    assert ".h5" not in IMAGE_EXTENSIONS and ".mpg" not in IMAGE_EXTENSIONS
