@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--models", default="inception_v3,resnet50")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = args.work
     env = {**os.environ, "IMGCLASS_HOME": str(work / "home"), "NO_COLOR": "1"}
@@ -198,17 +199,20 @@ def main() -> None:
         if not model.exists():
             builder = getattr(onnx_builders, kind)
             onnx_builders.save(builder(onnx_builders.Signature(spatial=SIZES[kind])), model)
-        entry: dict = {}
-        entry["model_only_ips"] = model_only(model, SIZES[kind])
-        for name, files, folder in (("phone", phone, work / "phone"), ("web", web, work / "web")):
-            ips = imgclass_batch(model, folder, len(files), env)
-            entry[f"{name}_imgclass_ips"] = ips
-            entry[f"{name}_ratio_to_model"] = ips / entry["model_only_ips"]
+        runs: dict[str, list[float]] = {}
+        for _ in range(args.rounds):  # interleaved rounds; medians smooth out a noisy machine
+            runs.setdefault("model_only_ips", []).append(model_only(model, SIZES[kind]))
+            for name, files, folder in (("phone", phone, work / "phone"), ("web", web, work / "web")):
+                runs.setdefault(f"{name}_imgclass_ips", []).append(imgclass_batch(model, folder, len(files), env))
+                if not args.skip_sequential:
+                    runs.setdefault(f"{name}_sequential_ips", []).append(sequential(model, kind, files))
+        entry: dict = {key: statistics.median(values) for key, values in runs.items()}
+        entry["rounds"] = {key: [round(v, 2) for v in values] for key, values in runs.items()}
+        for name in ("phone", "web"):
+            entry[f"{name}_ratio_to_model"] = entry[f"{name}_imgclass_ips"] / entry["model_only_ips"]
             if not args.skip_sequential:
-                seq = sequential(model, kind, files)
-                entry[f"{name}_sequential_ips"] = seq
-                entry[f"{name}_sequential_ratio_to_model"] = seq / entry["model_only_ips"]
-                entry[f"{name}_speedup_vs_sequential"] = ips / seq
+                entry[f"{name}_sequential_ratio_to_model"] = entry[f"{name}_sequential_ips"] / entry["model_only_ips"]
+                entry[f"{name}_speedup_vs_sequential"] = entry[f"{name}_imgclass_ips"] / entry[f"{name}_sequential_ips"]
         entry["cold_start"] = cold_start(model, kind, web[0], env)
         report[kind] = entry
         print(kind, json.dumps(entry, indent=1), flush=True)

@@ -124,10 +124,13 @@ class Pipeline:
             try:
                 top_up()
                 while pending and not self.stop.is_set():
-                    chunk = []
-                    while pending and len(chunk) < batch_size:
+                    # Wait for the next image only; then take whatever else is already decoded.
+                    # The model starts as soon as there is work, and batches fill up by
+                    # themselves once decoding runs ahead of the model.
+                    chunk = [pending.popleft().result()]
+                    while pending and len(chunk) < batch_size and pending[0].done():
                         chunk.append(pending.popleft().result())
-                        top_up()
+                    top_up()
                     yield from self._classify(chunk)
                 if not self.stop.is_set():
                     self.model.runner  # noqa: B018 - surfaces a model that cannot load even when no image decoded
