@@ -194,7 +194,7 @@ def main() -> None:
     phone = make_jpegs(work / "phone", 96, (4032, 3024))
     web = make_jpegs(work / "web", 48, (640, 480))
     report: dict = {"cpus": os.cpu_count()}
-    for kind in args.models.split(","):
+    for kind in filter(None, args.models.split(",")):
         model = work / f"{kind}.onnx"
         if not model.exists():
             builder = getattr(onnx_builders, kind)

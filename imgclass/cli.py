@@ -80,7 +80,7 @@ OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write
 DeviceOpt = Annotated[str, typer.Option(envvar="IMGCLASS_DEVICE", help="auto, cpu, cuda or cuda:N.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Threads for the model (default: all cores).")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Images per model run (default from the model).")]
-WorkersOpt = Annotated[int, typer.Option(help="Decode threads.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="Decode threads (default: 2, or half the cores up to 8).")]
 ExactOpt = Annotated[
     bool, typer.Option("--exact-decode", help="Full-resolution JPEG decode and full resize: bit-exact, slower.")
 ]
@@ -211,7 +211,7 @@ def _classify(
 ) -> int:
     from imgclass.images import DEFAULT_MAX_PIXELS, DecodeOptions
     from imgclass.output import FORMATS, format_from_extension, make_sink
-    from imgclass.pipeline import Pipeline, PipelineOptions, default_batch_size
+    from imgclass.pipeline import Pipeline, PipelineOptions, default_batch_size, default_workers
     from imgclass.presets import Overrides
     from imgclass.sources import expand
 
@@ -219,7 +219,7 @@ def _classify(
         raise UsageError("--top must be at least 1")
     if not 0.0 <= threshold <= 1.0:
         raise UsageError("--threshold must be between 0 and 1")
-    if batch_size is not None and batch_size < 1 or workers < 1:
+    if (batch_size is not None and batch_size < 1) or (workers is not None and workers < 1):
         raise UsageError("--batch-size and --workers must be at least 1")
     if fmt is None:
         fmt = (format_from_extension(output) or "jsonl") if output else ("table" if sys.stdout.isatty() else "jsonl")
@@ -257,7 +257,7 @@ def _classify(
         bar = BatchBar(len(paths))
     options = PipelineOptions(
         batch_size=batch_size or default_batch_size(loaded),
-        workers=workers,
+        workers=workers or default_workers(),
         decode=DecodeOptions(
             max_pixels=max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS,
             allow_truncated=allow_truncated,
@@ -335,7 +335,7 @@ def predict(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     batch_size: BatchSizeOpt = None,
-    workers: WorkersOpt = 2,
+    workers: WorkersOpt = None,
     exact_decode: ExactOpt = False,
     allow_truncated: TruncOpt = False,
     max_pixels: MaxPixelsOpt = None,
@@ -374,7 +374,7 @@ def batch(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     batch_size: BatchSizeOpt = None,
-    workers: WorkersOpt = 2,
+    workers: WorkersOpt = None,
     exact_decode: ExactOpt = False,
     allow_truncated: TruncOpt = False,
     max_pixels: MaxPixelsOpt = None,
@@ -586,7 +586,7 @@ def bench(
     images: Annotated[Optional[Path], typer.Option(help="A folder of images for the end-to-end run.")] = None,
     synthetic: Annotated[int, typer.Option(help="Synthetic samples for the model-only run.")] = 64,
     batch_size: BatchSizeOpt = None,
-    workers: WorkersOpt = 2,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     exact_decode: ExactOpt = False,
@@ -597,7 +597,7 @@ def bench(
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
     from imgclass import bench as benchmark
     from imgclass.images import DecodeOptions
-    from imgclass.pipeline import default_batch_size
+    from imgclass.pipeline import default_batch_size, default_workers
     from imgclass.presets import Overrides
     from imgclass.sources import expand
 
@@ -608,7 +608,7 @@ def bench(
     paths = list(expand([str(images)])) if images else []
     options = benchmark.BenchOptions(
         batch_size=batch_size or default_batch_size(loaded),
-        workers=workers,
+        workers=workers or default_workers(),
         synthetic=synthetic,
         decode=DecodeOptions(draft_min_short_side=None if exact_decode else loaded.transform.min_decode_side),
     )

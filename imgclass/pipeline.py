@@ -75,6 +75,12 @@ def _reason(message: str, path: str) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
+def default_workers() -> int:
+    """Decode threads: two on small machines (they share the cores with the model), more on big ones."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(2, min(8, cores // 2))
+
+
 def default_batch_size(model: LoadedModel) -> int:
     """Several images a run on a dynamic batch axis; the model's own size when it is fixed."""
     return model.signature.batch or 8

@@ -50,7 +50,8 @@ def plan_providers(device: Device, available: Sequence[str]) -> list:
     if device.kind == "cuda":
         raise ModelError(
             "--device cuda: this onnxruntime has no CUDA provider "
-            f"(available: {', '.join(available)}); install it with: pip install 'imgclass[cuda]'"
+            f"(available: {', '.join(available)}); replace it with the GPU build: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
         )
     return [CPU]
 

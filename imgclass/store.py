@@ -9,7 +9,6 @@ from pathlib import Path
 
 from imgclass import cache, catalog
 from imgclass.catalog import Entry
-from imgclass.download import Progress, fetch
 from imgclass.errors import ModelError, UsageError
 
 ENV_MIRROR = "IMGCLASS_MIRROR"
@@ -51,7 +50,10 @@ def _how_to_get(entry: Entry) -> str:
     )
 
 
-def pull_entry(entry: Entry, offline: bool = False, progress: Progress | None = None) -> Path:
+def pull_entry(entry: Entry, offline: bool = False, progress=None) -> Path:
+    """The cached file of a catalog model, fetched and verified first if it is not there."""
+    from imgclass.download import fetch
+
     dest = cached_path(entry)
     with cache.lock(dest):
         if is_cached(entry):
@@ -72,7 +74,9 @@ def _check_onnx(path: Path) -> None:
         raise ModelError(f"{err} (removed from the cache)") from None
 
 
-def pull_url(url: str, name: str, sha256: str | None = None, progress: Progress | None = None) -> cache.Registered:
+def pull_url(url: str, name: str, sha256: str | None = None, progress=None) -> cache.Registered:
+    from imgclass.download import fetch
+
     cache.check_name(name)
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
         raise UsageError(f"--sha256 {sha256!r}: expected 64 hex digits")
@@ -159,7 +163,7 @@ def _verify_one(name: str, path: Path, sha256: str, size: int) -> dict:
     return {"name": name, "path": str(path), "ok": problem is None, "problem": problem}
 
 
-def resolve(spec: str, offline: bool = False, progress: Progress | None = None) -> Resolved:
+def resolve(spec: str, offline: bool = False, progress=None) -> Resolved:
     """A --model value (path, pulled name, catalog name or alias) as a local file."""
     path = Path(spec).expanduser()
     if path.is_file():
