@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -179,64 +180,71 @@ def _open_output(output: Path | None, fmt: str, resume: bool):
     return handle, done, fresh
 
 
-def _classify(
-    inputs: List[str],
-    recursive: bool,
-    model: str | None,
-    preset: str | None,
-    size: int | None,
-    resize: int | None,
-    crop_pct: float | None,
-    interpolation: str | None,
-    mean: str | None,
-    std: str | None,
-    bgr: bool,
-    labels: Path | None,
-    top: int,
-    threshold: float,
-    fmt: str | None,
-    output: Path | None,
-    resume: bool,
-    device: str,
-    threads: int | None,
-    batch_size: int | None,
-    workers: int,
-    exact_decode: bool,
-    allow_truncated: bool,
-    max_pixels: int | None,
-    offline: bool,
-    verbose: bool,
-    debug: bool,
-    show_progress: bool,
-) -> int:
+@dataclass
+class ClassifyArgs:
+    """Everything `predict` and `batch` were given, by option name."""
+
+    inputs: List[str]
+    model: str | None
+    preset: str | None
+    size: int | None
+    resize: int | None
+    crop_pct: float | None
+    interpolation: str | None
+    mean: str | None
+    std: str | None
+    bgr: bool
+    labels: Path | None
+    top: int
+    threshold: float
+    fmt: str | None
+    output: Path | None
+    device: str
+    threads: int | None
+    batch_size: int | None
+    workers: int | None
+    exact_decode: bool
+    allow_truncated: bool
+    max_pixels: int | None
+    offline: bool
+    verbose: bool
+    debug: bool
+    recursive: bool = False
+    resume: bool = False
+    show_progress: bool = False
+
+
+def _classify(a: ClassifyArgs) -> int:
     from imgclass.images import DEFAULT_MAX_PIXELS, DecodeOptions
     from imgclass.output import FORMATS, format_from_extension, make_sink
     from imgclass.pipeline import Pipeline, PipelineOptions, default_batch_size, default_workers
     from imgclass.presets import Overrides
     from imgclass.sources import expand
 
-    if top < 1:
+    if a.top < 1:
         raise UsageError("--top must be at least 1")
-    if not 0.0 <= threshold <= 1.0:
+    if not 0.0 <= a.threshold <= 1.0:
         raise UsageError("--threshold must be between 0 and 1")
-    if (batch_size is not None and batch_size < 1) or (workers is not None and workers < 1):
+    if (a.batch_size is not None and a.batch_size < 1) or (a.workers is not None and a.workers < 1):
         raise UsageError("--batch-size and --workers must be at least 1")
+    fmt = a.fmt
     if fmt is None:
-        fmt = (format_from_extension(output) or "jsonl") if output else ("table" if sys.stdout.isatty() else "jsonl")
+        fmt = (format_from_extension(a.output) or "jsonl") if a.output else ("table" if sys.stdout.isatty() else "jsonl")
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     overrides = Overrides(
-        size=size,
-        resize=resize,
-        crop_pct=crop_pct,
-        interpolation=interpolation,
-        mean=_floats3(mean, "--mean"),
-        std=_floats3(std, "--std"),
-        bgr=bgr,
+        size=a.size,
+        resize=a.resize,
+        crop_pct=a.crop_pct,
+        interpolation=a.interpolation,
+        mean=_floats3(a.mean, "--mean"),
+        std=_floats3(a.std, "--std"),
+        bgr=a.bgr,
     )
-    paths_iter = expand(inputs, recursive=recursive)
-    loaded = _load(model, preset, overrides, labels, device, threads, offline, pipelined=True, exact=exact_decode)
-    if verbose:
+    paths_iter = expand(a.inputs, recursive=a.recursive)
+    loaded = _load(a.model, a.preset, overrides, a.labels, a.device, a.threads, a.offline, pipelined=True,
+                   exact=a.exact_decode)
+    if a.verbose:
         info = loaded.describe()
         err_line(
             f"model {info['name']} ({info['path']}); preset {info['preset']} [{info['preset_source']}]; "
@@ -245,28 +253,28 @@ def _classify(
             f"{' (background at 0)' if info['background_class'] else ''}; labels {info['labels']}; "
             f"providers {', '.join(info['providers'])}"
         )
-    stream, done, fresh = _open_output(output, fmt, resume)
+    stream, done, fresh = _open_output(a.output, fmt, a.resume)
     if done:
         paths_iter = (p for p in paths_iter if p not in done)
     bar = None
-    if show_progress and stderr_is_terminal():
+    if a.show_progress and stderr_is_terminal():
         from imgclass.terminal import BatchBar
 
         paths = list(paths_iter)
         paths_iter = iter(paths)
         bar = BatchBar(len(paths))
     options = PipelineOptions(
-        batch_size=batch_size or default_batch_size(loaded),
-        workers=workers or default_workers(),
+        batch_size=a.batch_size or default_batch_size(loaded),
+        workers=a.workers or default_workers(),
         decode=DecodeOptions(
-            max_pixels=max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS,
-            allow_truncated=allow_truncated,
-            draft_min_short_side=None if exact_decode else loaded.transform.min_decode_side,
+            max_pixels=a.max_pixels if a.max_pixels is not None else DEFAULT_MAX_PIXELS,
+            allow_truncated=a.allow_truncated,
+            draft_min_short_side=None if a.exact_decode else loaded.transform.min_decode_side,
         ),
-        debug=debug,
+        debug=a.debug,
     )
     stop = threading.Event()
-    pipeline = Pipeline(loaded, loaded.ranker(top, threshold), options, stop)
+    pipeline = Pipeline(loaded, loaded.ranker(a.top, a.threshold), options, stop)
     sink = make_sink(fmt, stream, header=fresh)
     failed = 0
     broken_pipe = False
@@ -295,10 +303,10 @@ def _classify(
         finally:
             if bar:
                 bar.__exit__(None, None, None)
-            if output is not None:
+            if a.output is not None:
                 stream.close()
     stats = pipeline.stats
-    if verbose or (show_progress and stderr_is_terminal()):
+    if a.verbose or (a.show_progress and stderr_is_terminal()):
         err_line(f"{stats.images - stats.failed} classified, {stats.failed} failed")
     if caught["signal"] is not None and not broken_pipe:
         err_line(f"stopped by signal {caught['signal']}; {stats.images} records written")
@@ -344,12 +352,8 @@ def predict(
     debug: DebugOpt = False,
 ) -> None:
     """Classify one or more images and print the top labels."""
-    code = _classify(
-        images, False, model, preset, size, resize, crop_pct, interpolation, mean, std, bgr, labels, top,
-        threshold, fmt, output, False, device, threads, batch_size, workers, exact_decode, allow_truncated,
-        max_pixels, offline, verbose, debug, show_progress=False,
-    )
-    raise typer.Exit(code)
+    options = {k: v for k, v in locals().items() if k != "images"}
+    raise typer.Exit(_classify(ClassifyArgs(inputs=images, **options)))
 
 
 @app.command()
@@ -383,12 +387,7 @@ def batch(
     debug: DebugOpt = False,
 ) -> None:
     """Classify every image in directories, files or globs; one record per image."""
-    code = _classify(
-        inputs, recursive, model, preset, size, resize, crop_pct, interpolation, mean, std, bgr, labels, top,
-        threshold, fmt, output, resume, device, threads, batch_size, workers, exact_decode, allow_truncated,
-        max_pixels, offline, verbose, debug, show_progress=True,
-    )
-    raise typer.Exit(code)
+    raise typer.Exit(_classify(ClassifyArgs(**locals(), show_progress=True)))
 
 
 # --- models -----------------------------------------------------------------------------
