@@ -23,21 +23,21 @@ def stderr_is_terminal() -> bool:
         return False
 
 
+def _stderr_progress(label: str, *columns):
+    """A transient rich progress display on stderr: label, bar, then `columns`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    return Progress(TextColumn(label), BarColumn(), *columns, console=Console(stderr=True), transient=True)
+
+
 class DownloadBar:
     """A rich progress bar on stderr for downloads (satisfies download.Progress)."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+        from rich.progress import DownloadColumn, TransferSpeedColumn
 
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
+        self._progress = _stderr_progress("{task.description}", DownloadColumn(), TransferSpeedColumn())
         self._task = None
 
     def start(self, description: str, total: int | None) -> None:
@@ -58,17 +58,9 @@ class BatchBar:
     """Images done / total on stderr while a batch runs."""
 
     def __init__(self, total: int | None) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import MofNCompleteColumn, TimeRemainingColumn
 
-        self._progress = Progress(
-            TextColumn("classifying"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
+        self._progress = _stderr_progress("classifying", MofNCompleteColumn(), TimeRemainingColumn())
         self._task = self._progress.add_task("images", total=total)
 
     def __enter__(self) -> "BatchBar":

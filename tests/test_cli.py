@@ -181,3 +181,34 @@ def test_table_format_shows_labels(tiny, photos, home):
     for p in top:
         assert p["label"] in result.stdout
     assert "\x1b[" not in result.stdout  # NO_COLOR
+
+
+def test_progress_bar_only_on_a_terminal(tiny, photos, tmp_path, home):
+    import os
+    import pty
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(photos["chelsea.png"].read_bytes())
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*__import__("conftest").imgclass_command(), "batch", str(folder), "--model", str(tiny)],
+        stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm", "NO_COLOR": "1"},
+    )
+    os.close(slave)
+    stdout, _ = proc.communicate(timeout=120)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert len(stdout.decode().splitlines()) == 3  # records stay on stdout, as jsonl
+    assert b"3 classified, 0 failed" in seen  # the terminal on stderr gets the summary
+    assert b"{" not in seen
