@@ -255,7 +255,9 @@ def _classify(a: ClassifyArgs) -> int:
         )
     stream, done, fresh = _open_output(a.output, fmt, a.resume)
     if done:
-        paths_iter = (p for p in paths_iter if p not in done)
+        from imgclass.images import display_path
+
+        paths_iter = (p for p in paths_iter if display_path(p) not in done)
     bar = None
     if a.show_progress and stderr_is_terminal():
         from imgclass.terminal import BatchBar

@@ -52,16 +52,20 @@ def load_rgb(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) 
     if os.path.isdir(path):
         raise InputError(f"{name}: is a directory, not an image")
     try:
-        with open(path, "rb") as handle:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file (or a broken symlink)") from None
+    except PermissionError:
+        raise InputError(f"{name}: permission denied") from None
+    except OSError as err:
+        raise InputError(f"{name}: cannot read file: {err.strerror or err}") from None
+    try:
+        with handle:
             if os.fstat(handle.fileno()).st_size == 0:
                 raise InputError(f"{name}: empty file")
             return _decode(handle, name, options)
     except InputError:
         raise
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such file (or a broken symlink)") from None
-    except PermissionError:
-        raise InputError(f"{name}: permission denied") from None
     except UnidentifiedImageError:
         raise InputError(f"{name}: not an image Pillow can read") from None
     except Image.DecompressionBombError as err:

@@ -105,7 +105,9 @@ def optimized_path(folder: Path, sha256: str, device: Device) -> Path:
     import onnxruntime as ort
 
     try:
-        flags = next(line for line in open("/proc/cpuinfo", encoding="ascii", errors="replace") if line.startswith("flags"))
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            head = handle.read(16384)  # the first CPU's entry; the whole file is slow to generate
+        flags = next(line for line in head.splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         import platform
 

@@ -212,3 +212,18 @@ def test_progress_bar_only_on_a_terminal(tiny, photos, tmp_path, home):
     assert len(stdout.decode().splitlines()) == 3  # records stay on stdout, as jsonl
     assert b"3 classified, 0 failed" in seen  # the terminal on stderr gets the summary
     assert b"{" not in seen
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models", "list"], ["models", "list", "--format", "json"], ["--version"]])
+def test_help_and_models_list_import_neither_numpy_nor_onnxruntime(args, home):
+    code = (
+        "import sys\n"
+        f"sys.argv = ['imgclass', *{args!r}]\n"
+        "from imgclass.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
+        "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx', 'PIL') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith("HEAVY=")

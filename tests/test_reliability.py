@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +72,12 @@ def make_corpus(root, photos):
     bad["dir.jpg"] = "is a directory"
     os.symlink(root / "vanished.jpg", root / "dangling.jpg")
     bad["dangling.jpg"] = "broken symlink"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(root / "socket.png"))  # open() fails on a socket, even for root
+    bad["socket.png"] = "cannot read file"
+    raw_name = os.fsencode(root) + b"/caf\xe9.jpg"  # not valid UTF-8
+    china.save(os.fsdecode(raw_name), format="JPEG")
+    good.append("caf\\udce9.jpg")
     return good, bad
 
 
