@@ -224,6 +224,7 @@ def test_help_and_models_list_import_neither_numpy_nor_onnxruntime(args, home):
         "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx', 'PIL') if m in sys.modules]\n"
         "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # cwd: away from the checkout, so that the installed package is the one imported
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home.parent)
     assert result.returncode == 0, result.stderr
     assert result.stderr.endswith("HEAVY=")
