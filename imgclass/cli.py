@@ -325,9 +325,7 @@ def _silence_stdout() -> None:
         pass
 
 
-@app.command()
-def predict(
-    images: Annotated[List[str], typer.Argument(help="Image files ('-' reads paths from stdin).")],
+def _shared_options(
     model: ModelOpt = None,
     preset: PresetOpt = None,
     size: SizeOpt = None,
@@ -353,43 +351,39 @@ def predict(
     verbose: VerboseOpt = False,
     debug: DebugOpt = False,
 ) -> None:
+    """The options `predict` and `batch` share, declared once (see _with_shared_options)."""
+
+
+def _with_shared_options(command):
+    """Give `command(..., **options)` the shared options as real parameters, for Typer to parse."""
+    import inspect
+
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    shared = inspect.signature(_shared_options, eval_str=True).parameters.values()
+    command.__signature__ = inspect.Signature([*own, *shared])
+    return command
+
+
+@app.command()
+@_with_shared_options
+def predict(
+    images: Annotated[List[str], typer.Argument(help="Image files ('-' reads paths from stdin).")],
+    **options,
+) -> None:
     """Classify one or more images and print the top labels."""
-    options = {k: v for k, v in locals().items() if k != "images"}
     raise typer.Exit(_classify(ClassifyArgs(inputs=images, **options)))
 
 
 @app.command()
+@_with_shared_options
 def batch(
     inputs: Annotated[List[str], typer.Argument(help="Directories, files or globs ('-' reads paths from stdin).")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subdirectories.")] = False,
     resume: Annotated[bool, typer.Option(help="With --output: skip inputs already in FILE, append the rest.")] = False,
-    model: ModelOpt = None,
-    preset: PresetOpt = None,
-    size: SizeOpt = None,
-    resize: ResizeOpt = None,
-    crop_pct: CropPctOpt = None,
-    interpolation: InterpOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    bgr: BgrOpt = False,
-    labels: LabelsOpt = None,
-    top: TopOpt = 5,
-    threshold: ThresholdOpt = 0.0,
-    fmt: FormatOpt = None,
-    output: OutputOpt = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    workers: WorkersOpt = None,
-    exact_decode: ExactOpt = False,
-    allow_truncated: TruncOpt = False,
-    max_pixels: MaxPixelsOpt = None,
-    offline: OfflineOpt = False,
-    verbose: VerboseOpt = False,
-    debug: DebugOpt = False,
+    **options,
 ) -> None:
     """Classify every image in directories, files or globs; one record per image."""
-    raise typer.Exit(_classify(ClassifyArgs(**locals(), show_progress=True)))
+    raise typer.Exit(_classify(ClassifyArgs(inputs, recursive=recursive, resume=resume, show_progress=True, **options)))
 
 
 # --- models -----------------------------------------------------------------------------
