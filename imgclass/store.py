@@ -60,7 +60,10 @@ def pull_entry(entry: Entry, offline: bool = False, progress=None) -> Path:
             return dest
         if offline:
             raise ModelError(f"{entry.name}: not in the cache ({dest}) and offline mode is on; {_how_to_get(entry)}")
-        fetch(urls_for(entry), dest, entry.sha256, entry.size, progress)
+        try:
+            fetch(urls_for(entry), dest, entry.sha256, entry.size, progress)
+        except ModelError as err:
+            raise ModelError(f"{err}. To get it another way: {_how_to_get(entry)}") from None
     return dest
 
 
