@@ -30,9 +30,9 @@ Image.MAX_IMAGE_PIXELS = None
 class DecodeOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     allow_truncated: bool = False
-    # Smallest (width, height) the decoded image may have, or None for a full decode.
-    # Set from the preset: the image may be decoded at 1/2, 1/4 or 1/8 scale while
-    # it stays at least this big.
+    # Smallest short side the decoded image may have, or None for a full decode.
+    # Set from the preset: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale while its
+    # short side stays at least this big.
     draft_min_short_side: int | None = None
 
 

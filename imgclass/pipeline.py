@@ -8,7 +8,6 @@ input order. Queues are bounded: memory does not grow with the number of inputs.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import traceback
@@ -24,6 +23,7 @@ from imgclass.images import DecodeOptions, display_path, load_rgb
 from imgclass.model import LoadedModel
 from imgclass.postprocess import Ranker
 from imgclass.records import Record
+from imgclass.runtime import default_threads
 
 
 @dataclass
@@ -35,7 +35,6 @@ class Stats:
     decode: float = 0.0
     preprocess: float = 0.0
     inference: float = 0.0
-    batches: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_prepare(self, decode: float, preprocess: float) -> None:
@@ -50,8 +49,6 @@ class PipelineOptions:
     workers: int = 2
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     debug: bool = False
-    # Decode threads yield to the model's threads: they fill the gaps the model leaves.
-    decode_nice: int = 0
 
 
 @dataclass
@@ -59,14 +56,6 @@ class _Prepared:
     path: str
     sample: np.ndarray | None = None
     error: str | None = None
-
-
-def _lower_priority(nice: int) -> None:
-    if nice and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError:
-            pass
 
 
 def _reason(message: str, path: str) -> str:
@@ -77,8 +66,7 @@ def _reason(message: str, path: str) -> str:
 
 def default_workers() -> int:
     """Decode threads: two on small machines (they share the cores with the model), more on big ones."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    return max(2, min(8, cores // 2))
+    return max(2, min(8, default_threads() // 2))
 
 
 def default_batch_size(model: LoadedModel) -> int:
@@ -115,10 +103,7 @@ class Pipeline:
         window = max(2 * batch_size, batch_size + 2 * self.options.workers)
         source = iter(paths)
         pending: deque[Future] = deque()
-        with ThreadPoolExecutor(
-            max_workers=self.options.workers, thread_name_prefix="imgclass-decode", initializer=_lower_priority,
-            initargs=(self.options.decode_nice,),
-        ) as pool:
+        with ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="imgclass-decode") as pool:
 
             def top_up() -> None:
                 while len(pending) < window and not self.stop.is_set():
@@ -160,7 +145,6 @@ class Pipeline:
             except Exception as err:
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
             self.stats.inference += time.perf_counter() - start
-            self.stats.batches += 1
         name, preset = self.model.name, self.model.preset.preset.name
         for item in chunk:
             error = item.error or (failure if item.sample is not None else None)

@@ -56,7 +56,7 @@ def plan_providers(device: Device, available: Sequence[str]) -> list:
     return [CPU]
 
 
-def check_providers(device: Device, planned: list, in_use: Sequence[str]) -> None:
+def check_providers(device: Device, in_use: Sequence[str]) -> None:
     """An explicit CUDA request that ONNX Runtime silently dropped is an error, never a CPU run."""
     if device.kind == "cuda" and CUDA not in in_use:
         raise ModelError(
@@ -110,7 +110,7 @@ def create_session(
         if tmp.is_file():
             os.replace(tmp, optimized_path)
     in_use = session.get_providers()
-    check_providers(device, planned, in_use)
+    check_providers(device, in_use)
     return session, list(in_use)
 
 

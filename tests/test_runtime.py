@@ -38,10 +38,10 @@ def test_plan_providers_with_and_without_cuda():
 
 
 def test_silent_cuda_fallback_is_an_error_only_when_cuda_was_asked_for():
-    check_providers(Device("auto"), [], [CPU])
-    check_providers(Device("cuda"), [], [CUDA, CPU])
+    check_providers(Device("auto"), [CPU])
+    check_providers(Device("cuda"), [CUDA, CPU])
     with pytest.raises(ModelError, match="could not start CUDA"):
-        check_providers(Device("cuda"), [], [CPU])
+        check_providers(Device("cuda"), [CPU])
 
 
 def test_cuda_request_on_cpu_build_exits_3(make_model, photos, home, monkeypatch):
