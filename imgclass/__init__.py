@@ -1,3 +1,65 @@
-"""imgclass: classify images with ONNX exports of Inception v3 and ResNet."""
+"""imgclass: classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs.
 
-__version__ = "0.1.0"
+    import imgclass
+    clf = imgclass.load("resnet50")
+    clf.predict("cat.jpg").predictions[0].label
+
+The names below are imported on first use, so `import imgclass` (and `imgclass --help`)
+loads neither numpy nor ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from imgclass.errors import (
+    CacheError,
+    ConfigError,
+    EnvironmentFault,
+    ExitCode,
+    ImgclassError,
+    InputError,
+    MissingExtra,
+    ModelError,
+    OutputError,
+    UsageError,
+)
+from imgclass.records import Prediction, Record
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "CacheError",
+    "Classifier",
+    "ConfigError",
+    "EnvironmentFault",
+    "ExitCode",
+    "ImgclassError",
+    "InputError",
+    "LoadOptions",
+    "MissingExtra",
+    "ModelError",
+    "OutputError",
+    "Overrides",
+    "Prediction",
+    "Record",
+    "UsageError",
+    "load",
+]
+
+if TYPE_CHECKING:
+    from imgclass.classifier import Classifier, LoadOptions, load
+    from imgclass.presets import Overrides
+
+_LAZY = {"load": "imgclass.classifier", "Classifier": "imgclass.classifier", "LoadOptions": "imgclass.classifier",
+         "Overrides": "imgclass.presets"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'imgclass' has no attribute {name!r}")

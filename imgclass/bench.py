@@ -7,26 +7,26 @@ ratios between them are meaningful. Nothing here prints.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from imgclass.images import DecodeOptions, load_rgb
+from imgclass.classifier import Classifier
+from imgclass.images import load_rgb
 from imgclass.model import LoadedModel
-from imgclass.pipeline import Pipeline, PipelineOptions
+from imgclass.pipeline import Pipeline, PipelineOptions, default_batch_size, default_workers
 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    batch_size: int
-    workers: int
+    batch_size: int | None = None  # None: the model's default
+    workers: int | None = None
     synthetic: int = 64  # samples for the model-only run
     latency_runs: int = 20
-    decode: DecodeOptions = DecodeOptions()
 
 
-def _percentiles(values: Sequence[float]) -> dict[str, float]:
+def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p90": None, "p99": None}
     arr = np.asarray(values) * 1000.0
@@ -49,19 +49,22 @@ def model_only(model: LoadedModel, batch_size: int, samples: int) -> float:
     return runs * batch_size / (time.perf_counter() - start)
 
 
-def run(model: LoadedModel, images: Sequence[str], options: BenchOptions) -> dict:
+def run(classifier: Classifier, images: Sequence[str], options: BenchOptions) -> dict:
+    model = classifier.model
+    batch_size = options.batch_size or default_batch_size(model)
+    workers = options.workers or default_workers()
     result: dict = {
         "model": model.name,
         "providers": model.providers,
         "input": list(model.transform.sample_shape),
-        "batch_size": options.batch_size,
-        "workers": options.workers,
-        "model_only_images_per_s": model_only(model, options.batch_size, options.synthetic),
+        "batch_size": batch_size,
+        "workers": workers,
+        "model_only_images_per_s": model_only(model, batch_size, options.synthetic),
     }
     if not images:
         return result
     ranker = model.ranker(5)
-    pipeline = Pipeline(model, ranker, PipelineOptions(options.batch_size, options.workers, options.decode))
+    pipeline = Pipeline(model, ranker, PipelineOptions(batch_size, workers, classifier.decode))
     start = time.perf_counter()
     records = list(pipeline.run(images))
     elapsed = time.perf_counter() - start
@@ -69,7 +72,7 @@ def run(model: LoadedModel, images: Sequence[str], options: BenchOptions) -> dic
     latencies = []
     for path in list(images)[: options.latency_runs]:
         t0 = time.perf_counter()
-        sample = model.transform(load_rgb(path, options.decode))
+        sample = model.transform(load_rgb(path, classifier.decode))
         ranker.rank(model.runner.run(sample[None]))
         latencies.append(time.perf_counter() - t0)
     result.update(

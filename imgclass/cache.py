@@ -4,6 +4,7 @@
     <home>/models/<name>.onnx       models pulled by URL or imported from a file
     <home>/models/registry.json     name -> file, sha256, size, origin of those
     <home>/optimized/               ONNX Runtime's optimised graphs (cold-start cache)
+    <home>/index/                   what was learnt about model files (signature, sha256)
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from imgclass.errors import UsageError
+from imgclass.errors import CacheError, UsageError, describe_os_error
 
 ENV_HOME = "IMGCLASS_HOME"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -54,14 +55,46 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def lock(target: Path, timeout: float = 3600) -> Iterator[None]:
-    """Hold an inter-process lock for `target` (another process pulling it waits)."""
-    from filelock import FileLock
+def _writable_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"cache folder {folder}: {describe_os_error(err)}; set {ENV_HOME} to a writable folder") from None
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(os.fspath(target) + ".lock", timeout=timeout):
+
+@contextmanager
+def lock(target: Path) -> Iterator[None]:
+    """Hold an inter-process lock for `target` (another process pulling it waits).
+
+    The lock file is removed on release. A waiter that wakes up holding the lock of
+    a file that was removed meanwhile retries on the current one, so removing it is
+    safe (the lock is always taken on the file that is at the path).
+    """
+    import fcntl
+
+    path = os.fspath(target) + ".lock"
+    _writable_dir(target.parent)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise CacheError(f"cannot lock {target.name} in {target.parent}: {describe_os_error(err)}") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -81,21 +114,42 @@ def _registry_path() -> Path:
     return models_dir() / "registry.json"
 
 
+_REGISTERED_FIELDS = ("file", "sha256", "size", "origin")
+
+
 def registry() -> dict[str, Registered]:
+    """Pulled models by name. A missing registry is empty; a damaged one is an error, never empty."""
+    path = _registry_path()
     try:
-        raw = json.loads(_registry_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return {}
-    return {name: Registered(name=name, **rec) for name, rec in raw.items() if isinstance(rec, dict)}
+    except OSError as err:
+        raise CacheError(f"{path}: cannot read the model registry: {describe_os_error(err)}") from None
+    try:
+        raw = json.loads(text)
+        entries = {str(name): Registered(str(name), *(rec[f] for f in _REGISTERED_FIELDS)) for name, rec in raw.items()}
+        if not all(isinstance(r.size, int) and isinstance(r.file, str) for r in entries.values()):
+            raise TypeError("bad field type")
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise CacheError(
+            f"{path}: the model registry is damaged ({type(err).__name__}); fix or remove it, "
+            "then pull the models again"
+        ) from None
+    return entries
 
 
 def _write_registry(entries: dict[str, Registered]) -> None:
     path = _registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _writable_dir(path.parent)
     data = {n: {"file": r.file, "sha256": r.sha256, "size": r.size, "origin": r.origin} for n, r in sorted(entries.items())}
     tmp = path.with_name(f"registry.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CacheError(f"{path}: cannot write the model registry: {describe_os_error(err)}") from None
 
 
 def register(entry: Registered) -> None:
@@ -112,3 +166,54 @@ def unregister(name: str) -> Registered | None:
         if entry is not None:
             _write_registry(entries)
         return entry
+
+
+def index_dir() -> Path:
+    return home() / "index"
+
+
+def folders() -> dict[str, Path]:
+    """Every folder the cache uses, by role (what `info` and `cache list` show)."""
+    return {"home": home(), "models": models_dir(), "optimized": optimized_dir(), "index": index_dir()}
+
+
+def _files(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return []
+
+
+def inventory() -> dict[str, list[dict]]:
+    """What the cache holds, by kind: models, optimised graphs, inspection data, leftovers."""
+    kinds: dict[str, list[dict]] = {"models": [], "optimized": [], "index": [], "leftovers": []}
+    for kind in ("models", "optimized", "index"):
+        for path in _files(folders()[kind]):
+            leftover = path.name.endswith((".part", ".lock", ".tmp")) or ".tmp" in path.suffixes
+            kinds["leftovers" if leftover else kind].append({"path": str(path), "size": path.stat().st_size})
+    return kinds
+
+
+def prune() -> list[dict]:
+    """Remove what can be rebuilt (optimised graphs, inspection data) and leftovers; models stay."""
+    held = inventory()
+    removed = []
+    for item in held["optimized"] + held["index"] + held["leftovers"]:
+        try:
+            Path(item["path"]).unlink()
+            removed.append(item)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise CacheError(f"{item['path']}: cannot remove: {describe_os_error(err)}") from None
+    return removed
+
+
+def remove_optimized(sha256: str) -> list[Path]:
+    """The optimised graphs built from a model's bytes (every ONNX Runtime version and device)."""
+    removed = []
+    for path in _files(optimized_dir()):
+        if path.name.startswith(sha256[:32] + "-"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -43,7 +43,7 @@ class Entry:
 def entries() -> list[Entry]:
     fields = Entry.__dataclass_fields__
     return [
-        Entry(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields})
+        Entry(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields})  # type: ignore[arg-type]
         for raw in load_json("catalog.json")["models"]
     ]
 

@@ -13,8 +13,9 @@ import http.client
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from imgclass import __version__
 from imgclass.errors import ModelError

@@ -8,7 +8,9 @@ scale that keeps a reducing gap of at least 2 over the resize target.
 
 from __future__ import annotations
 
+import glob
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +51,7 @@ def display_path(path: str | bytes | os.PathLike) -> str:
 def load_rgb(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) -> Image.Image:
     """Decode `path` to an RGB image, or raise InputError with a one-line reason."""
     name = display_path(path)
-    if os.path.isdir(path):
-        raise InputError(f"{name}: is a directory, not an image")
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such file (or a broken symlink)") from None
-    except PermissionError:
-        raise InputError(f"{name}: permission denied") from None
-    except OSError as err:
-        raise InputError(f"{name}: cannot read file: {err.strerror or err}") from None
+    handle = _open_regular(path, name)
     try:
         with handle:
             if os.fstat(handle.fileno()).st_size == 0:
@@ -75,6 +68,28 @@ def load_rgb(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) 
         if "truncated" in reason:
             reason += " (pass --allow-truncated to classify what is there)"
         raise InputError(f"{name}: cannot decode image: {reason}") from None
+
+
+def _open_regular(path: str | os.PathLike, name: str):
+    """Open a regular file for reading; FIFOs, sockets and devices are refused without blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        if glob.has_magic(os.fsdecode(path)):
+            raise InputError(f"{name}: no file matches this pattern") from None
+        raise InputError(f"{name}: no such file (or a broken symlink)") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory, not an image") from None
+    except PermissionError:
+        raise InputError(f"{name}: permission denied") from None
+    except OSError as err:
+        raise InputError(f"{name}: cannot read file: {(err.strerror or str(err)).lower()}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+        raise InputError(f"{name}: is {kind}, not an image file")
+    return os.fdopen(fd, "rb")
 
 
 def _decode(handle, name: str, options: DecodeOptions) -> Image.Image:

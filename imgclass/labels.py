@@ -7,11 +7,12 @@ ranking and every index is shifted so that indices are ImageNet-1k indices.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from imgclass.errors import ModelError, UsageError
+from imgclass.errors import ConfigError, ModelError, UsageError
 from imgclass.resources import load_json
 
 METADATA_KEYS = ("imgclass.labels", "labels", "id2label", "classes")
@@ -21,6 +22,7 @@ METADATA_KEYS = ("imgclass.labels", "labels", "id2label", "classes")
 class LabelSet:
     names: tuple[str, ...]
     source: str  # "imagenet-1k", a file path, "metadata", ...
+    kind: str = "builtin"  # builtin, flag (--labels), metadata, sidecar, numbers
 
     def __len__(self) -> int:
         return len(self.names)
@@ -65,17 +67,21 @@ def read_labels_file(path: Path) -> LabelSet:
         names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise UsageError(f"{path}: labels file has no labels")
-    return LabelSet(names, str(path))
+    return LabelSet(names, str(path), "flag")
 
 
 def labels_from_metadata(metadata: Mapping[str, str]) -> LabelSet | None:
     for key in METADATA_KEYS:
         if key in metadata:
             try:
-                return LabelSet(parse_labels(json.loads(metadata[key]), f"metadata {key}"), f"metadata {key}")
+                data = json.loads(metadata[key])
             except ValueError:
                 names = tuple(n.strip() for n in metadata[key].replace(",", "\n").splitlines() if n.strip())
-                return LabelSet(names, f"metadata {key}")
+                return LabelSet(names, f"metadata {key}", "metadata")
+            try:
+                return LabelSet(parse_labels(data, f"metadata {key}"), f"metadata {key}", "metadata")
+            except UsageError as err:
+                raise ConfigError(str(err)) from None
     return None
 
 
@@ -88,7 +94,10 @@ def labels_from_hf_config(model_path: Path) -> LabelSet | None:
     except (OSError, ValueError):
         return None
     if isinstance(data, Mapping) and isinstance(data.get("id2label"), Mapping):
-        return LabelSet(parse_labels(data["id2label"], str(config)), str(config))
+        try:
+            return LabelSet(parse_labels(data["id2label"], str(config)), str(config), "sidecar")
+        except UsageError as err:
+            raise ConfigError(str(err)) from None
     return None
 
 
@@ -101,12 +110,22 @@ def choose_labels(model_path: Path, metadata: Mapping[str, str], labels_file: Pa
         return found
     if classes in (None, 1000, 1001):
         return imagenet()
-    return LabelSet(tuple(f"class {i}" for i in range(classes)), "none (class numbers)")
+    return LabelSet(tuple(f"class {i}" for i in range(classes)), "none (class numbers)", "numbers")
 
 
 def background_offset(classes: int, labels: LabelSet, origin: str) -> int:
-    """0 when labels match the outputs, 1 when the model adds a background class at index 0."""
+    """0 when labels match the outputs, 1 when the model adds a background class at index 0.
+
+    A label set one short is taken as "background at 0" only for the built-in
+    ImageNet-1k names on a 1001-class model; a user's file one line short would
+    otherwise shift every label by one, so it is refused like any other mismatch.
+    """
     offset = classes - len(labels)
-    if offset in (0, 1):
+    if offset == 0 or (offset == 1 and labels.kind == "builtin"):
         return offset
-    raise ModelError(f"{origin}: the model has {classes} classes but the label set ({labels.source}) has {len(labels)}; pass --labels")
+    where = f"{len(labels)} labels in {labels.source}"
+    if labels.kind == "flag":
+        raise UsageError(f"--labels {labels.source}: has {len(labels)} labels but the model has {classes} outputs")
+    if labels.kind in ("metadata", "sidecar"):
+        raise ConfigError(f"{origin}: {where}, but the model has {classes} outputs; fix them or pass --labels FILE")
+    raise ModelError(f"{origin}: the model has {classes} outputs, not {where}; pass --labels FILE with {classes} names")

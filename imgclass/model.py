@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +39,38 @@ class ModelSettings:
 
 
 @dataclass
-class LoadedModel:
+class Plan:
+    """Everything decided about a model before a session exists: what `-v` and `models info` show."""
+
     name: str  # what records call the model: a catalog name or the file path
     path: Path
     signature: Signature
     preset: PresetChoice
     transform: Transform
     labels: LabelSet
-    offset: int
-    classes: int
-    _session: Future = field(repr=False)
+    offset: int  # 1: output 0 is a background class
+    classes: int | None  # None: dynamic, known after one run
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "signature": self.signature.describe(),
+            "classes": self.classes,
+            "background_class": bool(self.offset),
+            "preset": self.preset.preset.name,
+            "preset_source": self.preset.source,
+            "preprocessing": self.preset.preset.to_dict(),
+            "input_size": [self.transform.height, self.transform.width],
+            "labels": self.labels.source,
+        }
+
+
+@dataclass
+class LoadedModel(Plan):
+    """A Plan with its ONNX Runtime session (possibly still starting on a background thread)."""
+
+    _session: Future = field(default_factory=Future, repr=False)
     _runner: Runner | None = field(default=None, repr=False)
 
     @property
@@ -67,19 +89,7 @@ class LoadedModel:
         return Ranker(self.labels.names, self.offset, self.signature.softmax, top, threshold)
 
     def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "signature": self.signature.describe(),
-            "classes": self.classes,
-            "background_class": bool(self.offset),
-            "preset": self.preset.preset.name,
-            "preset_source": self.preset.source,
-            "preprocessing": self.preset.preset.to_dict(),
-            "input_size": [self.transform.height, self.transform.width],
-            "labels": self.labels.source,
-            "providers": self.providers,
-        }
+        return {**super().describe(), "providers": self.providers}
 
 
 def inspect_file(path: Path) -> Signature:
@@ -116,10 +126,8 @@ def optimized_path(folder: Path, sha256: str, device: Device) -> Path:
     return folder / f"{sha256[:32]}-ort{ort.__version__}-{device}-{cpu}.onnx"
 
 
-def load_model(
-    path: Path, name: str, settings: ModelSettings, catalog_preset: str | None = None, sha256: str | None = None
-) -> LoadedModel:
-    """Load `path`; `catalog_preset` and `sha256` come from the catalog for a model pulled by name."""
+def make_plan(path: Path, name: str, settings: ModelSettings, catalog_preset: str | None = None) -> Plan:
+    """Resolve preset, input size, transform and labels for `path`: one rule for load, -v and info."""
     signature = inspect_file(path)
     choice = choose_preset(path, signature, settings.preset, catalog_preset)
     height, width = input_size(signature, choice, settings.overrides.size, path)
@@ -127,33 +135,48 @@ def load_model(
     if preset is not choice.preset:
         choice = PresetChoice(preset, choice.source + " + overrides")
     transform = Transform(preset, height, width, signature.layout, signature.dtype, fast=not settings.exact)
+    plan = Plan(name, path, signature, choice, transform, LabelSet((), ""), 0, signature.classes)
+    if signature.classes is not None:
+        _bind_labels(plan, settings, signature.classes)
+    return plan
 
+
+def _bind_labels(plan: Plan, settings: ModelSettings, classes: int) -> None:
+    plan.classes = classes
+    plan.labels = choose_labels(plan.path, plan.signature.metadata, settings.labels_file, classes)
+    plan.offset = background_offset(classes, plan.labels, str(plan.path))
+    if classes - plan.offset < 2:
+        raise ModelError(f"{plan.path}: the model has {classes} output(s); a classifier needs at least 2 classes")
+
+
+def load_model(
+    path: Path, name: str, settings: ModelSettings, catalog_preset: str | None = None, sha256: str | None = None
+) -> LoadedModel:
+    """Load `path`; `catalog_preset` and `sha256` come from the catalog for a model pulled by name."""
+    plan = make_plan(path, name, settings, catalog_preset)
     cache_graph = settings.optimized_dir is not None and not modelindex.has_external_data(path)
     digest = (sha256 or modelindex.sha256_of(path)) if cache_graph else None
 
     def start():
-        optimized = optimized_path(settings.optimized_dir, digest, settings.device) if cache_graph else None
+        optimized = None
+        if settings.optimized_dir is not None and digest is not None:
+            optimized = optimized_path(settings.optimized_dir, digest, settings.device)
         return create_session(path, settings.device, settings.threads, optimized, settings.spinning)
 
-    if settings.background_session and signature.classes:
+    session: Future = Future()
+    if settings.background_session and plan.classes:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgclass-session")
         session = pool.submit(start)
         pool.shutdown(wait=False)
     else:
-        session = Future()
         session.set_result(start())
-    classes = signature.classes
-    loaded = LoadedModel(name, path, signature, choice, transform, LabelSet((), ""), 0, classes or 0, session)
-    if classes is None:
-        classes = loaded.classes = _probe_classes(loaded.runner, transform)
-    loaded.labels = choose_labels(path, signature.metadata, settings.labels_file, classes)
-    loaded.offset = background_offset(classes, loaded.labels, str(path))
+    loaded = LoadedModel(**{f.name: getattr(plan, f.name) for f in fields(Plan)}, _session=session)
+    if plan.classes is None:
+        _bind_labels(loaded, settings, _probe_classes(loaded.runner, plan.transform))
     return loaded
 
 
 def _probe_classes(runner: Runner, transform: Transform) -> int:
     """Dynamic class axis: one run on a blank sample tells how many outputs there are."""
     out = runner.run(np.zeros((1,) + transform.sample_shape, dtype=np.dtype(transform.dtype)))
-    if out.shape[1] < 2:
-        raise ModelError(f"{runner.signature.output_name}: output has {out.shape[1]} classes; not a classifier")
     return int(out.shape[1])

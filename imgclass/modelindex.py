@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from imgclass.cache import home, sha256_file
+from imgclass.cache import index_dir, sha256_file
 from imgclass.modelfile import check_locations, external_locations, read_graph
 from imgclass.signature import Signature, inspect
 
@@ -28,7 +28,7 @@ def _identity(path: Path) -> dict:
 
 def _entry_path(path: Path) -> Path:
     key = hashlib.sha1(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
-    return home() / "index" / f"{key}.json"
+    return index_dir() / f"{key}.json"
 
 
 def _read(path: Path) -> dict | None:

@@ -1,7 +1,8 @@
 """Output formats. Each sink writes and flushes one whole record at a time.
 
-A record line is written with a single write call, so an interrupted run never
-leaves half a line behind. The table sink is for people; the others for programs.
+A record is written with a single write call, so an interrupted run never leaves
+half a line behind. These are the formats for programs; the table for people is
+rendered by the CLI.
 """
 
 from __future__ import annotations
@@ -9,21 +10,27 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from imgclass.errors import UsageError
+from imgclass.errors import OutputError, UsageError, describe_os_error
 from imgclass.records import Record
+from imgclass.text import printable
 
-FORMATS = ("table", "json", "jsonl", "csv", "tsv")
+MACHINE_FORMATS = ("json", "jsonl", "csv", "tsv")
+FORMATS = ("table", *MACHINE_FORMATS)
 CSV_HEADER = ["path", "rank", "index", "label", "probability", "error"]
 RESUMABLE = ("jsonl", "csv", "tsv")
 
 
 class Sink:
-    def __init__(self, stream: TextIO):
+    """Writes records to a stream; `start` before the first, `close` always (in `finally`)."""
+
+    def __init__(self, stream: TextIO, name: str = "stdout"):
         self.stream = stream
+        self.name = name  # for error messages: the output file, or stdout
 
     def start(self) -> None:
         pass
@@ -32,11 +39,19 @@ class Sink:
         raise NotImplementedError
 
     def close(self) -> None:
-        self.stream.flush()
+        self._emit("")
 
     def _emit(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        """Write and flush; a failed write is an OutputError, a closed pipe stays BrokenPipeError."""
+        try:
+            if text:
+                self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as err:
+            reason = describe_os_error(err) if isinstance(err, OSError) else "stream closed"
+            raise OutputError(f"{printable(self.name)}: cannot write records: {reason}") from None
 
 
 class JsonlSink(Sink):
@@ -47,8 +62,8 @@ class JsonlSink(Sink):
 class JsonSink(Sink):
     """A JSON array, streamed: each element is written as soon as it is known."""
 
-    def __init__(self, stream: TextIO):
-        super().__init__(stream)
+    def __init__(self, stream: TextIO, name: str = "stdout"):
+        super().__init__(stream, name)
         self._count = 0
 
     def start(self) -> None:
@@ -66,12 +81,12 @@ class JsonSink(Sink):
 class DelimitedSink(Sink):
     """csv / tsv: one row per prediction; a failed input is one row with `error` set."""
 
-    def __init__(self, stream: TextIO, delimiter: str, header: bool = True):
-        super().__init__(stream)
+    def __init__(self, stream: TextIO, delimiter: str, header: bool = True, name: str = "stdout"):
+        super().__init__(stream, name)
         self.delimiter = delimiter
         self.header = header
 
-    def _rows(self, rows: list[list]) -> str:
+    def _rows(self, rows: Sequence[Sequence[object]]) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter=self.delimiter, lineterminator="\n")
         writer.writerows(rows)
@@ -82,102 +97,117 @@ class DelimitedSink(Sink):
             self._emit(self._rows([CSV_HEADER]))
 
     def write(self, record: Record) -> None:
+        rows: list[list[object]]
         if record.error is not None:
             rows = [[record.path, "", "", "", "", record.error]]
         else:
             rows = [[record.path, p.rank, p.index, p.label, repr(p.probability), ""] for p in record.predictions]
-        if rows:
-            self._emit(self._rows(rows))
+        # An input with no prediction at or above --threshold still has its row.
+        self._emit(self._rows(rows or [[record.path, "", "", "", "", ""]]))
 
 
-class TableSink(Sink):
-    """A rich table per input, for people at a terminal."""
-
-    def __init__(self, stream: TextIO, color: bool):
-        super().__init__(stream)
-        from rich.console import Console
-
-        self.console = Console(file=stream, no_color=not color, highlight=False, soft_wrap=False)
-
-    def write(self, record: Record) -> None:
-        from rich.table import Table
-        from rich.text import Text
-
-        if record.error is not None:
-            self.console.print(Text(f"{record.path}: error: {record.error}", style="red"))
-            return
-        table = Table(title=f"{record.path}", title_justify="left", caption=f"{record.model} · {record.preset}")
-        table.add_column("#", justify="right")
-        table.add_column("label")
-        table.add_column("index", justify="right")
-        table.add_column("probability", justify="right")
-        table.add_column("", min_width=10)
-        for p in record.predictions:
-            bar = "█" * max(0, round(p.probability * 20))
-            table.add_row(str(p.rank), p.label, str(p.index), f"{p.probability:.4f}", Text(bar, style="cyan"))
-        self.console.print(table)
-        self.stream.flush()
-
-
-def make_sink(fmt: str, stream: TextIO, color: bool = False, header: bool = True) -> Sink:
+def make_sink(fmt: str, stream: TextIO, header: bool = True, name: str = "stdout") -> Sink:
+    """A sink for one of the machine formats (the table is the CLI's own renderer)."""
     if fmt == "jsonl":
-        return JsonlSink(stream)
+        return JsonlSink(stream, name)
     if fmt == "json":
-        return JsonSink(stream)
+        return JsonSink(stream, name)
     if fmt in ("csv", "tsv"):
-        return DelimitedSink(stream, "," if fmt == "csv" else "\t", header=header)
-    if fmt == "table":
-        return TableSink(stream, color)
-    raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        return DelimitedSink(stream, "," if fmt == "csv" else "\t", header=header, name=name)
+    raise UsageError(f"--format {fmt!r}: choose one of {', '.join(MACHINE_FORMATS)}")
+
+
+def choose_format(fmt: str | None, output: Path | None, stdout_isatty: bool) -> str:
+    """--format, else the output file's extension, else table on a terminal and jsonl elsewhere."""
+    if fmt is None:
+        if output is not None:
+            return format_from_extension(output) or "jsonl"
+        return "table" if stdout_isatty else "jsonl"
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt == "table" and output is not None:
+        raise UsageError("--format table is for the terminal; write a file as json, jsonl, csv or tsv")
+    return fmt
 
 
 def format_from_extension(path: Path) -> str | None:
     return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(path.suffix.lower())
 
 
-def recorded_paths(path: Path, fmt: str) -> set[str]:
-    """Paths already in an output file (for --resume). A trailing partial line is cut off."""
-    if fmt not in RESUMABLE:
+@dataclass
+class Target:
+    """Where records go: a stream, the paths it already holds (--resume), whether it needs a header."""
+
+    stream: TextIO
+    name: str
+    done: set[str]
+    fresh: bool
+    owned: bool  # we opened it, so we close it
+
+    def close(self) -> None:
+        if self.owned:
+            try:
+                self.stream.close()
+            except OSError as err:
+                raise OutputError(f"{printable(self.name)}: cannot write records: {describe_os_error(err)}") from None
+
+
+def open_target(output: Path | None, fmt: str, resume: bool, stdout: TextIO) -> Target:
+    """Open --output (appending with --resume, after checking the file is ours), or use stdout."""
+    if output is None:
+        if resume:
+            raise UsageError("--resume needs --output FILE")
+        return Target(stdout, "stdout", set(), True, owned=False)
+    if fmt not in RESUMABLE and resume:
         raise UsageError(f"--resume works with {', '.join(RESUMABLE)} output, not {fmt}")
+    done = recorded_paths(output, fmt) if resume else set()
+    fresh = not (resume and output.exists() and output.stat().st_size > 0)
+    try:
+        handle = open(output, "a" if resume else "w", encoding="utf-8", newline="", errors="backslashreplace")
+    except OSError as err:
+        raise OutputError(f"--output {printable(str(output))}: {describe_os_error(err)}") from None
+    return Target(handle, str(output), done, fresh, owned=True)
+
+
+def recorded_paths(path: Path, fmt: str) -> set[str]:
+    """Paths already in an output file (for --resume); a trailing partial line is cut off.
+
+    The whole file is checked to be an imgclass output before a byte of it is changed.
+    """
     if not path.exists():
         return set()
-    _drop_partial_line(path)
-    done: set[str] = set()
-    with open(path, encoding="utf-8", newline="") as handle:
-        if fmt == "jsonl":
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    done.add(json.loads(line)["path"])
-                except (ValueError, KeyError, TypeError):
-                    raise UsageError(f"{path}:{number}: not an imgclass jsonl record; cannot resume into it") from None
-        else:
-            reader = csv.reader(handle, delimiter="," if fmt == "csv" else "\t")
-            header = next(reader, None)
-            if header is not None and header[: len(CSV_HEADER)] != CSV_HEADER:
-                raise UsageError(f"{path}: not an imgclass {fmt} file (unexpected header); cannot resume into it")
-            done.update(row[0] for row in reader if row)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
+    complete = data[: data.rfind(b"\n") + 1]
+    text = complete.decode("utf-8", errors="replace")
+    done = _jsonl_paths(text, path) if fmt == "jsonl" else _delimited_paths(text, path, fmt)
+    if len(complete) != len(data):
+        with open(path, "rb+") as handle:
+            handle.truncate(len(complete))
     return done
 
 
-def _drop_partial_line(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        # Walk back to the last newline and cut what follows it.
-        position = size
-        while position > 0:
-            step = min(65536, position)
-            handle.seek(position - step)
-            chunk = handle.read(step)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                handle.truncate(position - step + cut + 1)
-                return
-            position -= step
-        handle.truncate(0)
+def _jsonl_paths(text: str, path: Path) -> set[str]:
+    done: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            done.add(Record.from_dict(json.loads(line)).path)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UsageError(
+                f"{printable(str(path))}:{number}: not an imgclass jsonl record; cannot resume into it"
+            ) from None
+    return done
+
+
+def _delimited_paths(text: str, path: Path, fmt: str) -> set[str]:
+    reader = csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
+    header = next(reader, None)
+    if header is not None and header[: len(CSV_HEADER)] != CSV_HEADER:
+        raise UsageError(f"{printable(str(path))}: not an imgclass {fmt} file (unexpected header); cannot resume into it")
+    return {row[0] for row in reader if row}

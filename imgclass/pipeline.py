@@ -12,9 +12,9 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -94,7 +94,7 @@ class Pipeline:
             return _Prepared(shown, sample)
         except ImgclassError as err:
             return _Prepared(shown, error=_reason(str(err), shown))
-        except Exception as err:  # a decoder bug must not end the batch
+        except Exception as err:  # noqa: BLE001 - a decoder bug must not end the batch
             detail = traceback.format_exc() if self.options.debug else ""
             return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}")
 
@@ -141,8 +141,8 @@ class Pipeline:
             start = time.perf_counter()
             try:
                 ranked = self.ranker.rank(runner.run(batch))
-                results = {id(item): preds for item, preds in zip(good, ranked)}
-            except Exception as err:
+                results = {id(item): preds for item, preds in zip(good, ranked, strict=True)}
+            except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
             self.stats.inference += time.perf_counter() - start
         name, preset = self.model.name, self.model.preset.preset.name

@@ -6,16 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Prediction:
-    rank: int
-    index: int
-    label: str
-    probability: float
-
-    def to_dict(self) -> dict:
-        return {"rank": self.rank, "index": self.index, "label": self.label, "probability": self.probability}
+from imgclass.records import Prediction
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -9,13 +9,15 @@ overrides (--resize, --crop-pct, ...) apply on top of whatever was chosen.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from imgclass.errors import ModelError, UsageError
+from imgclass.errors import ConfigError, ImgclassError, UsageError, describe_os_error
 from imgclass.resources import load_json
 from imgclass.signature import Signature
 
@@ -39,7 +41,6 @@ class Preset:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: str = "RGB"
-    label_offset: int = 0
     default_size: int = 224
     description: str = ""
     source: str = ""
@@ -54,6 +55,7 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["sizes"] = {str(k): v for k, v in self.sizes.items()}
+        data["mean"], data["std"] = list(self.mean), list(self.std)
         return data
 
 
@@ -63,7 +65,7 @@ class PresetChoice:
     source: str  # "flag", "sidecar <path>", "metadata", "detected (<why>)", "default"
 
 
-def _validate(preset: Preset, origin: str) -> Preset:
+def _validate(preset: Preset, origin: str, error: type[ImgclassError] = UsageError) -> Preset:
     problems = []
     if preset.resize not in RESIZE_MODES:
         problems.append(f"resize must be one of {', '.join(RESIZE_MODES)}")
@@ -76,20 +78,45 @@ def _validate(preset: Preset, origin: str) -> Preset:
     if preset.channel_order not in ("RGB", "BGR"):
         problems.append("channel_order must be RGB or BGR")
     if problems:
-        raise UsageError(f"{origin}: bad preprocessing: {'; '.join(problems)}")
+        raise error(f"{origin}: bad preprocessing: {'; '.join(problems)}")
     return preset
 
 
-def _from_record(name: str, record: Mapping[str, Any], base: Preset | None = None, origin: str = "") -> Preset:
-    known = {f.name for f in dataclasses.fields(Preset)}
-    values = {k: v for k, v in record.items() if k in known and k != "name"}
-    if "sizes" in values:
-        values["sizes"] = {int(k): int(v) for k, v in values["sizes"].items()}
-    for key in ("mean", "std"):
-        if key in values:
-            values[key] = tuple(float(v) for v in values[key])
+PRESET_FIELDS = tuple(f.name for f in dataclasses.fields(Preset))
+
+
+def check_keys(record: Mapping[str, Any], allowed: Sequence[str], origin: str) -> None:
+    """Strict config: an unknown key is an error naming it and the nearest valid one."""
+    for key in record:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(allowed)}"
+            raise ConfigError(f"{origin}: unknown key {str(key)!r}{hint}")
+
+
+def _from_record(
+    name: str,
+    record: Mapping[str, Any],
+    base: Preset | None = None,
+    origin: str = "",
+    error: type[ImgclassError] = UsageError,
+) -> Preset:
+    values = {k: v for k, v in record.items() if k in PRESET_FIELDS and k != "name"}
+    try:
+        if "sizes" in values:
+            values["sizes"] = {int(k): int(v) for k, v in values["sizes"].items()}
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(float(v) for v in values[key])
+        for key in ("crop_pct", "scale"):
+            if key in values:
+                values[key] = float(values[key])
+        if "default_size" in values:
+            values["default_size"] = int(values["default_size"])
+    except (TypeError, ValueError, AttributeError):
+        raise error(f"{origin or name}: bad preprocessing values: {dict(record)}") from None
     preset = dataclasses.replace(base, name=name, **values) if base else Preset(name=name, **values)
-    return _validate(preset, origin or name)
+    return _validate(preset, origin or name, error)
 
 
 def builtin_presets() -> dict[str, Preset]:
@@ -97,10 +124,10 @@ def builtin_presets() -> dict[str, Preset]:
     return {name: _from_record(name, rec) for name, rec in data["presets"].items()}
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str, origin: str = "--preset", error: type[ImgclassError] = UsageError) -> Preset:
     presets = builtin_presets()
     if name not in presets:
-        raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}")
+        raise error(f"{origin}: unknown preset {name!r}; choose one of: {', '.join(presets)}")
     return presets[name]
 
 
@@ -110,26 +137,42 @@ def get_preset(name: str) -> Preset:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{path}: unreadable sidecar: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: unreadable sidecar: {describe_os_error(err)}") from None
+    except ValueError as err:
+        raise ConfigError(f"{path}: sidecar is not valid JSON ({err})") from None
 
 
-def _own_sidecar(record: Mapping[str, Any], origin: str) -> Preset | None:
-    """MODEL.json: {"preset": NAME or {fields}, ...field overrides}."""
+SIDECAR_KEYS = ("preset", "labels", *(f for f in PRESET_FIELDS if f not in ("name", "description", "source")))
+
+
+def _own_sidecar(record: Any, origin: str) -> Preset | None:
+    """MODEL.json: {"preset": NAME or {fields}, ...field overrides}; unknown keys are errors."""
+    if not isinstance(record, Mapping):
+        raise ConfigError(f"{origin}: expected a JSON object")
+    check_keys(record, SIDECAR_KEYS, origin)
     base_name = record.get("preset")
     overrides = {k: v for k, v in record.items() if k not in ("preset", "labels")}
     if isinstance(base_name, Mapping):
+        check_keys(base_name, PRESET_FIELDS, f"{origin} preset")
         overrides = {**base_name, **overrides}
         base_name = base_name.get("name")
-    base = get_preset(base_name) if isinstance(base_name, str) else None
+    base = get_preset(base_name, origin, ConfigError) if isinstance(base_name, str) else None
     if base is None and not overrides:
         return None
     name = base.name if base and not overrides else (base.name + "+sidecar" if base else "sidecar")
-    return _from_record(name, overrides, base=base or Preset(name=name), origin=origin)
+    return _from_record(name, overrides, base=base or Preset(name=name), origin=origin, error=ConfigError)
 
 
 def preset_from_hf(cfg: Mapping[str, Any], origin: str) -> Preset:
-    """Translate a Hugging Face preprocessor_config.json into a Preset."""
+    """Translate a Hugging Face preprocessor_config.json into a Preset (ConfigError when malformed)."""
+    try:
+        return _hf(cfg, origin)
+    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as err:
+        raise ConfigError(f"{origin}: malformed preprocessor_config.json ({type(err).__name__}: {err})") from None
+
+
+def _hf(cfg: Mapping[str, Any], origin: str) -> Preset:
     size = cfg.get("size") or {"shortest_edge": 224}
     if isinstance(size, int):
         size = {"shortest_edge": size}
@@ -159,15 +202,22 @@ def preset_from_hf(cfg: Mapping[str, Any], origin: str) -> Preset:
         height = int(size.get("height", 224))
         target = int(crop.get("height", height)) if cfg.get("do_center_crop", False) else height
         values.update(resize="squash", crop_pct=target / height, sizes={target: height}, default_size=target)
-    return _from_record("hf-preprocessor", values, origin=origin)
+    return _from_record("hf-preprocessor", values, origin=origin, error=ConfigError)
 
 
 def preset_from_timm(cfg: Mapping[str, Any], origin: str) -> Preset:
-    """Translate timm's pretrained_cfg (config.json) into a Preset."""
+    """Translate timm's pretrained_cfg (config.json) into a Preset (ConfigError when malformed)."""
+    try:
+        return _timm(cfg, origin)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        raise ConfigError(f"{origin}: malformed pretrained_cfg ({type(err).__name__}: {err})") from None
+
+
+def _timm(cfg: Mapping[str, Any], origin: str) -> Preset:
     input_size = cfg.get("input_size") or cfg.get("test_input_size") or (3, 224, 224)
     mode = cfg.get("crop_mode", "center")
     if mode not in ("center", "squash"):
-        raise ModelError(f"{origin}: timm crop_mode {mode!r} is not supported; pass --preset or overrides")
+        raise ConfigError(f"{origin}: timm crop_mode {mode!r} is not supported; pass --preset or overrides")
     values = {
         "resize": "shorter" if mode == "center" else "squash",
         "crop_pct": float(cfg.get("crop_pct") or 0.875),
@@ -179,7 +229,7 @@ def preset_from_timm(cfg: Mapping[str, Any], origin: str) -> Preset:
         "default_size": int(input_size[-1]),
         "source": origin,
     }
-    return _from_record("timm-pretrained-cfg", values, origin=origin)
+    return _from_record("timm-pretrained-cfg", values, origin=origin, error=ConfigError)
 
 
 def sidecar_preset(model_path: Path) -> PresetChoice | None:
@@ -206,12 +256,12 @@ def metadata_preset(signature: Signature, origin: str) -> PresetChoice | None:
         try:
             record = json.loads(meta[METADATA_PREPROCESS_KEY])
         except ValueError:
-            raise ModelError(f"{origin}: metadata {METADATA_PREPROCESS_KEY} is not JSON") from None
+            raise ConfigError(f"{origin}: metadata {METADATA_PREPROCESS_KEY} is not JSON") from None
         preset = _own_sidecar(record, f"{origin} metadata")
         if preset:
             return PresetChoice(preset, "metadata")
     if METADATA_PRESET_KEY in meta:
-        return PresetChoice(get_preset(meta[METADATA_PRESET_KEY]), "metadata")
+        return PresetChoice(get_preset(meta[METADATA_PRESET_KEY], f"{origin} metadata {METADATA_PRESET_KEY}", ConfigError), "metadata")
     return None
 
 
@@ -234,7 +284,7 @@ def choose_preset(model_path: Path, signature: Signature, flag: str | None, cata
     if flag:
         return PresetChoice(get_preset(flag), "flag")
     if catalog:
-        return PresetChoice(get_preset(catalog), "catalog")
+        return PresetChoice(get_preset(catalog, "catalog", ConfigError), "catalog")
     return sidecar_preset(model_path) or metadata_preset(signature, str(model_path)) or detect_preset(signature)
 
 

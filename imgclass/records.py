@@ -1,10 +1,28 @@
-"""One result per input: the record every output format is written from."""
+"""One result per input, and its ranked predictions: what every output format is written from.
+
+Plain data with no heavy imports, so front ends and tests can build and compare records freely.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from imgclass.postprocess import Prediction
+
+@dataclass(frozen=True)
+class Prediction:
+    rank: int
+    index: int
+    label: str
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "index": self.index, "label": self.label, "probability": self.probability}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Prediction:
+        return cls(int(data["rank"]), int(data["index"]), str(data["label"]), float(data["probability"]))
 
 
 @dataclass(frozen=True)
@@ -19,7 +37,7 @@ class Record:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "model": self.model,
@@ -27,3 +45,8 @@ class Record:
             "predictions": [p.to_dict() for p in self.predictions],
             "error": self.error,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Record:
+        predictions = [Prediction.from_dict(p) for p in data.get("predictions") or []]
+        return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_json(name: str) -> Any:
     """Parse one JSON data file shipped with the package."""
     return json.loads(resources.files("imgclass.models").joinpath(name).read_text(encoding="utf-8"))

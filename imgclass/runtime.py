@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -99,8 +99,8 @@ def create_session(
     planned = plan_providers(device, available_providers())
     try:
         session = ort.InferenceSession(os.fspath(source), sess_options=options, providers=planned)
-    except Exception as err:  # ORT raises several private exception types
-        if source != path:  # a damaged optimised cache: fall back to the model itself
+    except Exception as err:  # noqa: BLE001 - ORT raises several private exception types
+        if optimized_path is not None and source != path:  # a damaged optimised cache: use the model itself
             optimized_path.unlink(missing_ok=True)
             return create_session(path, device, threads, None, spinning)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -5,9 +5,11 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from typing import Iterable, Iterator, TextIO
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TextIO
 
 from imgclass.errors import UsageError
+from imgclass.text import printable
 
 _GLOB_CHARS = set("*?[")
 
@@ -33,12 +35,31 @@ def read_stdin_paths(stream: TextIO) -> Iterator[str]:
             yield path
 
 
+def _exists(item: str) -> bool:
+    return os.path.lexists(item) or bool(_GLOB_CHARS & set(item) and glob.glob(item, recursive=True))
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Before any model is loaded: refuse a run whose command-line inputs are all missing.
+
+    A missing path among others is not an error here: it becomes an error record
+    like any input that cannot be read, so the rest of the run goes on.
+    """
+    if not inputs:
+        raise UsageError("no input: give image files, directories, globs, or '-' to read paths from stdin")
+    if "-" in inputs or any(_exists(item) for item in inputs):
+        return
+    shown = ", ".join(printable(item) for item in inputs[:3]) + (", ..." if len(inputs) > 3 else "")
+    raise UsageError(f"no input: {shown}: no such file or directory")
+
+
 def expand(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | None = None) -> Iterator[str]:
     """Yield image paths in a stable order: each argument in turn, each directory sorted.
 
     Explicit files are kept whatever their extension; directory and glob members
     are kept when Pillow knows their extension (case-insensitive). A path seen
-    twice is yielded once.
+    twice is yielded once. A missing path, or a pattern that matches nothing, is
+    yielded as it is: reading it fails, and that input gets an error record.
     """
     seen: set[str] = set()
     for item in inputs:
@@ -47,20 +68,21 @@ def expand(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | None 
         elif os.path.isdir(item):
             paths = _walk(item, recursive)
         elif _GLOB_CHARS & set(item) and not os.path.lexists(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise UsageError(f"{item}: no files match this pattern")
-            paths = [m for m in matches if os.path.isdir(m) is False and is_image_name(m)]
-            for directory in (m for m in matches if os.path.isdir(m)):
-                paths = [*paths, *_walk(directory, recursive)]
-        elif os.path.lexists(item):
-            paths = [item]
+            paths = _glob(item, recursive) or [item]
         else:
-            raise UsageError(f"{item}: no such file or directory")
+            paths = [item]
         for path in paths:
             if path not in seen:
                 seen.add(path)
                 yield path
+
+
+def _glob(pattern: str, recursive: bool) -> list[str]:
+    matches = sorted(glob.glob(pattern, recursive=True))
+    paths = [m for m in matches if not os.path.isdir(m) and is_image_name(m)]
+    for directory in (m for m in matches if os.path.isdir(m)):
+        paths.extend(_walk(directory, recursive))
+    return paths
 
 
 def _walk(top: str, recursive: bool) -> Iterator[str]:

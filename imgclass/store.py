@@ -45,8 +45,9 @@ def is_cached(entry: Entry) -> bool:
 
 def _how_to_get(entry: Entry) -> str:
     return (
-        f"set {ENV_MIRROR}=BASE_URL to a mirror holding {entry.file}, "
-        f"or copy the file here and run: imgclass models pull --file PATH --name {entry.name}"
+        f"use a local file with --model ./FILE.onnx, set {ENV_MIRROR}=BASE_URL to a mirror serving {entry.file}, "
+        f"or import a copy of the catalog's exact file ({entry.size} bytes, sha256 {entry.sha256[:12]}...) "
+        f"with: imgclass models pull --file PATH --name {entry.name}"
     )
 
 
@@ -59,11 +60,11 @@ def pull_entry(entry: Entry, offline: bool = False, progress=None) -> Path:
         if is_cached(entry):
             return dest
         if offline:
-            raise ModelError(f"{entry.name}: not in the cache ({dest}) and offline mode is on; {_how_to_get(entry)}")
+            raise ModelError(f"{entry.name} is not in the cache and offline mode is on; {_how_to_get(entry)}")
         try:
             fetch(urls_for(entry), dest, entry.sha256, entry.size, progress)
         except ModelError as err:
-            raise ModelError(f"{err}. To get it another way: {_how_to_get(entry)}") from None
+            raise ModelError(f"{err}. Other ways: {_how_to_get(entry)}") from None
     return dest
 
 
@@ -77,10 +78,19 @@ def _check_onnx(path: Path) -> None:
         raise ModelError(f"{err} (removed from the cache)") from None
 
 
-def pull_url(url: str, name: str, sha256: str | None = None, progress=None) -> cache.Registered:
+def _check_free(name: str, force: bool) -> None:
+    """A name already in use is only replaced with --force."""
+    if force:
+        return
+    if name in cache.registry() or (catalog.find(name) is not None and is_cached(catalog.find(name))):  # type: ignore[arg-type]
+        raise UsageError(f"{name}: already in the cache; pass --force to replace it")
+
+
+def pull_url(url: str, name: str, sha256: str | None = None, progress=None, force: bool = False) -> cache.Registered:
     from imgclass.download import fetch
 
     cache.check_name(name)
+    _check_free(name, force)
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
         raise UsageError(f"--sha256 {sha256!r}: expected 64 hex digits")
     dest = cache.models_dir() / f"{name}.onnx"
@@ -96,11 +106,12 @@ def pull_url(url: str, name: str, sha256: str | None = None, progress=None) -> c
     return entry
 
 
-def import_file(source: Path, name: str) -> cache.Registered | Path:
+def import_file(source: Path, name: str, force: bool = False) -> cache.Registered | Path:
     """Copy a model the user already has into the cache; verified when the catalog knows it."""
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
     cache.check_name(name)
+    _check_free(name, force)
     digest = cache.sha256_file(source)
     entry = catalog.find(name)
     if entry is not None:
@@ -127,18 +138,34 @@ def import_file(source: Path, name: str) -> cache.Registered | Path:
 
 
 def remove(name: str) -> list[Path]:
+    """Delete a pulled or catalog model from the cache, with the optimised graphs built from it."""
     removed = []
     registered = cache.unregister(name)
-    if registered is not None and registered.path.exists():
-        registered.path.unlink()
-        removed.append(registered.path)
+    if registered is not None:
+        if registered.path.exists():
+            registered.path.unlink()
+            removed.append(registered.path)
+        removed += cache.remove_optimized(registered.sha256)
     entry = catalog.find(name)
     if entry is not None and cached_path(entry).exists():
         cached_path(entry).unlink()
         removed.append(cached_path(entry))
+        removed += cache.remove_optimized(entry.sha256)
     if not removed and registered is None:
         raise UsageError(f"{name}: not in the cache")
     return removed
+
+
+def listing() -> list[dict]:
+    """Every model known by name: the catalog's and the pulled ones, with whether each is cached."""
+    rows = [{**e.to_dict(), "cached": is_cached(e), "path": str(cached_path(e))} for e in catalog.entries()]
+    rows += [
+        {"name": r.name, "aliases": [], "family": "", "file": r.file, "urls": [], "sha256": r.sha256, "size": r.size,
+         "preset": None, "labels": None, "license": None, "source": r.origin, "accuracy": None,
+         "cached": r.path.is_file(), "path": str(r.path)}
+        for r in cache.registry().values()
+    ]  # fmt: skip
+    return rows
 
 
 def verify() -> list[dict]:

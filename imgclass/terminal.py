@@ -63,7 +63,7 @@ class BatchBar:
         self._progress = _stderr_progress("classifying", MofNCompleteColumn(), TimeRemainingColumn())
         self._task = self._progress.add_task("images", total=total)
 
-    def __enter__(self) -> "BatchBar":
+    def __enter__(self) -> BatchBar:
         self._progress.start()
         return self
 

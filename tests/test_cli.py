@@ -9,11 +9,17 @@ import sys
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from typer.testing import CliRunner
-
 from conftest import jsonl, run_cli
 from imgclass import __version__
-from imgclass.cli import app
+from imgclass.cli import run
+from imgclass.cli.environment import Environment
+
+
+def run_inprocess(*args, **env_fields):
+    """Run a command line in this process with captured streams; returns (code, stdout, stderr)."""
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), **env_fields)
+    code = run([str(a) for a in args], env)
+    return code, env.stdout.getvalue(), env.stderr.getvalue()
 
 SCHEMA = {"path", "model", "preset", "predictions", "error"}
 PREDICTION = {"rank", "index", "label", "probability"}
@@ -101,7 +107,7 @@ def test_failed_input_gets_record_and_one_stderr_line(tiny, photos, tmp_path, ho
     [
         (["--top", "0"], "--top"),
         (["--format", "xml"], "--format"),
-        (["--preset", "nope"], "unknown preset"),
+        (["--preset", "nope"], "--preset"),
         (["--device", "tpu"], "--device"),
         (["--mean", "1,2"], "--mean"),
     ],
@@ -113,9 +119,24 @@ def test_usage_errors_exit_2(tiny, photos, home, args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_missing_input_is_usage_error(tiny, home, tmp_path):
-    result = run_cli("batch", tmp_path / "nothing-here", "--model", tiny)
-    assert result.returncode == 2 and "no such file" in result.stderr
+def test_no_usable_input_is_a_usage_error_before_the_model_is_touched(home, tmp_path):
+    # The model does not exist either: the input is checked first, so this is exit 2, not 3.
+    result = run_cli("batch", tmp_path / "nothing-here", "--model", tmp_path / "missing.onnx")
+    assert result.returncode == 2 and "no input" in result.stderr and "nothing-here" in result.stderr
+    # A typo in a photo name is found before the default model would be downloaded.
+    offline = run_cli("predict", tmp_path / "typo.jpg", env={"IMGCLASS_OFFLINE": "1"})
+    assert offline.returncode == 2 and "typo.jpg" in offline.stderr
+
+
+def test_a_missing_path_among_others_is_an_error_record(tiny, photos, home, tmp_path):
+    missing = tmp_path / "gone.jpg"
+    result = run_cli("batch", photos["china.jpg"], missing, tmp_path / "*.nomatch", photos["coffee.png"], "-m", tiny)
+    assert result.returncode == 1
+    records = jsonl(result.stdout)
+    assert [r["path"] for r in records] == [str(photos["china.jpg"]), str(missing), str(tmp_path / "*.nomatch"),
+                                            str(photos["coffee.png"])]
+    assert [r["error"] is None for r in records] == [True, False, False, True]
+    assert "no such file" in records[1]["error"] and "no file matches" in records[2]["error"]
 
 
 def _write(model, path):
@@ -154,24 +175,26 @@ def test_model_that_is_not_a_classifier_exits_3(photos, tmp_path, home, maker, m
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
 
 
-def test_runner_models_presets_and_info(home):
-    runner = CliRunner()
-    presets = runner.invoke(app, ["models", "presets", "--format", "json"])
-    assert presets.exit_code == 0
-    names = {p["name"] for p in json.loads(presets.output)}
+def test_inprocess_models_presets_and_info(home):
+    code, out, _ = run_inprocess("models", "presets", "--format", "json")
+    assert code == 0
+    names = {p["name"] for p in json.loads(out)}
     assert {"torchvision", "torchvision-v2", "timm-inception", "keras-tf", "keras-caffe", "tf-slim", "mlperf-resnet"} <= names
-    info = runner.invoke(app, ["info", "--format", "json"])
-    assert info.exit_code == 0
-    data = json.loads(info.output)
+    code, out, _ = run_inprocess("info", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
     assert "CPUExecutionProvider" in data["providers_available"] and data["cache"] == str(home)
+    assert data["cache_models"] == str(home / "models")
+    code, path, _ = run_inprocess("models", "path")
+    assert path.strip() == data["cache_models"]  # `models path` and `info` name the same folder
 
 
-def test_runner_predict_with_verbose_reports_preset(tiny, photos, home):
-    result = CliRunner().invoke(app, ["predict", str(photos["china.jpg"]), "--model", str(tiny), "-f", "jsonl", "-v"])
-    assert result.exit_code == 0
-    record = json.loads(result.stdout.splitlines()[0])
+def test_inprocess_predict_with_verbose_reports_preset(tiny, photos, home):
+    code, out, err = run_inprocess("predict", photos["china.jpg"], "--model", tiny, "-f", "jsonl", "-v")
+    assert code == 0
+    record = json.loads(out.splitlines()[0])
     assert record["preset"] == "torchvision"
-    assert "preset torchvision" in result.stderr
+    assert "preset torchvision" in err
 
 
 def test_table_format_shows_labels(tiny, photos, home):

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from imgclass.errors import UsageError
-from imgclass.sources import expand
+from imgclass.sources import check_inputs, expand
 
 
 @pytest.fixture
@@ -35,8 +35,12 @@ def test_recursive_walk_is_in_path_order(tree):
 def test_globs_and_explicit_files_and_duplicates(tree):
     got = rel(expand([str(tree / "*.jpg"), str(tree / "c.txt"), str(tree / "b.jpg")]), tree)
     assert got == ["A b ü.jpg", "b.jpg", "c.txt"]
-    with pytest.raises(UsageError, match="no files match"):
-        list(expand([str(tree / "*.nope")]))
+    # A pattern that matches nothing is passed on as an input of its own (it becomes an error record) ...
+    assert list(expand([str(tree / "*.nope"), str(tree / "b.jpg")])) == [str(tree / "*.nope"), str(tree / "b.jpg")]
+    # ... and only a run where no input exists at all is refused up front.
+    check_inputs([str(tree / "*.nope"), str(tree / "b.jpg")])
+    with pytest.raises(UsageError, match="no input"):
+        check_inputs([str(tree / "*.nope"), str(tree / "missing.jpg")])
 
 
 def test_stdin_lists_paths(tree):

@@ -1,0 +1,198 @@
+"""The library's front door: `imgclass.load()` and the Classifier every front end uses.
+
+    import imgclass
+    clf = imgclass.load("resnet50")            # a catalog name, a pulled name or an ONNX file
+    record = clf.predict("cat.jpg", top=3)      # a path, a PIL image or an HWC uint8 array
+    for record in clf.classify(["photos/"]):    # the pipelined batch, in input order
+        print(record.path, record.predictions[0].label)
+
+Nothing here prints or exits: results are Records, failures are ImgclassError subclasses.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imgclass.errors import InputError, UsageError
+from imgclass.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
+from imgclass.model import LoadedModel, ModelSettings, load_model
+from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_size, default_workers
+from imgclass.presets import Overrides
+from imgclass.records import Record
+from imgclass.runtime import parse_device
+from imgclass.sources import expand
+
+if TYPE_CHECKING:
+    from imgclass.download import Progress
+
+MEMORY_PATH = "<memory>"  # the `path` of a record made from an in-memory image
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model and prepare images for it (the CLI's model options, by name)."""
+
+    preset: str | None = None
+    overrides: Overrides = Overrides()
+    labels: Path | None = None
+    device: str = "auto"
+    threads: int | None = None
+    offline: bool | None = None  # None: IMGCLASS_OFFLINE decides
+    exact_decode: bool = False
+    max_pixels: int | None = None
+    allow_truncated: bool = False
+
+
+def load(
+    model: str | os.PathLike | None = None,
+    *,
+    options: LoadOptions | None = None,
+    download_progress: Progress | None = None,
+    background: bool = False,
+    **option_values: Any,
+) -> Classifier:
+    """Resolve `model` (default: IMGCLASS_MODEL or the catalog default), fetch it if needed, load it.
+
+    Options are `LoadOptions` fields, as an object or as keywords (`preset="torchvision"`,
+    `device="cpu"`, `labels="labels.txt"`, `overrides=Overrides(crop_pct=0.9)`, ...).
+    `background=True` starts the ONNX Runtime session on a thread, so decoding can
+    begin meanwhile (what the CLI's batch does).
+    """
+    from imgclass import catalog, store
+    from imgclass.cache import optimized_dir
+
+    opts = _options(options, option_values)
+    spec = os.fspath(model) if model is not None else os.environ.get("IMGCLASS_MODEL") or catalog.default_model()
+    settings = ModelSettings(
+        preset=opts.preset,
+        overrides=opts.overrides,
+        labels_file=Path(opts.labels) if opts.labels is not None else None,
+        device=parse_device(opts.device),
+        threads=opts.threads,
+        optimized_dir=optimized_dir(),
+        background_session=background,
+        spinning=not background,
+        exact=opts.exact_decode,
+    )
+    offline = store.offline_from_env() if opts.offline is None else opts.offline
+    resolved = store.resolve(spec, offline=offline, progress=download_progress)
+    catalog_preset = resolved.entry.preset if resolved.entry else None
+    loaded = load_model(resolved.path, resolved.name, settings, catalog_preset, resolved.sha256)
+    return Classifier(loaded, opts)
+
+
+def _options(options: LoadOptions | None, values: dict[str, Any]) -> LoadOptions:
+    if options is not None and values:
+        raise TypeError("give LoadOptions or keyword options, not both")
+    if options is not None:
+        return options
+    known = set(LoadOptions.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    return LoadOptions(**values)
+
+
+class Classification:
+    """The records of one `classify` call, in input order; `stats` fills in as they come."""
+
+    def __init__(self, pipeline: Pipeline, paths: Iterable[str]):
+        self._pipeline = pipeline
+        self._records = pipeline.run(paths)
+
+    @property
+    def stats(self) -> Stats:
+        return self._pipeline.stats
+
+    def __iter__(self) -> Iterator[Record]:
+        return self._records
+
+    def __next__(self) -> Record:
+        return next(self._records)
+
+
+class Classifier:
+    """One loaded model: its preprocessing, labels and session, ready to classify."""
+
+    def __init__(self, model: LoadedModel, options: LoadOptions = LoadOptions()):
+        self.model = model
+        self.options = options
+        self.decode = DecodeOptions(
+            max_pixels=options.max_pixels if options.max_pixels is not None else DEFAULT_MAX_PIXELS,
+            allow_truncated=options.allow_truncated,
+            draft_min_short_side=None if options.exact_decode else model.transform.min_decode_side,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.model.labels.names
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Resolved preset, signature, label source and providers, as JSON-ready plain data."""
+        return self.model.describe()
+
+    def predict(self, image: Any, top: int = 5, threshold: float = 0.0) -> Record:
+        """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError."""
+        _check_top(top, threshold)
+        path, img = self._open(image)
+        sample = self.model.transform(img)
+        outputs = self.model.runner.run(sample[None])
+        predictions = self.model.ranker(top, threshold).rank(outputs)[0]
+        return Record(path, self.model.name, self.model.preset.preset.name, predictions, None)
+
+    def classify(
+        self,
+        inputs: Iterable[str | os.PathLike],
+        *,
+        top: int = 5,
+        threshold: float = 0.0,
+        recursive: bool = False,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        stop: threading.Event | None = None,
+        expand_inputs: bool = True,
+        debug: bool = False,
+    ) -> Classification:
+        """Records for files, directories and globs, in input order; a bad input is an error record."""
+        _check_top(top, threshold)
+        if (batch_size is not None and batch_size < 1) or (workers is not None and workers < 1):
+            raise UsageError("--batch-size and --workers must be at least 1")
+        names = (os.fspath(i) for i in inputs)
+        paths = expand(names, recursive=recursive) if expand_inputs else names
+        options = PipelineOptions(
+            batch_size=batch_size or default_batch_size(self.model),
+            workers=workers or default_workers(),
+            decode=self.decode,
+            debug=debug,
+        )
+        return Classification(Pipeline(self.model, self.model.ranker(top, threshold), options, stop), paths)
+
+    def _open(self, image: Any) -> tuple[str, Any]:
+        from PIL import Image
+
+        if isinstance(image, (str, bytes, os.PathLike)):
+            path = os.fsdecode(image)
+            return display_path(path), load_rgb(path, self.decode)
+        if isinstance(image, Image.Image):
+            return MEMORY_PATH, to_rgb(image)
+        shape = getattr(image, "shape", None)
+        if shape is not None and len(shape) == 3 and shape[2] == 3 and str(image.dtype) == "uint8":
+            return MEMORY_PATH, Image.fromarray(image, "RGB")
+        raise InputError(f"cannot classify a {type(image).__name__}: give a path, a PIL image or an HxWx3 uint8 array")
+
+
+def _check_top(top: int, threshold: float) -> None:
+    if top < 1:
+        raise UsageError("--top must be at least 1")
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError("--threshold must be between 0 and 1")

@@ -1,0 +1,116 @@
+"""The `imgclass` command: the root group, and the one place errors become exit codes.
+
+`run()` parses and invokes without click's standalone mode, so neither click nor
+anything else decides an exit code behind our back (click would turn a broken pipe
+into 1 and Ctrl-C into its own abort). Every exception goes through
+`errors.exit_code_for`; the user sees one line, a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+import click
+
+from imgclass import __version__
+from imgclass.cli.cache import cache
+from imgclass.cli.classify import batch, predict
+from imgclass.cli.environment import Environment
+from imgclass.cli.models import models
+from imgclass.cli.tools import bench, info
+from imgclass.errors import ExitCode, ImgclassError, exit_code_for
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        env: Environment = ctx.obj
+        env.stdout.write(f"imgclass {__version__}\n")
+        ctx.exit(0)
+
+
+@click.group(context_settings=CONTEXT, epilog="\b\nExamples:\n  imgclass predict cat.jpg\n  imgclass batch photos/ -o results.jsonl")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the version and exit.")
+def app() -> None:
+    """Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs."""
+
+
+for _command in (predict, batch, models, cache, bench, info):
+    app.add_command(_command)
+
+
+def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    """Run one command line; returns the exit code (never raises, never exits)."""
+    env = env or Environment()
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not args:
+            env.stdout.write(app.get_help(click.Context(app, info_name="imgclass")) + "\n")
+            return ExitCode.OK
+        with app.make_context("imgclass", args, obj=env) as ctx:
+            return int(app.invoke(ctx) or 0)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        env.err(f"error: {exc.format_message()} (see: imgclass {_command_name(args)} --help)")
+        return ExitCode.USAGE
+    except click.exceptions.Abort:
+        return ExitCode.SIGINT
+    except BaseException as exc:  # noqa: BLE001 - the one place every failure becomes an exit code
+        return _report(env, exc)
+
+
+def _command_name(args: list[str]) -> str:
+    words = [a for a in args[:2] if not a.startswith("-")]
+    return " ".join(words[:2] if words[:1] in (["models"], ["cache"]) else words[:1]).strip() or ""
+
+
+def _report(env: Environment, exc: BaseException) -> int:
+    code = exit_code_for(exc)
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()
+        return code
+    if env.debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=env.stderr)
+    if isinstance(exc, ImgclassError):
+        env.err(f"error: {exc}")
+    elif isinstance(exc, KeyboardInterrupt):
+        pass
+    elif code == ExitCode.ENVIRONMENT:
+        reason = (getattr(exc, "strerror", None) or str(exc)).lower()
+        where = getattr(exc, "filename", None)
+        env.err(f"error: {where + ': ' if where else ''}{reason}")
+    else:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        hint = "" if env.debug else "; run with --debug for the traceback"
+        env.err(f"internal error: {type(exc).__name__}: {first}{hint}")
+    return code
+
+
+def _silence_stdout() -> None:
+    """After the reader went away: point stdout at /dev/null so the exit flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    if hasattr(sys.stdout, "reconfigure"):
+        try:
+            sys.stdout.reconfigure(errors="backslashreplace")
+        except (OSError, ValueError):
+            pass
+    code = run()
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
+    sys.exit(code)

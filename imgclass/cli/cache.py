@@ -1,0 +1,46 @@
+"""`imgclass cache ...`: see what the cache holds and prune what can be rebuilt."""
+
+from __future__ import annotations
+
+import click
+
+from imgclass.cli.environment import Environment
+from imgclass.cli.options import display_options, list_format_option
+from imgclass.cli.render import print_json
+
+
+@click.group(epilog="\b\nExamples:\n  imgclass cache list\n  imgclass cache prune")
+def cache() -> None:
+    """Show and clean the cache: models, optimised graphs, inspection data."""
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:9.1f} MB"
+
+
+@cache.command("list", epilog="\b\nExample:\n  imgclass cache list --format json")
+@list_format_option
+@display_options
+@click.pass_obj
+def cache_list(env: Environment, fmt: str) -> None:
+    """Every file in the cache by kind, with sizes and totals."""
+    from imgclass import cache as store_cache
+
+    held = store_cache.inventory()
+    if fmt == "json":
+        return print_json(env, {"folders": {k: str(v) for k, v in store_cache.folders().items()}, **held})
+    for kind, items in held.items():
+        env.stdout.write(f"{kind:10} {len(items):4} files {_mb(sum(i['size'] for i in items))}\n")
+        for item in items:
+            env.stdout.write(f"  {_mb(item['size'])}  {item['path']}\n")
+
+
+@cache.command("prune", epilog="\b\nExample:\n  imgclass cache prune")
+@display_options
+@click.pass_obj
+def cache_prune(env: Environment) -> None:
+    """Remove optimised graphs, inspection data and leftovers (models stay; the rest is rebuilt on use)."""
+    from imgclass import cache as store_cache
+
+    removed = store_cache.prune()
+    env.stdout.write(f"removed {len(removed)} files, {_mb(sum(i['size'] for i in removed)).strip()}\n")

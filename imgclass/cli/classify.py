@@ -1,0 +1,166 @@
+"""`imgclass predict` and `imgclass batch`: parse, load the classifier, run the job, render."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imgclass.cli.environment import Environment
+from imgclass.cli.options import (
+    decode_options,
+    display_options,
+    model_options,
+    pop_load_options,
+    record_options,
+    run_options,
+)
+from imgclass.errors import UsageError
+from imgclass.output import Sink
+from imgclass.records import Record
+from imgclass.text import printable
+
+PREDICT_EXAMPLES = """\b
+Examples:
+  imgclass predict cat.jpg dog.png --top 3
+  imgclass predict photo.jpg --model resnet50 --format json"""
+
+BATCH_EXAMPLES = """\b
+Examples:
+  imgclass batch photos/ --recursive --output results.jsonl
+  find photos -name '*.jpg' | imgclass batch - --format csv > results.csv"""
+
+
+@click.command(epilog=PREDICT_EXAMPLES)
+@click.argument("images", nargs=-1, required=True)
+@model_options
+@decode_options
+@run_options
+@record_options
+@display_options
+@click.pass_obj
+def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
+    """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
+    return classify(env, list(images), values, view="predict")
+
+
+@click.command(epilog=BATCH_EXAMPLES)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
+@click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
+@model_options
+@decode_options
+@run_options
+@record_options
+@display_options
+@click.pass_obj
+def batch(env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, **values: Any) -> int:
+    """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
+    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume)
+
+
+def _check_output(output: Path | None, inputs: list[str]) -> None:
+    """Never overwrite an input: refuse an --output that is one of the files given."""
+    if output is None or not output.exists():
+        return
+    for item in inputs:
+        try:
+            if os.path.isfile(item) and os.path.samefile(item, output):
+                raise UsageError(f"--output {printable(str(output))} is one of the inputs; it would be overwritten")
+        except OSError:
+            continue
+
+
+def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
+             resume: bool = False) -> int:  # fmt: skip
+    import imgclass
+    from imgclass.jobs import JobOptions, run_job
+    from imgclass.output import choose_format, open_target
+    from imgclass.sources import check_inputs
+
+    check_inputs(inputs)  # before any model is resolved or downloaded
+    _check_output(values["output"], inputs)
+    spec, load_options = pop_load_options(values)
+    fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    classifier = imgclass.load(spec, options=load_options, download_progress=_download_bar(env), background=True)
+    if env.verbose:
+        env.note(describe_model(classifier.info))
+    target = open_target(values["output"], fmt, resume, env.stdout)
+    progress = _progress(env, view)
+    options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
+                         count_first=progress is not None, debug=env.debug)  # fmt: skip
+    try:
+        sink = _sink(env, fmt, target, view, progress)
+        summary = run_job(classifier, inputs, sink, options, _Events(env, progress, human=fmt == "table"), target.done)
+    finally:
+        if progress is not None:
+            progress.clear()
+        target.close()
+    if env.verbose or progress is not None:
+        skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
+        env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
+    if summary.signal is not None and not summary.broken_pipe:
+        env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
+    return summary.exit_code
+
+
+def describe_model(info: dict[str, Any]) -> str:
+    sig = info["signature"]
+    height, width = info["input_size"]
+    background = " (background at 0)" if info["background_class"] else ""
+    return (
+        f"model {info['name']} ({info['path']}); preset {info['preset']} [{info['preset_source']}]; "
+        f"input {sig['layout']} {height}x{width} {sig['dtype']}; {info['classes']} classes{background}; "
+        f"labels {info['labels']}; providers {', '.join(info['providers'])}"
+    )
+
+
+def _download_bar(env: Environment):
+    if not env.progress:
+        return None
+    from imgclass.terminal import DownloadBar
+
+    return DownloadBar()
+
+
+def _progress(env: Environment, view: str):
+    if view != "batch" or not env.progress:
+        return None
+    from imgclass.cli.render import ProgressLine
+
+    return ProgressLine(env)
+
+
+def _sink(env: Environment, fmt: str, target, view: str, progress):
+    from imgclass.cli.render import BatchRows, GuardedSink, PredictTable
+    from imgclass.output import make_sink
+
+    sink: Sink
+    if fmt == "table":
+        sink = PredictTable(env) if view == "predict" else BatchRows(env)
+    else:
+        sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name)
+    shares_terminal = progress is not None and target.stream is env.stdout and env.stdout_isatty
+    return GuardedSink(sink, progress) if shares_terminal else sink
+
+
+class _Events:
+    """Per-input error lines on stderr (unless the table on the terminal shows them), and progress."""
+
+    def __init__(self, env: Environment, progress, human: bool):
+        self.env, self.progress = env, progress
+        self.lines = not env.quiet and not (human and env.stderr_isatty)
+
+    def started(self, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress.start(total)
+
+    def record(self, record: Record) -> None:
+        if record.error is not None and self.lines:
+            if self.progress is not None:
+                self.progress.clear()
+            self.env.err(f"{record.path}: {record.error}")
+        if self.progress is not None:
+            self.progress.advance()

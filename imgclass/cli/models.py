@@ -1,0 +1,142 @@
+"""`imgclass models ...`: list, presets, info, pull, remove, path, verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from imgclass.cli.environment import Environment
+from imgclass.cli.options import display_options, list_format_option
+from imgclass.cli.render import print_fields, print_json, print_table
+from imgclass.errors import ExitCode, UsageError
+
+
+@click.group(epilog="\b\nExamples:\n  imgclass models list\n  imgclass models pull resnet50")
+def models() -> None:
+    """List, inspect, pull, verify and remove models."""
+
+
+@models.command("list", epilog="\b\nExample:\n  imgclass models list --format json")
+@list_format_option
+@display_options
+@click.pass_obj
+def models_list(env: Environment, fmt: str) -> None:
+    """The models imgclass knows by name, and whether each is cached."""
+    from imgclass import store
+
+    rows = store.listing()
+    if fmt == "json":
+        return print_json(env, rows)
+    columns = [("name", "left"), ("aliases", "left"), ("family", "left"), ("size", "right"), ("top-1", "right"),
+               ("preset", "left"), ("cached", "left")]  # fmt: skip
+    cells = []
+    for row in rows:
+        top1 = (row.get("accuracy") or {}).get("top1")
+        cells.append([row["name"], ", ".join(row["aliases"]), row["family"], f"{row['size'] / 1e6:.1f} MB",
+                      f"{top1:.2f}" if top1 else "", row["preset"] or "", "yes" if row["cached"] else "no"])  # fmt: skip
+    print_table(env, columns, cells, keep="name")
+
+
+@models.command("presets", epilog="\b\nExample:\n  imgclass models presets --format json")
+@list_format_option
+@display_options
+@click.pass_obj
+def models_presets(env: Environment, fmt: str) -> None:
+    """The built-in preprocessing presets."""
+    from imgclass.presets import builtin_presets
+
+    presets = builtin_presets()
+    if fmt == "json":
+        return print_json(env, [p.to_dict() for p in presets.values()])
+    print_fields(env, {p.name: p.description for p in presets.values()}, width=16)
+
+
+@models.command("info", epilog="\b\nExamples:\n  imgclass models info inception-v3\n  imgclass models info ./export.onnx -f json")
+@click.argument("model")
+@list_format_option
+@display_options
+@click.pass_obj
+def models_info(env: Environment, model: str, fmt: str) -> None:
+    """Inputs, outputs, detected preset, classes, checksum and provenance of a model (never downloads)."""
+    from imgclass.modelinfo import describe
+
+    info = describe(model)
+    return print_json(env, info) if fmt == "json" else print_fields(env, info, width=16)
+
+
+@models.command("pull", epilog="\b\nExamples:\n  imgclass models pull resnet50\n"
+                "  imgclass models pull --file ./resnet50-v1-12.onnx --name resnet50-v1-12")  # fmt: skip
+@click.argument("name", required=False)
+@click.option("--url", help="Download this URL instead of a catalog model.")
+@click.option("--file", type=click.Path(path_type=Path), help="Import a model file you already have.")
+@click.option("--name", "as_name", help="Name to use the pulled model by.")
+@click.option("--sha256", help="Expected sha256 of the download.")
+@click.option("--force", is_flag=True, help="Replace a model already cached under that name.")
+@click.option("--offline", is_flag=True, envvar="IMGCLASS_OFFLINE", help="Never use the network.")
+@display_options
+@click.pass_obj
+def models_pull(env: Environment, name: str | None, url: str | None, file: Path | None, as_name: str | None,
+                sha256: str | None, force: bool, offline: bool) -> None:  # fmt: skip
+    """Fetch a catalog model, a URL, or import a local file into the cache."""
+    from imgclass import catalog, store
+    from imgclass.cli.classify import _download_bar
+
+    if sum(x is not None for x in (name, url, file)) != 1:
+        raise UsageError("give one of: NAME, --url URL --name NAME, --file PATH --name NAME")
+    offline = offline or store.offline_from_env()
+    if url is not None or file is not None:
+        if not as_name:
+            raise UsageError("--url and --file need --name NAME")
+        if url is not None and offline:
+            raise UsageError("--url cannot be used offline")
+        result = (store.pull_url(url, as_name, sha256, _download_bar(env), force) if url is not None
+                  else store.import_file(file, as_name, force))  # type: ignore[arg-type]  # fmt: skip
+        env.stdout.write(f"{result if isinstance(result, Path) else result.path}\n")
+        return
+    entry = catalog.find(name)  # type: ignore[arg-type]
+    if entry is None:
+        raise UsageError(f"{name}: not in the catalog (see: imgclass models list); use --url or --file for others")
+    env.stdout.write(f"{store.pull_entry(entry, offline, _download_bar(env))}\n")
+
+
+@models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")
+@click.argument("name")
+@display_options
+@click.pass_obj
+def models_remove(env: Environment, name: str) -> None:
+    """Delete a model from the cache, with the optimised graphs built from it."""
+    from imgclass import store
+
+    for path in store.remove(name):
+        env.stdout.write(f"removed {path}\n")
+
+
+@models.command("path", epilog="\b\nExample:\n  ls \"$(imgclass models path)\"")
+@click.pass_obj
+def models_path(env: Environment) -> None:
+    """Print the folder cached models live in (the `models` folder `imgclass info` shows)."""
+    from imgclass.cache import models_dir
+
+    env.stdout.write(f"{models_dir()}\n")
+
+
+@models.command("verify", epilog="\b\nExample:\n  imgclass models verify --format json")
+@list_format_option
+@display_options
+@click.pass_obj
+def models_verify(env: Environment, fmt: str) -> int:
+    """Re-hash every cached model; exit 1 if any is damaged."""
+    from imgclass import store
+
+    report = store.verify()
+    if fmt == "json":
+        print_json(env, report)
+    else:
+        for row in report:
+            env.stdout.write(f"{'ok' if row['ok'] else 'DAMAGED':8} {row['name']:28} {row['problem'] or row['path']}\n")
+    damaged = [r for r in report if not r["ok"]]
+    for row in damaged:
+        env.err(f"{row['name']}: damaged ({row['problem']}); run: imgclass models remove {row['name']} && "
+                f"imgclass models pull {row['name']}")  # fmt: skip
+    return ExitCode.INPUT_FAILED if damaged else ExitCode.OK

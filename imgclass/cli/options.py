@@ -1,0 +1,151 @@
+"""Options shared by several commands, each declared once (the sqlite-utils way: stacked decorators).
+
+A command wears the groups it needs (`@model_options`, `@record_options`, ...) and
+hands its keyword arguments to `load_options(...)` / `job_options(...)`, which
+build the library's own option records. Closed sets are click Choices, matched
+case-insensitively, so `--help` lists them.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imgclass.output import FORMATS
+from imgclass.presets import INTERPOLATIONS
+from imgclass.resources import load_json
+
+PRESETS = tuple(load_json("presets.json")["presets"])
+LIST_FORMATS = ("table", "json")
+
+
+class DeviceType(click.ParamType):
+    """auto, cpu, cuda or cuda:N, case-insensitive."""
+
+    name = "device"
+    _pattern = re.compile(r"^(auto|cpu|cuda)(:\d+)?$")
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[auto|cpu|cuda|cuda:N]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip().lower()
+        match = self._pattern.match(text)
+        if not match or (match.group(2) and match.group(1) != "cuda"):
+            self.fail(f"{value!r}: use auto, cpu, cuda or cuda:N", param, ctx)
+        return text
+
+
+class Triple(click.ParamType):
+    """Three numbers, e.g. 0.485,0.456,0.406 (one per RGB channel)."""
+
+    name = "R,G,B"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(float(v) for v in str(value).replace(" ", ",").split(",") if v)
+        except ValueError:
+            numbers = ()
+        if len(numbers) != 3:
+            self.fail(f"{value!r}: give three numbers, e.g. 0.5,0.5,0.5", param, ctx)
+        return numbers
+
+
+def _stack(*decorators: Callable) -> Callable:
+    def apply(function: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def _choice(values: tuple[str, ...]) -> click.Choice:
+    return click.Choice(values, case_sensitive=False)
+
+
+model_options = _stack(
+    click.option("--model", "-m", envvar="IMGCLASS_MODEL", help="ONNX file, catalog name or alias (default: inception-v3)."),
+    click.option("--preset", type=_choice(PRESETS), help="Preprocessing preset (see `imgclass models presets`)."),
+    click.option("--size", type=click.IntRange(min=8), help="Input size for models with a dynamic spatial size."),
+    click.option("--resize", type=click.IntRange(min=1), help="Resize the short side to N before cropping."),
+    click.option("--crop-pct", type=click.FloatRange(0, 1.5, min_open=True), help="Crop fraction: resize to size/crop-pct, then crop."),
+    click.option("--interpolation", type=_choice(INTERPOLATIONS), help="Resampling filter."),
+    click.option("--mean", type=Triple(), help="Per-channel mean in RGB order, e.g. 0.485,0.456,0.406."),
+    click.option("--std", type=Triple(), help="Per-channel std in RGB order."),
+    click.option("--bgr", is_flag=True, help="Feed channels in BGR order."),
+    click.option("--labels", type=click.Path(path_type=Path), help="Labels file: one per line, or JSON (list or id2label)."),
+    click.option("--device", type=DeviceType(), default="auto", envvar="IMGCLASS_DEVICE", show_default=True, help="Where the model runs."),
+    click.option("--threads", type=click.IntRange(min=1), help="Threads for the model (default: all cores)."),
+    click.option("--exact-decode", is_flag=True, help="Full-resolution JPEG decode: bit-exact with the framework, slower."),
+    click.option("--offline", is_flag=True, envvar="IMGCLASS_OFFLINE", help="Never use the network."),
+)
+
+decode_options = _stack(
+    click.option("--allow-truncated", is_flag=True, help="Classify what is there in truncated images."),
+    click.option("--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels (default: Pillow's)."),
+)
+
+run_options = _stack(
+    click.option("--batch-size", type=click.IntRange(min=1), help="Images per model run (default from the model)."),
+    click.option("--workers", type=click.IntRange(min=1), help="Decode threads (default: 2, or half the cores up to 8)."),
+)
+
+record_options = _stack(
+    click.option("--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image."),
+    click.option("--threshold", type=click.FloatRange(0, 1), default=0.0, help="Leave out predictions below this probability."),
+    click.option("--format", "-f", "fmt", type=_choice(FORMATS), help="Default: table on a terminal, else jsonl (or the --output extension)."),
+    click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Write records to FILE instead of stdout."),
+)
+
+list_format_option = click.option(
+    "--format", "-f", "fmt", type=_choice(LIST_FORMATS), default="table", show_default=True, help="Output format."
+)
+
+_DISPLAY = ("verbose", "quiet", "color", "debug")
+
+
+def display_options(function: Callable) -> Callable:
+    """-v, -q, --color and --debug: they set the Environment and are not passed on."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        env = click.get_current_context().obj
+        for name in _DISPLAY:
+            setattr(env, name, kwargs.pop(name))
+        return function(*args, **kwargs)
+
+    return _stack(
+        click.option("--verbose", "-v", is_flag=True, help="Report model, preset and providers on stderr."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress, no per-input error lines, no summary."),
+        click.option("--color", type=_choice(("auto", "always", "never")), default="auto", show_default=True, help="Colour (auto: on a terminal, unless NO_COLOR is set)."),
+        click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors."),
+    )(wrapper)
+
+
+def pop_load_options(values: dict[str, Any]):
+    """Take the model and decode options out of a command's keyword arguments."""
+    from imgclass.classifier import LoadOptions
+    from imgclass.presets import Overrides
+
+    overrides = Overrides(**{k: values.pop(k, None) for k in ("size", "resize", "crop_pct", "interpolation", "mean", "std")},
+                          bgr=values.pop("bgr", False))  # fmt: skip
+    offline = values.pop("offline", False)
+    return values.pop("model", None), LoadOptions(
+        preset=values.pop("preset", None),
+        overrides=overrides,
+        labels=values.pop("labels", None),
+        device=values.pop("device", "auto"),
+        threads=values.pop("threads", None),
+        offline=True if offline else None,
+        exact_decode=values.pop("exact_decode", False),
+        max_pixels=values.pop("max_pixels", None),
+        allow_truncated=values.pop("allow_truncated", False),
+    )

@@ -1,0 +1,64 @@
+"""`imgclass bench` and `imgclass info`: measurements and the environment, for bug reports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imgclass.cli.environment import Environment
+from imgclass.cli.options import display_options, list_format_option, model_options, pop_load_options, run_options
+from imgclass.cli.render import print_fields, print_json
+
+
+@click.command(epilog="\b\nExample:\n  imgclass bench --model resnet50 --images photos/ --format json")
+@click.option("--images", type=click.Path(path_type=Path, exists=True), help="A folder of images for the end-to-end run.")
+@click.option("--synthetic", type=click.IntRange(min=1), default=64, show_default=True, help="Synthetic samples for the model-only run.")
+@model_options
+@run_options
+@list_format_option
+@display_options
+@click.pass_obj
+def bench(env: Environment, images: Path | None, synthetic: int, fmt: str, **values: Any) -> None:
+    """Model-only and end-to-end throughput, latency percentiles and the time split."""
+    import imgclass
+    from imgclass import bench as benchmark
+    from imgclass.sources import expand
+
+    spec, options = pop_load_options(values)
+    classifier = imgclass.load(spec, options=options)
+    paths = list(expand([str(images)])) if images else []
+    result = benchmark.run(classifier, paths, benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic))
+    return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
+
+
+@click.command(epilog="\b\nExample:\n  imgclass info --format json")
+@list_format_option
+@display_options
+@click.pass_obj
+def info(env: Environment, fmt: str) -> None:
+    """Versions, execution providers, threads and the cache folders."""
+    import platform
+
+    import numpy
+    import onnxruntime as ort
+    import PIL
+
+    from imgclass import __version__
+    from imgclass.cache import folders
+    from imgclass.runtime import default_threads
+
+    data = {
+        "imgclass": __version__,
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "providers_available": ort.get_available_providers(),
+        "device_default": os.environ.get("IMGCLASS_DEVICE", "auto"),
+        "threads": default_threads(),
+        **{f"cache_{k}" if k != "home" else "cache": str(v) for k, v in folders().items()},
+    }
+    return print_json(env, data) if fmt == "json" else print_fields(env, data)

@@ -1,0 +1,115 @@
+"""A batch job: classify inputs into an output, resumable, stoppable by signals, always whole.
+
+The CLI's `predict` and `batch` are this job with a renderer attached. The job
+skips inputs an output already holds (--resume), turns SIGINT/SIGTERM into a
+stop that lets the records in flight be written, writes each record through the
+sink, and closes the sink in `finally` so a JSON array is valid however the run
+ends. It reports to an `Events` object (progress, per-input errors) and returns
+a Summary; it prints nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from imgclass.classifier import Classifier
+from imgclass.errors import ExitCode
+from imgclass.images import display_path
+from imgclass.interrupt import stop_on_signals
+from imgclass.output import Sink
+from imgclass.records import Record
+from imgclass.sources import expand
+
+
+class Events(Protocol):
+    """What a front end hears from a running job."""
+
+    def started(self, total: int | None) -> None: ...
+    def record(self, record: Record) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    top: int = 5
+    threshold: float = 0.0
+    recursive: bool = False
+    batch_size: int | None = None
+    workers: int | None = None
+    count_first: bool = False  # list every input before starting, so progress has a total
+    debug: bool = False
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    failed: int = 0
+    skipped: int = 0  # already in the output (--resume)
+    signal: int | None = None
+    broken_pipe: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if self.signal is not None and not self.broken_pipe:
+            return 128 + self.signal
+        return ExitCode.INPUT_FAILED if self.failed else ExitCode.OK
+
+
+def _pending(inputs: Iterable[str], recursive: bool, done: set[str], summary: Summary) -> Iterator[str]:
+    for path in expand(inputs, recursive=recursive):
+        if done and display_path(path) in done:
+            summary.skipped += 1
+            continue
+        yield path
+
+
+def run_job(
+    classifier: Classifier, inputs: Iterable[str], sink: Sink, options: JobOptions, events: Events, done: set[str]
+) -> Summary:
+    """Classify `inputs` into `sink`; `done` holds paths the output already has."""
+    summary = Summary()
+    paths: Iterable[str] = _pending(inputs, options.recursive, done, summary)
+    if options.count_first:
+        paths = list(paths)
+    events.started(len(paths) if isinstance(paths, list) else None)
+    with stop_on_signals() as stop:
+        records = classifier.classify(
+            paths,
+            top=options.top,
+            threshold=options.threshold,
+            batch_size=options.batch_size,
+            workers=options.workers,
+            stop=stop.event,
+            expand_inputs=False,
+            debug=options.debug,
+        )
+        try:
+            _write_all(records, sink, events, summary)
+        except BrokenPipeError:
+            summary.broken_pipe = True
+            stop.event.set()
+        summary.signal = stop.signal
+        stats = records.stats
+        summary.seconds = {"decode": stats.decode, "preprocess": stats.preprocess, "inference": stats.inference}
+    return summary
+
+
+def _write_all(records: Iterable[Record], sink: Sink, events: Events, summary: Summary) -> None:
+    started = False
+    try:
+        for record in records:
+            if not started:  # nothing is written before the model has run once
+                sink.start()
+                started = True
+            sink.write(record)
+            summary.images += 1
+            summary.failed += record.error is not None
+            events.record(record)
+        if not started:
+            sink.start()
+            started = True
+    finally:
+        if started:
+            sink.close()
