@@ -69,6 +69,14 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
 def create_session(
     path: Path, device: Device, threads: int | None = None, optimized_path: Path | None = None, spinning: bool = True
 ):
@@ -93,8 +101,9 @@ def create_session(
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     else:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimized_path is not None and not _writable(optimized_path.parent):
+            optimized_path = None  # a read-only or full cache: run without saving the optimised graph
         if optimized_path is not None:
-            optimized_path.parent.mkdir(parents=True, exist_ok=True)
             options.optimized_model_filepath = os.fspath(optimized_path.with_suffix(f".tmp{os.getpid()}"))
     planned = plan_providers(device, available_providers())
     try:
@@ -107,8 +116,11 @@ def create_session(
         raise ModelError(f"{path}: ONNX Runtime cannot load this model: {first[:200]}") from None
     if source == path and optimized_path is not None:
         tmp = optimized_path.with_suffix(f".tmp{os.getpid()}")
-        if tmp.is_file():
-            os.replace(tmp, optimized_path)
+        try:
+            if tmp.is_file():
+                os.replace(tmp, optimized_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
     in_use = session.get_providers()
     check_providers(device, in_use)
     return session, list(in_use)
