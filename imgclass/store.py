@@ -52,7 +52,7 @@ def _how_to_get(entry: Entry) -> str:
 
 def pull_entry(entry: Entry, offline: bool = False, progress=None) -> Path:
     """The cached file of a catalog model, fetched and verified first if it is not there."""
-    from imgclass.download import fetch
+    from imgclass.download import DownloadFailed, fetch
 
     dest = cached_path(entry)
     with cache.lock(dest):
@@ -61,9 +61,9 @@ def pull_entry(entry: Entry, offline: bool = False, progress=None) -> Path:
         if offline:
             raise ModelError(f"{entry.name}: not in the cache ({dest}) and offline mode is on; {_how_to_get(entry)}")
         try:
-            fetch(urls_for(entry), dest, entry.sha256, entry.size, progress)
-        except ModelError as err:
-            raise ModelError(f"{err}. To get it another way: {_how_to_get(entry)}") from None
+            fetch(urls_for(entry), dest, entry.sha256, entry.size, progress, subject=entry.name)
+        except DownloadFailed as err:
+            raise err.with_hint(f"To get it another way: {_how_to_get(entry)}") from None
     return dest
 
 

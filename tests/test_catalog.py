@@ -6,9 +6,6 @@ import re
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
-
-import pytest
 
 from conftest import HERE, run_cli
 from imgclass import catalog
