@@ -28,9 +28,10 @@ def offline_from_env() -> bool:
 
 
 def urls_for(entry: Entry) -> list[str]:
-    mirror = os.environ.get(ENV_MIRROR, "").strip()
-    if mirror:
-        return [mirror.rstrip("/") + "/" + entry.file]
+    """The catalog's URLs, or BASE/<entry.file> for each space-separated IMGCLASS_MIRROR base."""
+    mirrors = os.environ.get(ENV_MIRROR, "").split()
+    if mirrors:
+        return [base.rstrip("/") + "/" + entry.file for base in mirrors]
     return list(entry.urls)
 
 

@@ -168,6 +168,24 @@ def test_catalog_model_whose_first_url_is_missing_comes_from_the_second(model_by
     assert leftovers(home) == ["zoo-model.onnx"]
 
 
+def test_all_urls_failing_exits_3_with_one_line_per_url(home):
+    behaviour = Behaviour(files={"/b/resnet50-v1-12.onnx": b"not the model" * 1000},
+                          statuses={"/c/resnet50-v1-12.onnx": 503})
+    with Server(behaviour) as server:
+        mirrors = f"{server.url}/a/ {server.url}/b  {server.url}/c"
+        result = run_cli("models", "pull", "resnet50", env={"IMGCLASS_MIRROR": mirrors})
+    assert result.returncode == 3
+    lines = result.stderr.splitlines()
+    assert lines[:4] == [
+        "imgclass: error: resnet50-v1-12: download failed from all 3 URLs, nothing was saved.",
+        f"  {server.url}/a/resnet50-v1-12.onnx: not-found (HTTP 404 Not Found)",
+        f"  {server.url}/b/resnet50-v1-12.onnx: wrong-size (got 13000 bytes, expected 102576593)",
+        f"  {server.url}/c/resnet50-v1-12.onnx: server-error (HTTP 503 Service Unavailable)",
+    ]
+    assert len(lines) == 5 and lines[4].startswith("To get it another way: set IMGCLASS_MIRROR=")
+    assert leftovers(home) == []
+
+
 def test_a_url_that_failed_for_good_is_not_asked_again_in_the_same_run(model_bytes, home):
     other = model_bytes + b"\0"
     files = {"/bad": b"junk" * 100, "/zoo-model.onnx": model_bytes, "/other.onnx": other}
