@@ -138,3 +138,9 @@ def test_models_info_lists_the_default_models_urls_in_order(home):
         f"{HF}/inception_v3_Opset17/resolve/main/inception_v3_Opset17.onnx",
         f"{GITHUB_MEDIA}/Computer_Vision/inception_v3_Opset17_timm/inception_v3_Opset17.onnx",
     ]
+
+
+def test_readme_names_the_file_a_mirror_serves_for_the_default_model():
+    entry = catalog.find(catalog.default_model())
+    readme = (HERE.parent / "README.md").read_text()
+    assert f"BASE_URL/{entry.file}   {entry.size} bytes\nsha256 {entry.sha256}" in readme
