@@ -28,9 +28,10 @@ def offline_from_env() -> bool:
 
 
 def urls_for(entry: Entry) -> list[str]:
-    mirror = os.environ.get(ENV_MIRROR, "").strip()
-    if mirror:
-        return [mirror.rstrip("/") + "/" + entry.file]
+    """The catalog's URLs, or BASE/<entry.file> for each space-separated IMGCLASS_MIRROR base."""
+    mirrors = os.environ.get(ENV_MIRROR, "").split()
+    if mirrors:
+        return [base.rstrip("/") + "/" + entry.file for base in mirrors]
     return list(entry.urls)
 
 
@@ -53,7 +54,7 @@ def _how_to_get(entry: Entry) -> str:
 
 def pull_entry(entry: Entry, offline: bool = False, progress=None) -> Path:
     """The cached file of a catalog model, fetched and verified first if it is not there."""
-    from imgclass.download import fetch
+    from imgclass.download import DownloadFailed, fetch
 
     dest = cached_path(entry)
     with cache.lock(dest):
@@ -62,9 +63,9 @@ def pull_entry(entry: Entry, offline: bool = False, progress=None) -> Path:
         if offline:
             raise ModelError(f"{entry.name} is not in the cache and offline mode is on; {_how_to_get(entry)}")
         try:
-            fetch(urls_for(entry), dest, entry.sha256, entry.size, progress)
-        except ModelError as err:
-            raise ModelError(f"{err}. Other ways: {_how_to_get(entry)}") from None
+            fetch(urls_for(entry), dest, entry.sha256, entry.size, progress, subject=entry.name)
+        except DownloadFailed as err:
+            raise err.with_hint(f"Other ways: {_how_to_get(entry)}") from None
     return dest
 
 

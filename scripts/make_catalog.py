@@ -1,6 +1,6 @@
 """Regenerate models/catalog.json from the ONNX Model Zoo checksum table.
 
-    python scripts/make_catalog.py tests/data/onnx-zoo-resnet-inception.tsv
+    python scripts/make_catalog.py tests/data/onnx-zoo-resnet-inception.tsv [OUT.json]
 
 The table (path, sha256, bytes, ...) was read from the zoo's Git LFS pointers
 and matches its ONNX_HUB_MANIFEST.json. Facts not in the table (preset,
@@ -17,6 +17,8 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "models" / "catalog.json"
 ZOO_README = "https://github.com/onnx/models/tree/main/validated/vision/classification/resnet"
+HF = "https://huggingface.co/onnxmodelzoo"
+GITHUB_MEDIA = "https://media.githubusercontent.com/media/onnx/models/main"
 
 # stem: (family, preset, top-1, top-5); licence and source come from provenance()
 FACTS = {
@@ -59,7 +61,24 @@ def provenance(stem: str) -> tuple[str, str]:
     return "Apache-2.0", "ONNX Model Zoo: MXNet Gluon model zoo ResNet converted to ONNX"
 
 
-def main(tsv: Path) -> None:
+def download_urls(stem: str, path: str) -> list[str]:
+    """Where to look for one zoo file, most likely first; the sha256 decides what is right.
+
+    The zoo's per-model Hugging Face repositories for `Computer_Vision/` exports are named
+    after the zoo folder, and so is the file inside them (`<folder>/<folder>.onnx`); some are
+    named after the stem instead. `legacy_models` mirrors the whole zoo tree. GitHub's LFS
+    route was announced as ending, so it goes last.
+    """
+    by_stem = f"{HF}/{stem}/resolve/main/{stem}.onnx"
+    legacy = f"{HF}/legacy_models/resolve/main/{path}"
+    github = f"{GITHUB_MEDIA}/{path}"
+    if path.startswith("Computer_Vision/"):
+        folder = path.split("/")[1]
+        return [f"{HF}/{folder}/resolve/main/{folder}.onnx", legacy, by_stem, github]
+    return [by_stem, legacy, github]
+
+
+def main(tsv: Path, out: Path = OUT) -> None:
     rows = {}
     with open(tsv, newline="") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
@@ -77,11 +96,7 @@ def main(tsv: Path) -> None:
             "aliases": ALIASES.get(stem, []),
             "family": family,
             "file": f"{stem}.onnx",
-            "urls": [
-                f"https://huggingface.co/onnxmodelzoo/{stem}/resolve/main/{stem}.onnx",
-                f"https://huggingface.co/onnxmodelzoo/legacy_models/resolve/main/{path}",
-                f"https://media.githubusercontent.com/media/onnx/models/main/{path}",
-            ],
+            "urls": download_urls(stem, path),
             "sha256": row["sha256"],
             "size": int(row["bytes"]),
             "opset": int(row["opset"]),
@@ -93,9 +108,9 @@ def main(tsv: Path) -> None:
             "accuracy": {"top1": top1, "top5": top5, "dataset": "ImageNet-1k val"},
         })
     data = {"default": DEFAULT, "readme": ZOO_README, "models": models}
-    OUT.write_text(json.dumps(data, indent=2) + "\n")
-    print(f"wrote {len(models)} models to {OUT}")
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {len(models)} models to {out}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else OUT)

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 @dataclass
 class Behaviour:
     files: dict[str, bytes] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)  # path -> error status to answer with
     ranges: bool = True  # honour Range requests
     cut_after: int | None = None  # close the connection after this many body bytes...
     cut_times: int = 0  # ...for this many responses
@@ -30,8 +31,8 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Range")
         b.requests.append((self.path, header))
         body = b.files.get(self.path)
-        if body is None:
-            self.send_response(404)
+        if body is None or self.path in b.statuses:
+            self.send_response(b.statuses.get(self.path, 404))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return

@@ -6,9 +6,6 @@ import re
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
-
-import pytest
 
 from conftest import HERE, run_cli
 from imgclass import catalog
@@ -88,3 +85,62 @@ def test_models_info_of_a_file(make_model, home):
     assert info["signature"]["classes"] == 1000 and len(info["sha256"]) == 64
     catalog_info = json.loads(run_cli("models", "info", "resnet50", "--format", "json").stdout)
     assert catalog_info["cached"] is False and catalog_info["license"] == "Apache-2.0"
+
+
+HF = "https://huggingface.co/onnxmodelzoo"
+GITHUB_MEDIA = "https://media.githubusercontent.com/media/onnx/models/main"
+
+
+def committed_catalog() -> dict:
+    return json.loads((HERE.parent / "models" / "catalog.json").read_text())
+
+
+def test_computer_vision_urls_follow_the_zoo_folder_then_legacy_then_stem_then_github():
+    entries = [e for e in committed_catalog()["models"] if e["zoo_path"].startswith("Computer_Vision/")]
+    assert {e["name"] for e in entries} == {"inception_v3_Opset17", "tv_resnet50_Opset17", "resnet50_Opset17"}
+    for e in entries:
+        folder, stem, path = e["zoo_path"].split("/")[1], e["name"], e["zoo_path"]
+        assert folder != stem
+        assert e["urls"] == [
+            f"{HF}/{folder}/resolve/main/{folder}.onnx",
+            f"{HF}/legacy_models/resolve/main/{path}",
+            f"{HF}/{stem}/resolve/main/{stem}.onnx",
+            f"{GITHUB_MEDIA}/{path}",
+        ], stem
+        assert e["file"] == f"{stem}.onnx"  # what a mirror serves: the zoo's own file name
+
+
+def test_validated_urls_keep_their_order():
+    entries = [e for e in committed_catalog()["models"] if e["zoo_path"].startswith("validated/")]
+    assert len(entries) == 13
+    for e in entries:
+        stem, path = e["name"], e["zoo_path"]
+        assert e["urls"] == [
+            f"{HF}/{stem}/resolve/main/{stem}.onnx",
+            f"{HF}/legacy_models/resolve/main/{path}",
+            f"{GITHUB_MEDIA}/{path}",
+        ], stem
+
+
+def test_make_catalog_regenerates_the_committed_catalog(tmp_path):
+    out = tmp_path / "catalog.json"
+    script = HERE.parent / "scripts" / "make_catalog.py"
+    subprocess.run([sys.executable, str(script), str(TSV), str(out)], check=True, capture_output=True)
+    assert json.loads(out.read_text()) == committed_catalog()
+
+
+def test_models_info_lists_the_default_models_urls_in_order(home):
+    result = run_cli("models", "info", "inception-v3", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["urls"] == [
+        f"{HF}/inception_v3_Opset17_timm/resolve/main/inception_v3_Opset17_timm.onnx",
+        f"{HF}/legacy_models/resolve/main/Computer_Vision/inception_v3_Opset17_timm/inception_v3_Opset17.onnx",
+        f"{HF}/inception_v3_Opset17/resolve/main/inception_v3_Opset17.onnx",
+        f"{GITHUB_MEDIA}/Computer_Vision/inception_v3_Opset17_timm/inception_v3_Opset17.onnx",
+    ]
+
+
+def test_readme_names_the_file_a_mirror_serves_for_the_default_model():
+    entry = catalog.find(catalog.default_model())
+    readme = (HERE.parent / "README.md").read_text()
+    assert f"BASE_URL/{entry.file}   {entry.size} bytes\nsha256 {entry.sha256}" in readme

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -11,8 +10,16 @@ from conftest import imgclass_command, jsonl, run_cli
 from http_server import Behaviour, Server
 from imgclass import cache, store
 from imgclass.catalog import Entry
-from imgclass.download import fetch
+from imgclass.download import DownloadFailed, display_url, fetch, forget_failures
 from imgclass.errors import ModelError
+
+
+@pytest.fixture(autouse=True)
+def fresh_run():
+    """Each test starts like a new process: no URL is remembered as failed."""
+    forget_failures()
+    yield
+    forget_failures()
 
 
 @pytest.fixture
@@ -29,8 +36,8 @@ def leftovers(home):
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.exists() else []
 
 
-def fake_entry(data: bytes, name="zoo-model") -> Entry:
-    return Entry(name=name, aliases=(), family="resnet", file=f"{name}.onnx", urls=("http://127.0.0.1:9/unused",),
+def fake_entry(data: bytes, name="zoo-model", urls=("http://127.0.0.1:9/unused",)) -> Entry:
+    return Entry(name=name, aliases=(), family="resnet", file=f"{name}.onnx", urls=tuple(urls),
                  sha256=sha(data), size=len(data), preset="torchvision", labels="imagenet-1k", license="x",
                  source="test", accuracy={})
 
@@ -146,3 +153,85 @@ def test_verify_and_remove(model_bytes, tmp_path, home):
 
 def test_models_path_and_home_override(home):
     assert run_cli("models", "path").stdout.strip() == str(home / "models")
+
+
+def paths(behaviour: Behaviour) -> list[str]:
+    return [path for path, _ in behaviour.requests]
+
+
+def test_catalog_model_whose_first_url_is_missing_comes_from_the_second(model_bytes, home):
+    with Server(Behaviour(files={"/legacy/zoo-model.onnx": model_bytes})) as server:
+        entry = fake_entry(model_bytes, urls=[f"{server.url}/folder/zoo-model_timm.onnx", f"{server.url}/legacy/zoo-model.onnx"])
+        path = store.pull_entry(entry)
+    assert path.read_bytes() == model_bytes
+    assert paths(server.behaviour) == ["/folder/zoo-model_timm.onnx", "/legacy/zoo-model.onnx"]
+    assert leftovers(home) == ["zoo-model.onnx"]
+
+
+def test_all_urls_failing_exits_3_with_one_line_per_url(home):
+    behaviour = Behaviour(files={"/b/resnet50-v1-12.onnx": b"not the model" * 1000},
+                          statuses={"/c/resnet50-v1-12.onnx": 503})
+    with Server(behaviour) as server:
+        mirrors = f"{server.url}/a/ {server.url}/b  {server.url}/c"
+        result = run_cli("models", "pull", "resnet50", env={"IMGCLASS_MIRROR": mirrors})
+    assert result.returncode == 3
+    lines = result.stderr.splitlines()
+    assert lines[:4] == [
+        "imgclass: error: resnet50-v1-12: download failed from all 3 URLs, nothing was saved.",
+        f"  {server.url}/a/resnet50-v1-12.onnx: not-found (HTTP 404 Not Found)",
+        f"  {server.url}/b/resnet50-v1-12.onnx: wrong-size (got 13000 bytes, expected 102576593)",
+        f"  {server.url}/c/resnet50-v1-12.onnx: server-error (HTTP 503 Service Unavailable)",
+    ]
+    assert len(lines) == 5 and lines[4].startswith("To get it another way: set IMGCLASS_MIRROR=")
+    assert leftovers(home) == []
+
+
+def test_a_url_that_failed_for_good_is_not_asked_again_in_the_same_run(model_bytes, home):
+    other = model_bytes + b"\0"
+    files = {"/bad": b"junk" * 100, "/zoo-model.onnx": model_bytes, "/other.onnx": other}
+    with Server(Behaviour(files=files)) as server:
+        shared = [f"{server.url}/gone", f"{server.url}/bad"]
+        first = fake_entry(model_bytes, urls=[*shared, f"{server.url}/zoo-model.onnx"])
+        second = fake_entry(other, name="other", urls=[*shared, f"{server.url}/other.onnx"])
+        store.pull_entry(first)
+        store.pull_entry(second)
+        store.cached_path(first).unlink()
+        store.pull_entry(first)
+        with pytest.raises(DownloadFailed) as failed:
+            store.pull_entry(fake_entry(b"x", name="third", urls=shared))
+    # /gone is a 404 for anyone; /bad is only wrong for the file it was checked against
+    assert paths(server.behaviour) == ["/gone", "/bad", "/zoo-model.onnx", "/bad", "/other.onnx", "/zoo-model.onnx", "/bad"]
+    assert [(f.reason, f.url) for f in failed.value.failures] == [
+        ("not-found", f"{server.url}/gone"), ("wrong-size", f"{server.url}/bad")]
+    assert "failed earlier in this run, not retried" in failed.value.failures[0].detail
+    assert "earlier" not in failed.value.failures[1].detail
+
+
+def test_connection_trouble_and_server_errors_are_asked_again(model_bytes, home, tmp_path):
+    behaviour = Behaviour(files={"/m": model_bytes}, statuses={"/busy": 503}, ranges=False, cut_after=1000, cut_times=1)
+    with Server(behaviour) as server:
+        for _ in range(2):
+            with pytest.raises(DownloadFailed, match="server-error"):
+                fetch([f"{server.url}/busy"], tmp_path / "a.onnx", sha(model_bytes))
+        with pytest.raises(DownloadFailed, match="interrupted"):
+            fetch([f"{server.url}/m"], tmp_path / "b.onnx", sha(model_bytes), retries=0)
+        fetch([f"{server.url}/m"], tmp_path / "b.onnx", sha(model_bytes), retries=0)
+    assert paths(behaviour) == ["/busy", "/busy", "/m", "/m"]
+    assert (tmp_path / "b.onnx").read_bytes() == model_bytes
+
+
+def test_messages_show_urls_without_credentials_or_query():
+    assert display_url("https://user:s3cret@mirror.example:8443/m/x.onnx?token=abc#f") == "https://mirror.example:8443/m/x.onnx?..."
+    assert display_url("https://huggingface.co/onnxmodelzoo/a/resolve/main/a.onnx") == "https://huggingface.co/onnxmodelzoo/a/resolve/main/a.onnx"
+    assert display_url("ftp://me:pw@host/file") == "ftp://host/file"
+
+
+def test_a_query_token_stays_out_of_the_error(home, tmp_path):
+    with Server(Behaviour()) as server, pytest.raises(DownloadFailed) as failed:
+        fetch([f"{server.url}/m.onnx?token=s3cret", "ftp://me:pw@host/m.onnx"], tmp_path / "m.onnx")
+    message = str(failed.value)
+    assert "s3cret" not in message and "pw@" not in message
+    assert message.splitlines()[1:] == [
+        f"  {server.url}/m.onnx?...: not-found (HTTP 404 Not Found)",
+        "  ftp://host/m.onnx: unsupported (only http and https URLs can be downloaded)",
+    ]

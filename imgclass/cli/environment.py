@@ -67,8 +67,10 @@ class Environment:
         """
         if self.stderr is None:
             return
+        # A message may have detail lines (one per URL tried, say); each is made inert on its own.
+        text = "\n".join(printable(line) for line in message.split("\n"))
         try:
-            self.stderr.write(f"imgclass: {printable(message)}\n")
+            self.stderr.write(f"imgclass: {text}\n")
             self.stderr.flush()
         except (OSError, ValueError):
             pass
