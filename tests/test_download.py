@@ -182,7 +182,9 @@ def test_all_urls_failing_exits_3_with_one_line_per_url(home):
         f"  {server.url}/b/resnet50-v1-12.onnx: wrong-size (got 13000 bytes, expected 102576593)",
         f"  {server.url}/c/resnet50-v1-12.onnx: server-error (HTTP 503 Service Unavailable)",
     ]
-    assert len(lines) == 5 and lines[4].startswith("To get it another way: set IMGCLASS_MIRROR=")
+    assert len(lines) == 5 and lines[4].startswith("Other ways: use a local file with --model ./FILE.onnx, set IMGCLASS_MIRROR=")
+    assert "catalog's exact file" in lines[4] and "imgclass models pull --file PATH --name resnet50-v1-12" in lines[4]
+    assert "Errno" not in result.stderr
     assert leftovers(home) == []
 
 
