@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,16 @@ import onnx_builders as builders  # noqa: E402
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
+REAL_MODEL = HERE.resolve().parents[1] / "shared" / "models" / "mobilenetv2-12-int8.onnx"
+real_model = pytest.mark.skipif(
+    not REAL_MODEL.is_file(), reason=f"the real model is not at {REAL_MODEL} (a clone outside this workplace)"
+)
+
+# No test may touch the real user cache: every process this session starts inherits a
+# throw-away IMGCLASS_HOME (tests that need their own use the `home` fixture).
+_SESSION_HOME = tempfile.mkdtemp(prefix="imgclass-test-home-")
+os.environ["IMGCLASS_HOME"] = _SESSION_HOME
+os.environ["XDG_CACHE_HOME"] = os.path.join(_SESSION_HOME, "xdg")
 
 
 def photo_paths() -> dict[str, Path]:

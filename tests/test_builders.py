@@ -1,9 +1,11 @@
+import pytest
 import numpy as np
 import onnxruntime as ort
 
 import onnx_builders as b
 
 
+@pytest.mark.slow
 def test_resnet50_has_torchvision_parameter_count():
     assert b.parameter_count(b.resnet50()) == 25_557_032
 
@@ -20,6 +22,7 @@ def test_seeded_weights_are_reproducible_and_seed_dependent():
     assert first.raw_data != other.raw_data
 
 
+@pytest.mark.slow
 def test_inception_reduces_299_to_one_by_one_before_the_head():
     sess = ort.InferenceSession(b.inception_v3().SerializeToString())
     x = np.zeros((1, 3, 299, 299), np.float32)

@@ -1,3 +1,4 @@
+import pytest
 """The model catalog: well-formed, unique, matching the zoo's checksum table, shipped in the wheel."""
 
 import csv
@@ -66,6 +67,7 @@ def test_models_list_json_has_zoo_checksums(home):
         assert m["cached"] is False
 
 
+@pytest.mark.slow
 def test_catalog_and_data_ship_inside_the_wheel(tmp_path):
     root = HERE.parent
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],

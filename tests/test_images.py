@@ -115,7 +115,7 @@ def test_broken_inputs_each_have_a_reason(tmp_path):
     _expect_error(tmp_path / "noise.png", "not an image")
     header_only = tmp_path / "header.png"
     header_only.write_bytes(save(Image.new("RGB", (64, 64)), tmp_path / "full.png").read_bytes()[:60])
-    _expect_error(header_only, "")
+    _expect_error(header_only, "truncated")
     (tmp_path / "folder.jpg").mkdir()
     _expect_error(tmp_path / "folder.jpg", "directory")
     os.symlink(tmp_path / "gone.jpg", tmp_path / "dangling.jpg")

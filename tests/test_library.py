@@ -2,16 +2,13 @@
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import imgclass
-from conftest import jsonl, run_cli
-
-REAL_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mobilenetv2-12-int8.onnx"
+from conftest import REAL_MODEL, jsonl, real_model, run_cli
 
 
 @pytest.fixture
@@ -27,7 +24,7 @@ def test_predict_equals_the_cli_json_record(tiny, photos, home, capsys):
     assert capsys.readouterr() == ("", "")  # the library never prints
 
 
-@pytest.mark.skipif(not REAL_MODEL.is_file(), reason=f"real model not present at {REAL_MODEL} (a clone outside this workplace)")
+@real_model
 def test_predict_equals_the_cli_on_the_real_model(photos, home):
     record = imgclass.load(REAL_MODEL).predict(photos["coffee.png"], top=3)
     printed = json.loads(run_cli("predict", photos["coffee.png"], "-m", REAL_MODEL, "-k", "3", "-f", "json").stdout)
@@ -96,3 +93,11 @@ def test_import_is_light():
     code = "import imgclass, sys; print(','.join(m for m in ('numpy', 'onnxruntime', 'PIL') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.sep, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_test_session_never_uses_the_real_user_cache():
+    from imgclass import cache
+
+    real = os.path.expanduser("~/.cache/imgclass")
+    assert not str(cache.home()).startswith(real)
+    assert "imgclass-test-home-" in os.environ["IMGCLASS_HOME"] or "imgclass-home" in os.environ["IMGCLASS_HOME"]

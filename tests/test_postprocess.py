@@ -40,7 +40,8 @@ def test_imagenet_labels_come_from_the_generated_file():
     from importlib import resources
 
     data = json.loads(resources.files("imgclass.models").joinpath("imagenet1k_labels.json").read_text())
-    assert data["wnids"][0] == "n01440764" and labels.names[0] == data["names"][0]
+    assert data["wnids"][0] == "n01440764" and labels.names[0] == "tench"
+    assert data["wnids"][281] == "n02123045" and data["synonyms"][281].startswith("tabby")
 
 
 def test_labels_files(tmp_path):

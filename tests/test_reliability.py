@@ -122,6 +122,7 @@ def _wait_for_lines(path, count, proc, timeout=120):
     raise AssertionError("no records appeared")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_then_resume_holds_every_input_once(make_model, photos, tmp_path, home, signum, code):
     paths = _image_dir(tmp_path / "imgs", photos, 48)

@@ -118,6 +118,6 @@ def test_bench_reports_every_field(make_model, photos, home, tmp_path):
     for key in ("model_only_images_per_s", "end_to_end_images_per_s", "ratio_to_model_only"):
         assert data[key] > 0
     assert set(data["latency_ms"]) == {"p50", "p90", "p99"}
-    assert data["latency_ms"]["p50"] <= data["latency_ms"]["p99"]
+    assert all(v > 0 for v in data["latency_ms"].values())  # None when no latency was measured
     assert set(data["time_s"]) == {"decode", "preprocess", "inference", "wall"}
     assert all(v > 0 for v in data["time_s"].values())
