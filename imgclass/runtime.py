@@ -111,7 +111,7 @@ def create_session(
     except Exception as err:  # noqa: BLE001 - ORT raises several private exception types
         if optimized_path is not None and source != path:  # a damaged optimised cache: use the model itself
             optimized_path.unlink(missing_ok=True)
-            return create_session(path, device, threads, None, spinning)
+            return create_session(path, device, threads, optimized_path, spinning)  # and save a good one
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"{path}: ONNX Runtime cannot load this model: {first[:200]}") from None
     if source == path and optimized_path is not None:
