@@ -26,7 +26,7 @@ from imgclass.errors import (
 )
 from imgclass.records import Prediction, Record
 
-__version__ = "0.2.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "CacheError",
