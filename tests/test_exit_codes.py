@@ -108,3 +108,26 @@ def test_bare_command_prints_help_and_exits_0():
     result = run_cli()
     assert result.returncode == 0 and "Usage: imgclass" in result.stdout
     assert run_cli("-h").stdout.startswith("Usage: imgclass [OPTIONS] COMMAND")
+
+
+def test_json_array_is_whole_when_the_run_dies_midway(tiny, photos, home, tmp_path):
+    import json
+
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import imgclass.pipeline as p\n"
+        "original = p.Pipeline._classify\n"
+        "def third_fails(self, chunk):\n"
+        "    self.calls = getattr(self, 'calls', 0) + 1\n"
+        "    if self.calls == 3:\n"
+        "        raise RuntimeError('injected after two batches')\n"
+        "    yield from original(self, chunk)\n"
+        "p.Pipeline._classify = third_fails\n"
+    )
+    files = [photos[n] for n in ("china.jpg", "coffee.png", "chelsea.png", "flower.jpg")]
+    result = run_cli("batch", *files, "-m", tiny, "-f", "json", "--batch-size", "1", "--workers", "1",
+                     env={"PYTHONPATH": str(inject)})
+    assert result.returncode == ExitCode.INTERNAL
+    records = json.loads(result.stdout)  # a complete array, however the run ended
+    assert [r["path"] for r in records] == [str(f) for f in files[:2]]

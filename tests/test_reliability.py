@@ -160,13 +160,16 @@ def test_resume_cuts_a_half_written_last_line(make_model, photos, tmp_path, home
     assert out.read_text().count("path,rank") == 1
 
 
-def test_closed_pipe_ends_quietly(make_model, photos, tmp_path, home):
+@pytest.mark.parametrize("fmt", ["jsonl", "table", "csv"])
+def test_closed_pipe_ends_quietly(make_model, photos, tmp_path, home, fmt):
     _image_dir(tmp_path / "imgs", photos, 40)
     model = make_model("tiny", spatial=None)
     command = " ".join(f"'{c}'" for c in imgclass_command())
-    shell = f"{command} batch '{tmp_path / 'imgs'}' --model '{model}' --format jsonl --batch-size 1 | head -n 1"
+    shell = f"{command} batch '{tmp_path / 'imgs'}' --model '{model}' --format {fmt} --batch-size 1 | head -n 1"
     result = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=120)
-    assert len(result.stdout.splitlines()) == 1 and json.loads(result.stdout)["error"] is None
+    assert len(result.stdout.splitlines()) == 1
+    if fmt == "jsonl":
+        assert json.loads(result.stdout)["error"] is None
     assert result.stderr == ""
     assert result.returncode == 0
 
