@@ -78,16 +78,21 @@ def test_4_full_disk_output(tiny, photos, home):
     assert "no space left" in _one_line(piped.stderr)
 
 
+def _inject(tmp_path, code: str) -> dict:
+    """An environment whose Python runs `code` at start-up (sitecustomize): a fault inside the real command."""
+    folder = tmp_path / "inject"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": str(folder)}
+
+
 def test_70_internal_error_is_one_line(tiny, photos, home, tmp_path):
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(
+    env = _inject(tmp_path, (
         "import imgclass.sources\n"
         "def boom(*args, **kwargs):\n"
         "    raise ZeroDivisionError('injected fault')\n"
         "imgclass.sources.check_inputs = boom\n"
-    )
-    env = {"PYTHONPATH": str(inject)}
+    ))
     result = run_cli("predict", photos["china.jpg"], "-m", tiny, env=env)
     assert result.returncode == ExitCode.INTERNAL
     line = _one_line(result.stderr)
@@ -113,9 +118,7 @@ def test_bare_command_prints_help_and_exits_0():
 def test_json_array_is_whole_when_the_run_dies_midway(tiny, photos, home, tmp_path):
     import json
 
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(
+    env = _inject(tmp_path, (
         "import imgclass.pipeline as p\n"
         "original = p.Pipeline._classify\n"
         "def third_fails(self, chunk):\n"
@@ -124,10 +127,10 @@ def test_json_array_is_whole_when_the_run_dies_midway(tiny, photos, home, tmp_pa
         "        raise RuntimeError('injected after two batches')\n"
         "    yield from original(self, chunk)\n"
         "p.Pipeline._classify = third_fails\n"
-    )
+    ))
     files = [photos[n] for n in ("china.jpg", "coffee.png", "chelsea.png", "flower.jpg")]
     result = run_cli("batch", *files, "-m", tiny, "-f", "json", "--batch-size", "1", "--workers", "1",
-                     env={"PYTHONPATH": str(inject)})
+                     env=env)
     assert result.returncode == ExitCode.INTERNAL
     records = json.loads(result.stdout)  # a complete array, however the run ended
     assert [r["path"] for r in records] == [str(f) for f in files[:2]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import display_options, list_format_option
+from imgclass.cli.options import display_options, listing_options
 from imgclass.cli.render import print_json
 
 
@@ -19,9 +19,7 @@ def _mb(size: int) -> str:
 
 
 @cache.command("list", epilog="\b\nExample:\n  imgclass cache list --format json")
-@list_format_option
-@display_options
-@click.pass_obj
+@listing_options
 def cache_list(env: Environment, fmt: str) -> None:
     """Every file in the cache by kind, with sizes and totals."""
     from imgclass import cache as store_cache

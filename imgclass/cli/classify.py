@@ -9,14 +9,7 @@ from typing import Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import (
-    decode_options,
-    display_options,
-    model_options,
-    pop_load_options,
-    record_options,
-    run_options,
-)
+from imgclass.cli.options import classify_options, pop_load_options
 from imgclass.errors import UsageError
 from imgclass.output import Sink
 from imgclass.records import Record
@@ -35,12 +28,7 @@ Examples:
 
 @click.command(epilog=PREDICT_EXAMPLES)
 @click.argument("images", nargs=-1, required=True)
-@model_options
-@decode_options
-@run_options
-@record_options
-@display_options
-@click.pass_obj
+@classify_options
 def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
     """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
     return classify(env, list(images), values, view="predict")
@@ -50,12 +38,7 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
-@model_options
-@decode_options
-@run_options
-@record_options
-@display_options
-@click.pass_obj
+@classify_options
 def batch(env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, **values: Any) -> int:
     """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
     return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume)

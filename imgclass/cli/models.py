@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import display_options, list_format_option
+from imgclass.cli.options import display_options, listing_options
 from imgclass.cli.render import print_fields, print_json, print_table
 from imgclass.errors import ExitCode, UsageError
 
@@ -18,9 +18,7 @@ def models() -> None:
 
 
 @models.command("list", epilog="\b\nExample:\n  imgclass models list --format json")
-@list_format_option
-@display_options
-@click.pass_obj
+@listing_options
 def models_list(env: Environment, fmt: str) -> None:
     """The models imgclass knows by name, and whether each is cached."""
     from imgclass import store
@@ -39,9 +37,7 @@ def models_list(env: Environment, fmt: str) -> None:
 
 
 @models.command("presets", epilog="\b\nExample:\n  imgclass models presets --format json")
-@list_format_option
-@display_options
-@click.pass_obj
+@listing_options
 def models_presets(env: Environment, fmt: str) -> None:
     """The built-in preprocessing presets."""
     from imgclass.presets import builtin_presets
@@ -54,9 +50,7 @@ def models_presets(env: Environment, fmt: str) -> None:
 
 @models.command("info", epilog="\b\nExamples:\n  imgclass models info inception-v3\n  imgclass models info ./export.onnx -f json")
 @click.argument("model")
-@list_format_option
-@display_options
-@click.pass_obj
+@listing_options
 def models_info(env: Environment, model: str, fmt: str) -> None:
     """Inputs, outputs, detected preset, classes, checksum and provenance of a model (never downloads)."""
     from imgclass.modelinfo import describe
@@ -122,9 +116,7 @@ def models_path(env: Environment) -> None:
 
 
 @models.command("verify", epilog="\b\nExample:\n  imgclass models verify --format json")
-@list_format_option
-@display_options
-@click.pass_obj
+@listing_options
 def models_verify(env: Environment, fmt: str) -> int:
     """Re-hash every cached model; exit 1 if any is damaged."""
     from imgclass import store

@@ -149,3 +149,13 @@ def pop_load_options(values: dict[str, Any]):
         max_pixels=values.pop("max_pixels", None),
         allow_truncated=values.pop("allow_truncated", False),
     )
+
+
+def listing_options(function: Callable) -> Callable:
+    """What every listing command wears: --format table|json, the display options, the Environment."""
+    return _stack(list_format_option, display_options, click.pass_obj)(function)
+
+
+def classify_options(function: Callable) -> Callable:
+    """The options `predict` and `batch` share: model, decoding, batching, records, display."""
+    return _stack(model_options, decode_options, run_options, record_options, display_options, click.pass_obj)(function)

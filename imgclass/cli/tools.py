@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import display_options, list_format_option, model_options, pop_load_options, run_options
+from imgclass.cli.options import (
+    display_options,
+    list_format_option,
+    listing_options,
+    model_options,
+    pop_load_options,
+    run_options,
+)
 from imgclass.cli.render import print_fields, print_json
 
 
@@ -35,9 +42,7 @@ def bench(env: Environment, images: Path | None, synthetic: int, fmt: str, **val
 
 
 @click.command(epilog="\b\nExample:\n  imgclass info --format json")
-@list_format_option
-@display_options
-@click.pass_obj
+@listing_options
 def info(env: Environment, fmt: str) -> None:
     """Versions, execution providers, threads and the cache folders."""
     import platform
