@@ -184,6 +184,7 @@ def read_folders(root: Path, classes: ClassNames) -> Dataset:
     ignored = [e.path for e in entries if not e.is_dir() and is_image_name(e.name)]
     if not folders:
         raise UsageError(f"{printable(str(root))}: no class folders in it; {LAYOUT_HINT}")
+    _refuse_dataset_root(root, folders)
     resolved = _mapping([f.name for f in folders], classes, printable(str(root)), "folder(s)")
     samples = [
         Sample(path, resolved[folder.name][0], folder.name)
@@ -192,6 +193,17 @@ def read_folders(root: Path, classes: ClassNames) -> Dataset:
     ]
     counts = Counter(s.name for s in samples)
     return Dataset(str(root), "folders", samples, _entries(resolved, classes, counts), ignored)
+
+
+SPLITS = ("train", "val", "valid", "validation", "test")
+
+
+def _refuse_dataset_root(root: Path, folders: list[os.DirEntry]) -> None:
+    """DIR/train and DIR/val are splits, not classes: say which folder to give instead."""
+    splits = [f.name for f in folders if f.name.lower() in SPLITS]
+    if splits and len(splits) == len(folders):
+        shown = " or ".join(printable(os.path.join(str(root), name)) for name in splits)
+        raise UsageError(f"{printable(str(root))}: holds dataset splits, not class folders; give {shown}")
 
 
 def _csv_rows(handle, where: str) -> Iterable[tuple[int, str, str]]:

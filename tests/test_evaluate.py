@@ -441,3 +441,52 @@ def test_real_model_accuracy_equals_a_hand_written_torchvision_pipeline(tmp_path
     assert right == 4  # espresso, Egyptian cat, missile, moped right; suit and reflex camera not
     printed = json.loads(run_cli("evaluate", root, "--model", REAL_MODEL, "-f", "json").stdout)
     assert (printed["correct_top1"], printed["correct_top5"]) == (report.correct_top1, report.correct_top5)
+
+
+def test_a_dataset_root_with_splits_names_the_split_to_give(tmp_path, photos, imagenet_names):
+    for split in ("train", "val"):
+        put(tmp_path / "imagenet" / split / WNIDS[0], photos["coffee.png"])
+    with pytest.raises(UsageError) as err:
+        read_dataset(tmp_path / "imagenet", imagenet_names)
+    root = tmp_path / "imagenet"
+    assert str(err.value) == f"{root}: holds dataset splits, not class folders; give {root / 'train'} or {root / 'val'}"
+    assert read_dataset(root / "val", imagenet_names).samples[0].truth == 0
+
+
+def test_synonym_matches_and_shared_classes_are_pointed_out(tiny, photos, tmp_path, home):
+    root = tmp_path / "set"
+    put(root / "Tinca_tinca", photos["coffee.png"])  # a synonym of class 0
+    put(root / "0", photos["china.jpg"])  # class 0 again, by index
+    put(root / WNIDS[1], photos["chelsea.png"])
+    code, out, err = run_inprocess("evaluate", root, "--model", tiny, "-f", "json")
+    assert code == 0
+    assert "1 class name(s) matched an ImageNet synonym, not a label: 'Tinca_tinca'; --mapping shows the map" in err
+    assert "'0', 'Tinca_tinca' are all class 0; their images are scored together" in err
+    report = json.loads(out)
+    assert report["dataset_classes"] == 2 and report["images"] == 3
+    code, out, err = run_inprocess("evaluate", root, "--model", tiny, "-q")
+    assert code == 0 and err == "" and "(folders: 2 classes, 3 images;" in out
+
+
+def test_a_signal_stops_the_run_and_the_report_says_so(tiny, photos, tmp_path, home):
+    import os
+    import signal
+
+    root = tmp_path / "set"
+    for i in range(40):
+        put(root / str(i % 4), photos["coffee.png"], f"{i}.png")
+    classifier = imgclass.load(tiny)
+    seen = []
+
+    def interrupt(record):
+        seen.append(record)
+        if len(seen) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # handled by evaluate: stop after the images in flight
+
+    from imgclass.evaluate import EvaluateOptions
+
+    report = evaluate(classifier, load_dataset(root, classifier), EvaluateOptions(batch_size=1, workers=1), interrupt)
+    assert report.signal == signal.SIGINT
+    assert report.classified == len(seen) < 40 and report.failed == 0
+    assert report.not_run == 40 - len(seen)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back

@@ -99,10 +99,33 @@ def _progress(env: Environment, total: int):
 def _notes(env: Environment, report) -> None:
     if report.failed:
         env.note(f"{report.failed} of {report.images} images failed and were not scored (listed in the report)")
+    by_synonym = [m.name for m in report.mapping if m.matched_by == "synonym"]
+    if by_synonym:
+        env.note(f"{len(by_synonym)} class name(s) matched an ImageNet synonym, not a label: {_names(by_synonym)}; "
+                 "--mapping shows the map")  # fmt: skip
+    for index, names in _shared(report.mapping).items():
+        env.note(f"{_names(names)} are all class {index}; their images are scored together")
     if report.ignored:
         env.note(f"{len(report.ignored)} image(s) directly in {report.dataset} are in no class folder and were not scored")
     if report.signal is not None:
         env.err(f"stopped by signal {report.signal}; {report.not_run} of {report.images} images not read")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _shared(mapping) -> dict[int, list[str]]:
+    """Classes that more than one folder (or label) maps to."""
+    names: dict[int, list[str]] = {}
+    for entry in mapping:
+        names.setdefault(entry.index, []).append(entry.name)
+    return {index: found for index, found in names.items() if len(found) > 1}
 
 
 def _percent(value: float | None) -> str:
@@ -117,8 +140,8 @@ def _summary(report) -> dict[str, str]:
     layout = "folders" if report.layout == "folders" else f"{report.layout} list"
     return {
         "model": f"{report.model} · {report.preset}",
-        "dataset": f"{report.dataset} ({layout}: {report.dataset_classes} classes, {report.images} images; "
-        f"the model has {report.model_classes} classes)",
+        "dataset": f"{report.dataset} ({layout}: {_count(report.dataset_classes, 'class', 'classes')}, "
+        f"{_count(report.images, 'image', 'images')}; the model has {report.model_classes} classes)",
         "top-1": f"{_percent(report.top1)}  ({report.correct_top1}/{report.classified})",
         "top-5": f"{_percent(report.top5)}  ({report.correct_top5}/{report.classified})",
         "failed": failed,
