@@ -39,7 +39,7 @@ LAYOUT_HINT = "give a folder with one subfolder per class, or a .csv/.jsonl list
 
 def natural_key(name: str) -> list:
     """Digit-aware sort key: "2" < "10" < "100", "img2" < "img10"; case-insensitive otherwise."""
-    return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", name)]
+    return [int(part) if part.isdecimal() else part.casefold() for part in re.split(r"(\d+)", name)]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class ClassNames:
     def resolve(self, name: str) -> tuple[int, str]:
         """(index, how) for `name`; raises ValueError with the reason when it names no class."""
         text = name.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             index = int(text)
             if index >= len(self.names):
                 raise ValueError(f"class index {index} is out of range (the model has classes 0-{len(self.names) - 1})")

@@ -104,7 +104,7 @@ class Report:
         return self.images - self.classified - self.failed
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "not_run": self.not_run}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:

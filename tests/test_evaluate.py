@@ -98,6 +98,12 @@ def test_wordnet_ids_only_mean_something_for_imagenet_labels():
     assert ClassNames.for_labels(tuple(IMAGENET["names"]), "flag").resolve("n01440764") == (0, "wnid")
 
 
+def test_odd_digits_are_names_not_indices(imagenet_names):
+    assert sorted(["²", "10", "٣", "2"], key=natural_key) == ["2", "٣", "10", "²"]
+    with pytest.raises(ValueError, match="no such label"):
+        imagenet_names.resolve("²")
+
+
 def test_digit_aware_order():
     assert sorted(["100", "10", "2", "1", "img10", "img2", "B", "a"], key=natural_key) == [
         "1", "2", "10", "100", "a", "B", "img2", "img10"
@@ -250,6 +256,9 @@ def test_report_round_trips_through_json(tiny, photos, tmp_path, home):
     assert report.images_per_s > 0 and report.seconds > 0
     data = json.loads(json.dumps(report.to_dict()))
     assert Report.from_dict(data) == report
+    assert data["not_run"] == 0 and data["failures"] == [
+        {"path": str(root / "0" / "broken.png"), "error": report.failures[0].error}
+    ]
     assert [m["name"] for m in data["mapping"]] == ["0", "n02123045"]
 
 
