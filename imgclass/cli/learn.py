@@ -1,0 +1,186 @@
+"""`imgclass evaluate`: check a model and its preprocessing on labelled images of your own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imgclass.cli.environment import Environment
+from imgclass.cli.options import (
+    decode_options,
+    display_options,
+    list_format_option,
+    model_options,
+    pop_load_options,
+    run_options,
+)
+from imgclass.errors import ExitCode
+
+EVALUATE_EXAMPLES = """\b
+Examples:
+  imgclass evaluate ILSVRC2012/val --model resnet50     # one folder per WordNet id
+  imgclass evaluate my_photos/ --model ./export.onnx --mapping
+  imgclass evaluate labels.csv --format json > report.json"""
+
+FAILURES_SHOWN = 20  # failed images listed in the table; --format json lists them all
+
+
+@click.command(epilog=EVALUATE_EXAMPLES)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--worst", type=click.IntRange(min=0), default=10, show_default=True, help="Show the N classes with the lowest top-1.")
+@click.option("--confusions", type=click.IntRange(min=0), default=10, show_default=True, help="Show the N most frequent true → predicted mistakes.")
+@click.option("--mapping", is_flag=True, help="Show the folder/label → class index map (always in --format json).")
+@model_options
+@decode_options
+@run_options
+@list_format_option
+@display_options
+@click.pass_obj
+def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mapping: bool, fmt: str, **values: Any) -> int:
+    """Top-1/top-5 accuracy of a model on labelled images: a folder per class, or a CSV/JSONL list of path,label.
+
+    \b
+    Class folders (or labels in a list) are named by class index (281), by WordNet id
+    (n02123045: an ILSVRC-2012 val folder works as it is) or by label (case and _ ignored).
+    Images that fail are counted and listed, not scored; the exit code is then 1.
+    """
+    import imgclass
+    from imgclass.cli.classify import describe_model
+    from imgclass.datasets import check_dataset
+    from imgclass.evaluate import EvaluateOptions, load_dataset
+    from imgclass.evaluate import evaluate as run_evaluation
+
+    check_dataset(dataset)  # before any model is resolved or downloaded
+    spec, load_options = pop_load_options(values)
+    classifier = imgclass.load(spec, options=load_options, download_progress=_download_bar(env), background=True)
+    if env.verbose:
+        env.note(describe_model(classifier.info))
+    data = load_dataset(dataset, classifier)
+    options = EvaluateOptions(values["batch_size"], values["workers"], worst, confusions, env.debug)
+    progress = _progress(env, len(data.samples))
+    on_record = (lambda record: progress.advance()) if progress is not None else None
+    try:
+        report = run_evaluation(classifier, data, options, on_record)
+    finally:
+        if progress is not None:
+            progress.clear()
+    if fmt == "json":
+        from imgclass.cli.render import print_json
+
+        print_json(env, report.to_dict())
+    else:
+        show_report(env, report, mapping)
+    _notes(env, report)
+    if report.signal is not None:
+        return 128 + report.signal
+    return ExitCode.INPUT_FAILED if report.failed else ExitCode.OK
+
+
+def _download_bar(env: Environment):
+    if not env.progress:
+        return None
+    from imgclass.terminal import DownloadBar
+
+    return DownloadBar()
+
+
+def _progress(env: Environment, total: int):
+    if not env.progress:
+        return None
+    from imgclass.cli.render import ProgressLine
+
+    line = ProgressLine(env, "evaluating")
+    line.start(total)
+    return line
+
+
+def _notes(env: Environment, report) -> None:
+    if report.failed:
+        env.note(f"{report.failed} of {report.images} images failed and were not scored (listed in the report)")
+    by_synonym = [m.name for m in report.mapping if m.matched_by == "synonym"]
+    if by_synonym:
+        env.note(f"{len(by_synonym)} class name(s) matched an ImageNet synonym, not a label: {_names(by_synonym)}; "
+                 "--mapping shows the map")  # fmt: skip
+    for index, names in _shared(report.mapping).items():
+        env.note(f"{_names(names)} are all class {index}; their images are scored together")
+    if report.ignored:
+        env.note(f"{len(report.ignored)} image(s) directly in {report.dataset} are in no class folder and were not scored")
+    if report.signal is not None:
+        env.err(f"stopped by signal {report.signal}; {report.not_run} of {report.images} images not read")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _shared(mapping) -> dict[int, list[str]]:
+    """Classes that more than one folder (or label) maps to."""
+    names: dict[int, list[str]] = {}
+    for entry in mapping:
+        names.setdefault(entry.index, []).append(entry.name)
+    return {index: found for index, found in names.items() if len(found) > 1}
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _summary(report) -> dict[str, str]:
+    failed = f"{report.failed}"
+    if report.failed:
+        overall = report.correct_top1 / max(1, report.classified + report.failed)
+        failed += f" (not scored; top-1 counting them as wrong: {overall:.1%})"
+    layout = "folders" if report.layout == "folders" else f"{report.layout} list"
+    return {
+        "model": f"{report.model} · {report.preset}",
+        "dataset": f"{report.dataset} ({layout}: {_count(report.dataset_classes, 'class', 'classes')}, "
+        f"{_count(report.images, 'image', 'images')}; the model has {report.model_classes} classes)",
+        "top-1": f"{_percent(report.top1)}  ({report.correct_top1}/{report.classified})",
+        "top-5": f"{_percent(report.top5)}  ({report.correct_top5}/{report.classified})",
+        "failed": failed,
+        "speed": f"{report.images_per_s:.1f} images/s ({report.seconds:.1f} s)",
+    }
+
+
+def show_report(env: Environment, report, mapping: bool) -> None:
+    """The report for people: summary lines, then the worst classes, confusions, failures (and the map)."""
+    from imgclass.cli.render import print_fields, print_table
+
+    print_fields(env, _summary(report), width=8)
+    if mapping:
+        _heading(env, "classes (name → index)")
+        names = [(m.name, m.index, m.label, m.matched_by, m.images) for m in report.mapping]
+        print_table(env, (("name", "left"), ("index", "right"), ("label", "left"), ("by", "left"), ("images", "right")), names, keep="name")
+    if report.worst_classes:
+        _heading(env, "worst classes")
+        rows = [(c.index, c.label, c.images, _percent(c.top1), _percent(c.top5)) for c in report.worst_classes]
+        print_table(env, (("index", "right"), ("label", "left"), ("images", "right"), ("top-1", "right"), ("top-5", "right")), rows, keep="label")
+    if report.confusions:
+        _heading(env, "most frequent confusions")
+        pairs = [(f"{c.true_label} ({c.true_index})", f"{c.predicted_label} ({c.predicted_index})", c.count) for c in report.confusions]
+        print_table(env, (("true", "left"), ("predicted", "left"), ("images", "right")), pairs, keep="true")
+    if report.failures:
+        _heading(env, "failed images")
+        lines = [f"{f.path}: {f.error}" for f in report.failures[:FAILURES_SHOWN]]
+        if len(report.failures) > FAILURES_SHOWN:
+            lines.append(f"... and {len(report.failures) - FAILURES_SHOWN} more (--format json lists them all)")
+        _lines(env, lines)
+
+
+def _heading(env: Environment, text: str) -> None:
+    env.stdout.write(f"\n{text}\n")
+
+
+def _lines(env: Environment, lines: list[str]) -> None:
+    from imgclass.text import printable
+
+    for line in lines:
+        env.stdout.write(printable(line) + "\n")
+    env.stdout.flush()
