@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 ACTIVATIONS = ("softmax", "sigmoid", "logsoftmax", "none")
 METADATA_KEY = "imgclass.activation"
-# The op a graph ends in when it applies the activation itself.
+# The op a graph ends in when it applies the activation itself (and the quantised ops that do the same).
 _OPS = {"softmax": "Softmax", "sigmoid": "Sigmoid", "logsoftmax": "LogSoftmax"}
-_DETECTED = {op: name for name, op in _OPS.items()}
+_DETECTED = {op: name for name, op in _OPS.items()} | {"QLinearSoftmax": "softmax", "QLinearSigmoid": "sigmoid"}
 # Multi-label scores are independent: a class counts as present at sigmoid(0) = 0.5.
 MULTI_LABEL_THRESHOLD = 0.5
 
@@ -120,4 +120,4 @@ def choose_activation(signature: Signature, flag: str | None, origin: str) -> Ac
         source = f"metadata {METADATA_KEY}"
     if name is None:
         return detect(signature)
-    return Activation(name, name in _OPS and signature.head == _OPS[name], source)
+    return Activation(name, name != "none" and _DETECTED.get(signature.head) == name, source)

@@ -9,7 +9,8 @@ from imgclass.errors import ModelError
 
 _DTYPES = {1: "float32", 2: "uint8", 10: "float16", 11: "float64"}
 # Shape-only ops: they pass a head's values through unchanged, so the head is looked for behind them.
-_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast", "Dropout"}
+_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast", "Dropout",
+                 "QuantizeLinear", "DequantizeLinear"}  # (de)quantising keeps values up to rounding: int8 exports
 
 
 @dataclass(frozen=True)

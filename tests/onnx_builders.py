@@ -35,7 +35,7 @@ class Signature:
     input_name: str = "x"
     output_name: str = "logits"
     head: str = "logits"  # logits, softmax, logsoftmax, sigmoid: the op after the classifier's Gemm
-    behind: tuple[str, ...] = ()  # shape-only ops after the head: Identity, Reshape, Flatten, Cast, Transpose, Squeeze
+    behind: tuple[str, ...] = ()  # ops after the head: Identity, Reshape, Flatten, Cast, Transpose, Squeeze, QDQ
     metadata: tuple[tuple[str, str], ...] = ()  # ONNX metadata_props (key, value)
 
 
@@ -149,6 +149,11 @@ def _head(builder: GraphBuilder, logits: str, sig: Signature) -> str:
             out = builder.node("Cast", [out], to=TensorProto.FLOAT)
         elif shape_op == "Transpose":
             out = builder.node("Transpose", [out], perm=[0, 1])
+        elif shape_op == "QDQ":  # an int8 export's QuantizeLinear -> DequantizeLinear pair, scale 1/255
+            scale = builder.init(builder.name("scale"), np.array(1 / 255, np.float32))
+            zero = builder.name("zero")
+            builder.inits.append(numpy_helper.from_array(np.array(0, np.uint8), zero))
+            out = builder.node("DequantizeLinear", [builder.node("QuantizeLinear", [out, scale, zero]), scale, zero])
         else:
             out = builder.node(shape_op, [out])
     return out

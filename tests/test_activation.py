@@ -91,6 +91,23 @@ def test_the_head_is_read_through_shape_only_ops(make_model):
     assert logits.source == "detected (Gemm at the output: logits)"
 
 
+def test_quantised_heads_are_read_too(make_model, photos, home):
+    model = make_model("tiny", seed=5, spatial=32, head="sigmoid", behind=("QDQ", "Reshape"))
+    clf = imgclass.load(model)
+    assert clf.model.signature.head == "Sigmoid" and clf.multi_label
+    image = photos["chelsea.png"]
+    graph = raw_outputs(model, image)[0]
+    logits = raw_outputs(make_model("tiny", seed=5, spatial=32), image)[0]
+    probs = {p.index: p.probability for p in clf.predict(image, top=1000, threshold=0).predictions}
+    assert [probs[i] for i in range(1000)] == graph.tolist()  # the int8 scores as they are
+    assert np.abs(graph - sigmoid(logits[None])[0]).max() <= 0.5 / 255 + 1e-6
+    from imgclass.signature import Signature
+
+    for op, name in (("QLinearSigmoid", "sigmoid"), ("QLinearSoftmax", "softmax")):  # com.microsoft int8 ops
+        found = detect(Signature("x", "NCHW", 32, 32, "float32", None, "y", 10, op))
+        assert (found.name, found.in_graph) == (name, True)
+
+
 def test_a_sigmoid_behind_a_value_changing_op_is_not_taken_for_a_head(make_model, tmp_path):
     import onnx
     from onnx import helper
