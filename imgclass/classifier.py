@@ -46,6 +46,7 @@ class LoadOptions:
     exact_decode: bool = False
     max_pixels: int | None = None
     allow_truncated: bool = False
+    activation: str | None = None  # softmax, sigmoid, logsoftmax, none; None/"auto": metadata, then the graph
 
 
 def load(
@@ -59,7 +60,8 @@ def load(
     """Resolve `model` (default: IMGCLASS_MODEL or the catalog default), fetch it if needed, load it.
 
     Options are `LoadOptions` fields, as an object or as keywords (`preset="torchvision"`,
-    `device="cpu"`, `labels="labels.txt"`, `overrides=Overrides(crop_pct=0.9)`, ...).
+    `device="cpu"`, `labels="labels.txt"`, `overrides=Overrides(crop_pct=0.9)`,
+    `activation="sigmoid"`, ...).
     `background=True` starts the ONNX Runtime session on a thread, so decoding can
     begin meanwhile (what the CLI's batch does).
     """
@@ -78,6 +80,7 @@ def load(
         background_session=background,
         spinning=not background,
         exact=opts.exact_decode,
+        activation=opts.activation,
     )
     offline = store.offline_from_env() if opts.offline is None else opts.offline
     resolved = store.resolve(spec, offline=offline, progress=download_progress)
@@ -137,25 +140,33 @@ class Classifier:
         return self.model.labels.names
 
     @property
+    def multi_label(self) -> bool:
+        """Independent per-class scores (a sigmoid head): they need not sum to one."""
+        return self.model.multi_label
+
+    @property
     def info(self) -> dict[str, Any]:
         """Resolved preset, signature, label source and providers, as JSON-ready plain data."""
         return self.model.describe()
 
-    def predict(self, image: Any, top: int = 5, threshold: float = 0.0) -> Record:
-        """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError."""
+    def predict(self, image: Any, top: int = 5, threshold: float | None = None) -> Record:
+        """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError.
+
+        `threshold` None: the model's default, 0.5 for multi-label scores and 0 otherwise.
+        """
         _check_top(top, threshold)
         path, img = self._open(image)
         sample = self.model.transform(img)
         outputs = self.model.runner.run(sample[None])
         predictions = self.model.ranker(top, threshold).rank(outputs)[0]
-        return Record(path, self.model.name, self.model.preset.preset.name, predictions, None)
+        return Record(path, self.model.name, self.model.preset.preset.name, predictions, None, self.multi_label)
 
     def classify(
         self,
         inputs: Iterable[str | os.PathLike],
         *,
         top: int = 5,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         recursive: bool = False,
         batch_size: int | None = None,
         workers: int | None = None,
@@ -191,8 +202,8 @@ class Classifier:
         raise InputError(f"cannot classify a {type(image).__name__}: give a path, a PIL image or an HxWx3 uint8 array")
 
 
-def _check_top(top: int, threshold: float) -> None:
+def _check_top(top: int, threshold: float | None) -> None:
     if top < 1:
         raise UsageError("--top must be at least 1")
-    if not 0.0 <= threshold <= 1.0:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UsageError("--threshold must be between 0 and 1")

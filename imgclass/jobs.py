@@ -33,7 +33,7 @@ class Events(Protocol):
 @dataclass(frozen=True)
 class JobOptions:
     top: int = 5
-    threshold: float = 0.0
+    threshold: float | None = None  # None: the model's default (0.5 multi-label, else 0)
     recursive: bool = False
     batch_size: int | None = None
     workers: int | None = None

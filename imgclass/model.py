@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclass import modelindex
+from imgclass.activation import Activation, choose_activation
 from imgclass.errors import ModelError, UsageError
 from imgclass.labels import LabelSet, background_offset, choose_labels
 from imgclass.postprocess import Ranker
@@ -36,6 +37,7 @@ class ModelSettings:
     background_session: bool = False
     spinning: bool = True  # ORT threads spin between ops; off when decode threads share the cores
     exact: bool = True  # False: crop-aware resizing (see preprocess.Transform.fast)
+    activation: str | None = None  # --activation; None: metadata, then the graph's head
 
 
 @dataclass
@@ -50,6 +52,11 @@ class Plan:
     labels: LabelSet
     offset: int  # 1: output 0 is a background class
     classes: int | None  # None: dynamic, known after one run
+    activation: Activation  # how outputs become probabilities; .multi_label for independent scores
+
+    @property
+    def multi_label(self) -> bool:
+        return self.activation.multi_label
 
     def describe(self) -> dict:
         return {
@@ -63,6 +70,10 @@ class Plan:
             "preprocessing": self.preset.preset.to_dict(),
             "input_size": [self.transform.height, self.transform.width],
             "labels": self.labels.source,
+            "activation": self.activation.name,
+            "activation_source": self.activation.source,
+            "activation_applied": self.activation.applied,
+            "multi_label": self.activation.multi_label,
         }
 
 
@@ -85,8 +96,11 @@ class LoadedModel(Plan):
     def providers(self) -> list[str]:
         return self.runner.providers
 
-    def ranker(self, top: int, threshold: float = 0.0) -> Ranker:
-        return Ranker(self.labels.names, self.offset, self.signature.softmax, top, threshold)
+    def ranker(self, top: int, threshold: float | None = None) -> Ranker:
+        """Top-k ranking; threshold None: the model's default (0.5 for multi-label scores, else 0)."""
+        if threshold is None:
+            threshold = self.activation.default_threshold
+        return Ranker(self.labels.names, self.offset, self.activation, top, threshold)
 
     def describe(self) -> dict:
         return {**super().describe(), "providers": self.providers}
@@ -135,7 +149,8 @@ def make_plan(path: Path, name: str, settings: ModelSettings, catalog_preset: st
     if preset is not choice.preset:
         choice = PresetChoice(preset, choice.source + " + overrides")
     transform = Transform(preset, height, width, signature.layout, signature.dtype, fast=not settings.exact)
-    plan = Plan(name, path, signature, choice, transform, LabelSet((), ""), 0, signature.classes)
+    activation = choose_activation(signature, settings.activation, str(path))
+    plan = Plan(name, path, signature, choice, transform, LabelSet((), ""), 0, signature.classes, activation)
     if signature.classes is not None:
         _bind_labels(plan, settings, signature.classes)
     return plan

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import TextIO
 
 from imgclass.errors import OutputError, UsageError, describe_os_error
-from imgclass.records import Record
+from imgclass.records import Prediction, Record
 from imgclass.text import printable
 
 MACHINE_FORMATS = ("json", "jsonl", "csv", "tsv")
 FORMATS = ("table", *MACHINE_FORMATS)
 CSV_HEADER = ["path", "rank", "index", "label", "probability", "error"]
+MULTI_LABEL_COLUMN = "multi_label"  # appended to the header, and `true` on every row, for multi-label models
 RESUMABLE = ("jsonl", "csv", "tsv")
 
 
@@ -78,13 +79,20 @@ class JsonSink(Sink):
         self._emit("\n]\n" if self._count else "]\n")
 
 
+def csv_header(multi_label: bool) -> list[str]:
+    """Single-label files keep the six columns; multi-label ones add a `multi_label` column."""
+    return [*CSV_HEADER, MULTI_LABEL_COLUMN] if multi_label else list(CSV_HEADER)
+
+
 class DelimitedSink(Sink):
     """csv / tsv: one row per prediction; a failed input is one row with `error` set."""
 
-    def __init__(self, stream: TextIO, delimiter: str, header: bool = True, name: str = "stdout"):
+    def __init__(self, stream: TextIO, delimiter: str, header: bool = True, name: str = "stdout",
+                 multi_label: bool = False):  # fmt: skip
         super().__init__(stream, name)
         self.delimiter = delimiter
         self.header = header
+        self.multi_label = multi_label
 
     def _rows(self, rows: Sequence[Sequence[object]]) -> str:
         buffer = io.StringIO()
@@ -94,7 +102,7 @@ class DelimitedSink(Sink):
 
     def start(self) -> None:
         if self.header:
-            self._emit(self._rows([CSV_HEADER]))
+            self._emit(self._rows([csv_header(self.multi_label)]))
 
     def write(self, record: Record) -> None:
         rows: list[list[object]]
@@ -103,17 +111,44 @@ class DelimitedSink(Sink):
         else:
             rows = [[record.path, p.rank, p.index, p.label, repr(p.probability), ""] for p in record.predictions]
         # An input with no prediction at or above --threshold still has its row.
-        self._emit(self._rows(rows or [[record.path, "", "", "", "", ""]]))
+        rows = rows or [[record.path, "", "", "", "", ""]]
+        if self.multi_label:
+            rows = [[*row, "true" if record.multi_label else "false"] for row in rows]
+        self._emit(self._rows(rows))
 
 
-def make_sink(fmt: str, stream: TextIO, header: bool = True, name: str = "stdout") -> Sink:
-    """A sink for one of the machine formats (the table is the CLI's own renderer)."""
+def read_delimited(text: str, fmt: str, model: str = "", preset: str = "") -> list[Record]:
+    """Records back from csv/tsv text with its header (rows of one input are consecutive).
+
+    The rows hold no model or preset: the caller names them.
+    """
+    reader = csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
+    header = next(reader, None) or []
+    multi = header == csv_header(True)
+    records: list[Record] = []
+    for row in reader:
+        if not row:
+            continue
+        path, rank, index, label, probability, error = row[:6]
+        if not records or records[-1].path != path:
+            flag = multi and len(row) > 6 and row[6] == "true"
+            records.append(Record(path, model, preset, [], error or None, flag))
+        if rank:
+            records[-1].predictions.append(Prediction(int(rank), int(index), label, float(probability)))
+    return records
+
+
+def make_sink(fmt: str, stream: TextIO, header: bool = True, name: str = "stdout", multi_label: bool = False) -> Sink:
+    """A sink for one of the machine formats (the table is the CLI's own renderer).
+
+    `multi_label`: the model's scores are independent (csv/tsv then carry a `multi_label` column).
+    """
     if fmt == "jsonl":
         return JsonlSink(stream, name)
     if fmt == "json":
         return JsonSink(stream, name)
     if fmt in ("csv", "tsv"):
-        return DelimitedSink(stream, "," if fmt == "csv" else "\t", header=header, name=name)
+        return DelimitedSink(stream, "," if fmt == "csv" else "\t", header=header, name=name, multi_label=multi_label)
     raise UsageError(f"--format {fmt!r}: choose one of {', '.join(MACHINE_FORMATS)}")
 
 
@@ -153,15 +188,19 @@ class Target:
                 raise OutputError(f"{printable(self.name)}: cannot write records: {describe_os_error(err)}") from None
 
 
-def open_target(output: Path | None, fmt: str, resume: bool, stdout: TextIO) -> Target:
-    """Open --output (appending with --resume, after checking the file is ours), or use stdout."""
+def open_target(output: Path | None, fmt: str, resume: bool, stdout: TextIO, multi_label: bool = False) -> Target:
+    """Open --output (appending with --resume, after checking the file is ours), or use stdout.
+
+    `multi_label`: csv/tsv rows get a `multi_label` column, so --resume refuses a file written without one
+    (and the other way round).
+    """
     if output is None:
         if resume:
             raise UsageError("--resume needs --output FILE")
         return Target(stdout, "stdout", set(), True, owned=False)
     if fmt not in RESUMABLE and resume:
         raise UsageError(f"--resume works with {', '.join(RESUMABLE)} output, not {fmt}")
-    done = recorded_paths(output, fmt) if resume else set()
+    done = recorded_paths(output, fmt, multi_label) if resume else set()
     fresh = not (resume and output.exists() and output.stat().st_size > 0)
     try:
         handle = open(output, "a" if resume else "w", encoding="utf-8", newline="", errors="backslashreplace")
@@ -170,7 +209,7 @@ def open_target(output: Path | None, fmt: str, resume: bool, stdout: TextIO) -> 
     return Target(handle, str(output), done, fresh, owned=True)
 
 
-def recorded_paths(path: Path, fmt: str) -> set[str]:
+def recorded_paths(path: Path, fmt: str, multi_label: bool = False) -> set[str]:
     """Paths already in an output file (for --resume); a trailing partial line is cut off.
 
     The whole file is checked to be an imgclass output before a byte of it is changed.
@@ -184,7 +223,7 @@ def recorded_paths(path: Path, fmt: str) -> set[str]:
         raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
     complete = data[: data.rfind(b"\n") + 1]
     text = complete.decode("utf-8", errors="replace")
-    done = _jsonl_paths(text, path) if fmt == "jsonl" else _delimited_paths(text, path, fmt)
+    done = _jsonl_paths(text, path) if fmt == "jsonl" else _delimited_paths(text, path, fmt, multi_label)
     if len(complete) != len(data):
         with open(path, "rb+") as handle:
             handle.truncate(len(complete))
@@ -205,9 +244,15 @@ def _jsonl_paths(text: str, path: Path) -> set[str]:
     return done
 
 
-def _delimited_paths(text: str, path: Path, fmt: str) -> set[str]:
+def _delimited_paths(text: str, path: Path, fmt: str, multi_label: bool) -> set[str]:
     reader = csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
     header = next(reader, None)
-    if header is not None and header[: len(CSV_HEADER)] != CSV_HEADER:
-        raise UsageError(f"{printable(str(path))}: not an imgclass {fmt} file (unexpected header); cannot resume into it")
+    if header is not None:
+        held = {tuple(csv_header(False)): "single-label", tuple(csv_header(True)): "multi-label"}.get(tuple(header))
+        if held is None:
+            raise UsageError(f"{printable(str(path))}: not an imgclass {fmt} file (unexpected header); cannot resume into it")
+        if header != csv_header(multi_label):
+            now = "multi-label" if multi_label else "single-label"
+            raise UsageError(f"{printable(str(path))}: holds {held} rows and this model's scores are {now}; "
+                             "write to another file")  # fmt: skip
     return {row[0] for row in reader if row}

@@ -145,12 +145,12 @@ class Pipeline:
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
             self.stats.inference += time.perf_counter() - start
-        name, preset = self.model.name, self.model.preset.preset.name
+        name, preset, multi = self.model.name, self.model.preset.preset.name, self.model.multi_label
         for item in chunk:
             error = item.error or (failure if item.sample is not None else None)
             self.stats.images += 1
             if error:
                 self.stats.failed += 1
-                yield Record(item.path, name, preset, [], error)
+                yield Record(item.path, name, preset, [], error, multi)
             else:
-                yield Record(item.path, name, preset, results[id(item)], None)
+                yield Record(item.path, name, preset, results[id(item)], None, multi)

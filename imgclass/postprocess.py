@@ -1,4 +1,4 @@
-"""From raw model outputs to ranked predictions: softmax once, background offset, top-k."""
+"""From raw model outputs to ranked predictions: the model's activation, background offset, top-k."""
 
 from __future__ import annotations
 
@@ -6,31 +6,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgclass.activation import Activation, softmax
 from imgclass.records import Prediction
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 for stability."""
-    x = logits.astype(np.float64)
-    x -= x.max(axis=1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=1, keepdims=True)
-    return x
+__all__ = ["Ranker", "softmax"]
 
 
 @dataclass(frozen=True)
 class Ranker:
     labels: tuple[str, ...]
     offset: int  # 1: output 0 is a background class
-    softmax_in_graph: bool
+    activation: Activation
     top: int
     threshold: float = 0.0
 
     def probabilities(self, outputs: np.ndarray) -> np.ndarray:
-        """Probabilities over all outputs (background included), softmax applied only if needed."""
-        if self.softmax_in_graph:
-            return outputs.astype(np.float64)
-        return softmax(outputs)
+        """Probabilities over all outputs (background included), as the model means them."""
+        return self.activation.probabilities(outputs)
 
     def rank(self, outputs: np.ndarray) -> list[list[Prediction]]:
         probs = self.probabilities(outputs)[:, self.offset :]

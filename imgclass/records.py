@@ -32,6 +32,7 @@ class Record:
     preset: str
     predictions: list[Prediction] = field(default_factory=list)
     error: str | None = None
+    multi_label: bool = False  # independent per-class probabilities (sigmoid head): they need not sum to one
 
     @property
     def ok(self) -> bool:
@@ -42,6 +43,7 @@ class Record:
             "path": self.path,
             "model": self.model,
             "preset": self.preset,
+            "multi_label": self.multi_label,
             "predictions": [p.to_dict() for p in self.predictions],
             "error": self.error,
         }
@@ -49,4 +51,8 @@ class Record:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
         predictions = [Prediction.from_dict(p) for p in data.get("predictions") or []]
-        return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"))
+        multi_label = data.get("multi_label", False)  # absent in records written before it existed
+        if not isinstance(multi_label, bool):
+            raise ValueError(f"multi_label must be true or false, not {multi_label!r}")
+        return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"),
+                   multi_label)  # fmt: skip

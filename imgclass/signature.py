@@ -8,8 +8,9 @@ from pathlib import Path
 from imgclass.errors import ModelError
 
 _DTYPES = {1: "float32", 2: "uint8", 10: "float16", 11: "float64"}
-# Ops that pass a Softmax result through unchanged in value.
-_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout"}
+# Shape-only ops: they pass a head's values through unchanged, so the head is looked for behind them.
+_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast", "Dropout",
+                 "QuantizeLinear", "DequantizeLinear"}  # (de)quantising keeps values up to rounding: int8 exports
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,13 @@ class Signature:
     batch: int | None  # None: dynamic batch axis
     output_name: str
     classes: int | None  # None: dynamic, known after the first run
-    softmax: bool  # the graph already ends in Softmax
+    head: str  # the op that produces the output, shape-only ops looked through ("Softmax", "Sigmoid", "Gemm", ...)
     metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def softmax(self) -> bool:
+        """The graph already ends in Softmax."""
+        return self.head == "Softmax"
 
     @property
     def size(self) -> int | None:
@@ -41,6 +47,7 @@ class Signature:
             "output": self.output_name,
             "classes": self.classes,
             "softmax_in_graph": self.softmax,
+            "head": self.head,
         }
 
 
@@ -83,7 +90,7 @@ def inspect(model, path: Path) -> Signature:
         batch=dims[0],
         output_name=output.name,
         classes=out_dims[1],
-        softmax=_ends_in_softmax(graph, output.name),
+        head=_head(graph, output.name),
         metadata={p.key: p.value for p in model.metadata_props},
     )
 
@@ -97,15 +104,16 @@ def _pick_output(graph, path: Path):
     raise ModelError(f"{path}: not an image classifier: no output shaped [N, classes] (outputs: {shapes})")
 
 
-def _ends_in_softmax(graph, name: str) -> bool:
+def _head(graph, name: str) -> str:
+    """The op type that produces output `name`, looking through shape-only ops ("" for a graph input)."""
     producers = {out: node for node in graph.node for out in node.output}
     seen = set()
+    op = ""
     while name in producers and name not in seen:
         seen.add(name)
         node = producers[name]
-        if node.op_type == "Softmax":
-            return True
-        if node.op_type not in _PASS_THROUGH or not node.input:
-            return False
+        op = node.op_type
+        if op not in _PASS_THROUGH or not node.input:
+            return op
         name = node.input[0]
-    return False
+    return op

@@ -6,7 +6,9 @@ running statistics not counted, as in PyTorch). `tiny()` is a small conv net
 for fast tests. Every builder takes the same signature options, so that one set
 of weights can be exported behind NCHW logits, NHWC + Softmax, a 1001-class
 head with a background class, uint8 input, a fixed batch of 1 or a dynamic
-spatial size.
+spatial size. `head` puts the same logits behind Softmax, LogSoftmax or Sigmoid,
+and `behind` adds shape-only ops after the head (Reshape, Identity, Flatten, ...);
+`metadata` sets ONNX metadata_props.
 """
 
 from __future__ import annotations
@@ -25,13 +27,19 @@ RUNNING_STATS = (".running_mean", ".running_var")
 @dataclass(frozen=True)
 class Signature:
     layout: str = "NCHW"  # or NHWC
-    softmax: bool = False
+    softmax: bool = False  # the same as head="softmax"
     classes: int = 1000  # 1001: a background class at index 0
     dtype: str = "float32"  # or uint8 (the graph casts and scales by 1/255 itself)
     batch: int | None = None  # None: dynamic
     spatial: int | None = 224  # None: dynamic height and width
     input_name: str = "x"
     output_name: str = "logits"
+    head: str = "logits"  # logits, softmax, logsoftmax, sigmoid: the op after the classifier's Gemm
+    behind: tuple[str, ...] = ()  # ops after the head: Identity, Reshape, Flatten, Cast, Transpose, Squeeze, QDQ
+    metadata: tuple[tuple[str, str], ...] = ()  # ONNX metadata_props (key, value)
+
+
+HEAD_OPS = {"logits": None, "softmax": "Softmax", "logsoftmax": "LogSoftmax", "sigmoid": "Sigmoid"}
 
 
 class GraphBuilder:
@@ -47,6 +55,10 @@ class GraphBuilder:
 
     def init(self, name: str, array: np.ndarray) -> str:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def int64(self, name: str, values: list[int]) -> str:
+        self.inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
         return name
 
     def node(self, op: str, inputs: list[str], prefix: str | None = None, **attrs) -> str:
@@ -104,7 +116,7 @@ def _wrap(builder: GraphBuilder, body, sig: Signature, name: str) -> onnx.ModelP
     if sig.layout == "NHWC":
         x = builder.node("Transpose", [x], perm=[0, 3, 1, 2])
     logits = body(builder, x)
-    out = builder.node("Softmax", [logits], "softmax", axis=1) if sig.softmax else builder.node("Identity", [logits])
+    _head(builder, logits, sig)
     builder.nodes[-1].output[0] = sig.output_name
     graph = helper.make_graph(
         builder.nodes,
@@ -113,11 +125,38 @@ def _wrap(builder: GraphBuilder, body, sig: Signature, name: str) -> onnx.ModelP
         [helper.make_tensor_value_info(sig.output_name, TensorProto.FLOAT, [batch, sig.classes])],
         builder.inits,
     )
-    del out
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="imgclass-tests")
+    for key, value in sig.metadata:
+        model.metadata_props.add(key=key, value=value)
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def _head(builder: GraphBuilder, logits: str, sig: Signature) -> str:
+    """The head op (none for logits), then the `behind` ops; the last node's output becomes the graph's."""
+    op = HEAD_OPS["softmax" if sig.softmax else sig.head]
+    if op is None and not sig.behind:
+        return builder.node("Identity", [logits])
+    out = logits if op is None else builder.node(op, [logits], op.lower(), **({} if op == "Sigmoid" else {"axis": 1}))
+    for shape_op in sig.behind:
+        if shape_op == "Reshape":
+            out = builder.node("Reshape", [out, builder.int64(builder.name("shape"), [-1, sig.classes])])
+        elif shape_op == "Squeeze":
+            axes = builder.int64(builder.name("axes"), [2])
+            out = builder.node("Squeeze", [builder.node("Unsqueeze", [out, axes]), axes])
+        elif shape_op == "Cast":
+            out = builder.node("Cast", [out], to=TensorProto.FLOAT)
+        elif shape_op == "Transpose":
+            out = builder.node("Transpose", [out], perm=[0, 1])
+        elif shape_op == "QDQ":  # an int8 export's QuantizeLinear -> DequantizeLinear pair, scale 1/255
+            scale = builder.init(builder.name("scale"), np.array(1 / 255, np.float32))
+            zero = builder.name("zero")
+            builder.inits.append(numpy_helper.from_array(np.array(0, np.uint8), zero))
+            out = builder.node("DequantizeLinear", [builder.node("QuantizeLinear", [out, scale, zero]), scale, zero])
+        else:
+            out = builder.node(shape_op, [out])
+    return out
 
 
 def resnet50(sig: Signature = Signature(), seed: int = 0) -> onnx.ModelProto:

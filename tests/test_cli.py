@@ -21,7 +21,7 @@ def run_inprocess(*args, **env_fields):
     code = run([str(a) for a in args], env)
     return code, env.stdout.getvalue(), env.stderr.getvalue()
 
-SCHEMA = {"path", "model", "preset", "predictions", "error"}
+SCHEMA = {"path", "model", "preset", "multi_label", "predictions", "error"}  # multi_label: always, true or false
 PREDICTION = {"rank", "index", "label", "probability"}
 
 
@@ -44,7 +44,7 @@ def test_jsonl_is_default_when_piped_and_schema_holds(tiny, photos, home):
     assert [r["path"] for r in records] == [str(photos["china.jpg"]), str(photos["chelsea.png"])]
     for record in records:
         assert set(record) == SCHEMA
-        assert record["error"] is None
+        assert record["error"] is None and record["multi_label"] is False
         assert record["model"] == str(tiny) and record["preset"] == "torchvision"
         assert len(record["predictions"]) == 5
         assert all(set(p) == PREDICTION for p in record["predictions"])

@@ -5,32 +5,35 @@ import json
 import numpy as np
 import pytest
 
+from imgclass.activation import Activation
 from imgclass.errors import ModelError, UsageError
 from imgclass.labels import LabelSet, background_offset, choose_labels, imagenet, read_labels_file
 from imgclass.postprocess import Ranker, softmax
 
 LABELS = tuple(f"c{i}" for i in range(6))
+LOGITS = Activation("softmax", False, "test")
+PROBABILITIES = Activation("softmax", True, "test")
 
 
 def test_softmax_is_applied_once_only_when_needed():
     logits = np.array([[1.0, 2.0, 3.0, 0.0, -1.0, 0.5]])
     probs = softmax(logits)
-    from_logits = Ranker(LABELS, 0, softmax_in_graph=False, top=6).rank(logits)[0]
-    from_probs = Ranker(LABELS, 0, softmax_in_graph=True, top=6).rank(probs)[0]
+    from_logits = Ranker(LABELS, 0, LOGITS, top=6).rank(logits)[0]
+    from_probs = Ranker(LABELS, 0, PROBABILITIES, top=6).rank(probs)[0]
     assert [p.probability for p in from_logits] == pytest.approx([p.probability for p in from_probs])
     assert from_logits[0].probability == pytest.approx(np.exp(3) / np.exp(logits).sum())
 
 
 def test_background_class_is_dropped_and_indices_shift():
     outputs = np.array([[0.9, 0.01, 0.05, 0.02, 0.01, 0.005, 0.005]])  # index 0 = background
-    preds = Ranker(LABELS, 1, softmax_in_graph=True, top=3).rank(outputs)[0]
+    preds = Ranker(LABELS, 1, PROBABILITIES, top=3).rank(outputs)[0]
     assert [(p.rank, p.index, p.label) for p in preds] == [(1, 1, "c1"), (2, 2, "c2"), (3, 0, "c0")]
     assert preds[0].probability == pytest.approx(0.05)
 
 
 def test_ties_keep_index_order_and_threshold_cuts():
     outputs = np.log(np.array([[0.3, 0.3, 0.2, 0.1, 0.05, 0.05]]))
-    preds = Ranker(LABELS, 0, False, top=6, threshold=0.1).rank(outputs)[0]
+    preds = Ranker(LABELS, 0, LOGITS, top=6, threshold=0.1).rank(outputs)[0]
     assert [p.index for p in preds] == [0, 1, 2, 3]
 
 

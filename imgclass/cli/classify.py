@@ -70,12 +70,12 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     classifier = imgclass.load(spec, options=load_options, download_progress=_download_bar(env), background=True)
     if env.verbose:
         env.note(describe_model(classifier.info))
-    target = open_target(values["output"], fmt, resume, env.stdout)
+    target = open_target(values["output"], fmt, resume, env.stdout, classifier.multi_label)
     progress = _progress(env, view)
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug)  # fmt: skip
     try:
-        sink = _sink(env, fmt, target, view, progress)
+        sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
         summary = run_job(classifier, inputs, sink, options, _Events(env, progress, human=fmt == "table"), target.done)
     finally:
         if progress is not None:
@@ -96,8 +96,14 @@ def describe_model(info: dict[str, Any]) -> str:
     return (
         f"model {info['name']} ({info['path']}); preset {info['preset']} [{info['preset_source']}]; "
         f"input {sig['layout']} {height}x{width} {sig['dtype']}; {info['classes']} classes{background}; "
-        f"labels {info['labels']}; providers {', '.join(info['providers'])}"
+        f"labels {info['labels']}; scores {_scores(info)}; providers {', '.join(info['providers'])}"
     )
+
+
+def _scores(info: dict[str, Any]) -> str:
+    """`sigmoid (multi-label, applied: none) [detected (Sigmoid at the output)]`: what -v says about scores."""
+    kind = "multi-label, independent" if info["multi_label"] else "single-label"
+    return f"{info['activation']} ({kind}; applied: {info['activation_applied']}) [{info['activation_source']}]"
 
 
 def _download_bar(env: Environment):
@@ -116,7 +122,7 @@ def _progress(env: Environment, view: str):
     return ProgressLine(env)
 
 
-def _sink(env: Environment, fmt: str, target, view: str, progress):
+def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
     from imgclass.cli.render import BatchRows, GuardedSink, PredictTable
     from imgclass.output import make_sink
 
@@ -124,7 +130,7 @@ def _sink(env: Environment, fmt: str, target, view: str, progress):
     if fmt == "table":
         sink = PredictTable(env) if view == "predict" else BatchRows(env)
     else:
-        sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name)
+        sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, multi_label=multi_label)
     shares_terminal = progress is not None and target.stream is env.stdout and env.stdout_isatty
     return GuardedSink(sink, progress) if shares_terminal else sink
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from imgclass.activation import ACTIVATIONS
 from imgclass.output import FORMATS
 from imgclass.presets import INTERPOLATIONS
 from imgclass.resources import load_json
@@ -82,6 +83,8 @@ model_options = _stack(
     click.option("--std", type=Triple(), help="Per-channel std in RGB order."),
     click.option("--bgr", is_flag=True, help="Feed channels in BGR order."),
     click.option("--labels", type=click.Path(path_type=Path), help="Labels file: one per line, or JSON (list or id2label)."),
+    click.option("--activation", type=_choice(("auto", *ACTIVATIONS)), default="auto", show_default=True,
+                 help="What the outputs mean: softmax, sigmoid (multi-label), logsoftmax, none (probabilities as they are); auto reads the graph."),  # fmt: skip
     click.option("--device", type=DeviceType(), default="auto", envvar="IMGCLASS_DEVICE", show_default=True, help="Where the model runs."),
     click.option("--threads", type=click.IntRange(min=1), help="Threads for the model (default: all cores)."),
     click.option("--exact-decode", is_flag=True, help="Full-resolution JPEG decode: bit-exact with the framework, slower."),
@@ -100,7 +103,7 @@ run_options = _stack(
 
 record_options = _stack(
     click.option("--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image."),
-    click.option("--threshold", type=click.FloatRange(0, 1), default=0.0, help="Leave out predictions below this probability."),
+    click.option("--threshold", type=click.FloatRange(0, 1), help="Leave out predictions below this probability (default: 0; 0.5 for multi-label models)."),
     click.option("--format", "-f", "fmt", type=_choice(FORMATS), help="Default: table on a terminal, else jsonl (or the --output extension)."),
     click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Write records to FILE instead of stdout."),
 )
@@ -138,10 +141,12 @@ def pop_load_options(values: dict[str, Any]):
     overrides = Overrides(**{k: values.pop(k, None) for k in ("size", "resize", "crop_pct", "interpolation", "mean", "std")},
                           bgr=values.pop("bgr", False))  # fmt: skip
     offline = values.pop("offline", False)
+    activation = str(values.pop("activation", "auto")).lower()
     return values.pop("model", None), LoadOptions(
         preset=values.pop("preset", None),
         overrides=overrides,
         labels=values.pop("labels", None),
+        activation=activation if activation != "auto" else None,
         device=values.pop("device", "auto"),
         threads=values.pop("threads", None),
         offline=True if offline else None,

@@ -131,7 +131,8 @@ class PredictTable(Sink):
             self.console.print(Text(f"{printable(record.path)}: error: {printable(record.error)}", style="red"))
             return
         table = Table(title=Text(printable(record.path)), title_justify="left")
-        table.caption = Text(f"{printable(record.model)} · {record.preset}")
+        scores = " · independent scores (multi-label)" if record.multi_label else ""
+        table.caption = Text(f"{printable(record.model)} · {record.preset}{scores}")
         for name, justify in (("#", "right"), ("label", "left"), ("index", "right"), ("probability", "right")):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
         table.add_column("", min_width=10)
@@ -145,15 +146,24 @@ class PredictTable(Sink):
 
 
 class BatchRows(Sink):
-    """`batch` on a terminal: one row per image, path, top-1 label and probability, then the next ones."""
+    """`batch` on a terminal: one row per image, path, top-1 label and probability, then the next ones.
+
+    Multi-label scores get one line saying so before the first row.
+    """
+
+    MULTI_LABEL_NOTE = "independent scores (multi-label): each is its own probability; they do not sum to 100%"
 
     def __init__(self, env: Environment):
         super().__init__(env.stdout)
         self.console = console(env)
+        self._noted = False
 
     def write(self, record: Record) -> None:
         from rich.text import Text
 
+        if record.multi_label and not self._noted:
+            self._noted = True
+            self.console.print(Text(self.MULTI_LABEL_NOTE, style="dim"), no_wrap=True, overflow="ellipsis", crop=True)
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append(printable(record.path), style="bold")
         line.append("  ")
