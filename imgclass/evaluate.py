@@ -17,9 +17,9 @@ Scoring rules:
 - images/s is images read per second of wall time from the first image to the
   last, model loading not included.
 
-Scoring lives in one place, `SingleLabelTally`, chosen by `tally_for`: the seam
-where a multi-label (sigmoid) model gets a tally of per-class precision and
-recall at a threshold instead of top-1/top-5.
+Scoring lives in one place, chosen by `tally_for`: `SingleLabelTally` for softmax
+heads, `MultiLabelTally` (per-class precision and recall at a threshold, micro
+averages, no top-1/top-5) for multi-label (sigmoid) models.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class EvaluateOptions:
     worst: int = 10  # classes in `worst_classes`
     confusions: int = 10  # pairs in `confusions`
     debug: bool = False
+    threshold: float | None = None  # multi-label models: a class is predicted at or above it (None: 0.5)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,20 @@ class Confusion:
     predicted_index: int
     predicted_label: str
     count: int
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One class of a multi-label model: predicted (score >= threshold) against the true class."""
+
+    index: int
+    label: str
+    images: int  # images whose true class this is
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float | None  # None: the class was never predicted
+    recall: float | None  # None: no image of this class
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,11 @@ class Report:
     mapping: list[ClassEntry] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # images outside the class folders
     signal: int | None = None  # the run was stopped by this signal before every image was read
+    multi_label: bool = False  # scored per class at `threshold` instead of top-1/top-5
+    threshold: float | None = None
+    precision: float | None = None  # multi-label: micro-averaged over the dataset's classes
+    recall: float | None = None
+    per_class: list[LabelScore] = field(default_factory=list)
 
     @property
     def not_run(self) -> int:
@@ -108,7 +128,8 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
-        nested = {"worst_classes": ClassScore, "confusions": Confusion, "failures": Failure, "mapping": ClassEntry}
+        nested = {"worst_classes": ClassScore, "confusions": Confusion, "failures": Failure, "mapping": ClassEntry,
+                  "per_class": LabelScore}  # fmt: skip
         values = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
         for key, kind in nested.items():
             values[key] = [kind(**item) for item in data.get(key, [])]
@@ -165,8 +186,53 @@ class SingleLabelTally:
         }
 
 
-def tally_for(classifier: Classifier) -> Tally:
-    """The scorer for this model's kind of output (the seam for multi-label models)."""
+class MultiLabelTally:
+    """Per-class precision and recall at a threshold: the scorer for independent (sigmoid) scores.
+
+    Each image has one true class (its folder or list label); every class whose score is at
+    or above the threshold counts as predicted for it. Precision and recall are reported per
+    class of the dataset and micro-averaged over those classes. top-1/top-5 are not computed.
+    """
+
+    def __init__(self, labels: tuple[str, ...], threshold: float):
+        self.labels, self.threshold = labels, threshold
+        self.truths: Counter[int] = Counter()
+        self.hits: Counter[int] = Counter()  # true positives
+        self.predicted: Counter[int] = Counter()  # every prediction of the class, right or wrong
+        self.failures: list[Failure] = []
+
+    def add(self, sample: Sample, record: Record) -> None:
+        if record.error is not None:
+            self.failures.append(Failure(record.path, record.error))
+            return
+        self.truths[sample.truth] += 1
+        for p in record.predictions:
+            if p.probability >= self.threshold:
+                self.predicted[p.index] += 1
+                self.hits[p.index] += p.index == sample.truth
+
+    def _score(self, index: int) -> LabelScore:
+        tp, predicted, images = self.hits[index], self.predicted[index], self.truths[index]
+        return LabelScore(index, self.labels[index], images, tp, predicted - tp, images - tp,
+                          tp / predicted if predicted else None, tp / images if images else None)  # fmt: skip
+
+    def fields(self, worst: int, confusions: int) -> dict[str, Any]:
+        scores = [self._score(i) for i in sorted(self.truths)]
+        tp = sum(s.true_positives for s in scores)
+        predicted = sum(self.predicted[i] for i in self.truths)
+        classified = sum(self.truths.values())
+        return {
+            "classified": classified, "failed": len(self.failures), "correct_top1": 0, "correct_top5": 0,
+            "top1": None, "top5": None, "failures": self.failures, "multi_label": True,
+            "threshold": self.threshold, "per_class": scores,
+            "precision": tp / predicted if predicted else None, "recall": tp / classified if classified else None,
+        }  # fmt: skip
+
+
+def tally_for(classifier: Classifier, threshold: float | None = None) -> Tally:
+    """The scorer for this model's kind of output: top-k for softmax heads, precision/recall for sigmoid."""
+    if classifier.multi_label:
+        return MultiLabelTally(classifier.labels, 0.5 if threshold is None else threshold)
     return SingleLabelTally(classifier.labels)
 
 
@@ -187,13 +253,14 @@ def evaluate(
     SIGINT/SIGTERM stop the run after the images in flight; the report then covers
     what was read and says which signal stopped it (`signal`, `not_run`).
     """
-    tally = tally_for(classifier)
+    tally = tally_for(classifier, options.threshold)
     classifier.model.runner  # noqa: B018 - wait for the session, so images/s leaves loading out
     with stop_on_signals() as stop:
         start = time.perf_counter()
         records = classifier.classify(
             [sample.path for sample in dataset.samples],
-            top=TOP,
+            top=len(classifier.labels) if classifier.multi_label else TOP,
+            threshold=getattr(tally, "threshold", 0.0),
             batch_size=options.batch_size,
             workers=options.workers,
             stop=stop.event,

@@ -499,3 +499,44 @@ def test_a_signal_stops_the_run_and_the_report_says_so(tiny, photos, tmp_path, h
     assert report.classified == len(seen) < 40 and report.failed == 0
     assert report.not_run == 40 - len(seen)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def test_multi_label_model_is_scored_by_precision_and_recall_at_the_threshold(make_model, photos, home, tmp_path):
+    """A sigmoid head: evaluate's per-class precision/recall equal scoring `batch` by hand."""
+    from conftest import jsonl, run_cli
+
+    model = make_model("tiny", seed=9, spatial=32, head="sigmoid", classes=6)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"tag{i}" for i in range(6)) + "\n")
+    root = tmp_path / "tags"
+    truth = {}
+    names = ("china.jpg", "coffee.png", "chelsea.png", "flower.jpg", "astronaut.png")
+    for n, name in enumerate(names * 2):
+        cls = n % 3
+        (root / f"tag{cls}").mkdir(parents=True, exist_ok=True)
+        path = root / f"tag{cls}" / f"{n:02d}-{name}"
+        path.write_bytes(photos[name].read_bytes())
+        truth[str(path)] = cls
+    common = ["-m", model, "--labels", labels]
+    result = run_cli("evaluate", root, *common, "--threshold", "0.45", "-f", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["multi_label"] is True and report["threshold"] == 0.45 and report["top1"] is None
+    records = jsonl(run_cli("batch", root, "-r", *common, "-k", "6", "--threshold", "0.45", "-f", "jsonl").stdout)
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for record in records:
+        true = truth[record["path"]]
+        predicted = {p["index"] for p in record["predictions"]}
+        for index in predicted:
+            (tp if index == true else fp)[index] += 1
+        fn[true] += true not in predicted
+    assert sum(tp.values()) + sum(fn.values()) == len(records) == 10
+    by_class = {c["index"]: c for c in report["per_class"]}
+    assert sorted(by_class) == [0, 1, 2]
+    for index, score in by_class.items():
+        assert (score["true_positives"], score["false_positives"], score["false_negatives"]) == (tp[index], fp[index], fn[index])
+    predicted_total = sum(tp[i] + fp[i] for i in (0, 1, 2))
+    assert report["recall"] == pytest.approx(sum(tp.values()) / 10)
+    assert report["precision"] == (pytest.approx(sum(tp[i] for i in (0, 1, 2)) / predicted_total) if predicted_total else None)
+    table = run_cli("evaluate", root, *common, "--threshold", "0.45")
+    assert "precision" in table.stdout and "independent" in table.stdout and "top-1" not in table.stdout

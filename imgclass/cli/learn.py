@@ -32,19 +32,22 @@ FAILURES_SHOWN = 20  # failed images listed in the table; --format json lists th
 @click.option("--worst", type=click.IntRange(min=0), default=10, show_default=True, help="Show the N classes with the lowest top-1.")
 @click.option("--confusions", type=click.IntRange(min=0), default=10, show_default=True, help="Show the N most frequent true → predicted mistakes.")
 @click.option("--mapping", is_flag=True, help="Show the folder/label → class index map (always in --format json).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Multi-label models: a class counts as predicted at or above it (default 0.5).")
 @model_options
 @decode_options
 @run_options
 @list_format_option
 @display_options
 @click.pass_obj
-def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mapping: bool, fmt: str, **values: Any) -> int:
+def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mapping: bool, threshold: float | None,
+             fmt: str, **values: Any) -> int:  # fmt: skip
     """Top-1/top-5 accuracy of a model on labelled images: a folder per class, or a CSV/JSONL list of path,label.
 
     \b
     Class folders (or labels in a list) are named by class index (281), by WordNet id
     (n02123045: an ILSVRC-2012 val folder works as it is) or by label (case and _ ignored).
     Images that fail are counted and listed, not scored; the exit code is then 1.
+    A multi-label (sigmoid) model is scored per class: precision and recall at --threshold.
     """
     import imgclass
     from imgclass.cli.classify import describe_model
@@ -58,7 +61,7 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     if env.verbose:
         env.note(describe_model(classifier.info))
     data = load_dataset(dataset, classifier)
-    options = EvaluateOptions(values["batch_size"], values["workers"], worst, confusions, env.debug)
+    options = EvaluateOptions(values["batch_size"], values["workers"], worst, confusions, env.debug, threshold)
     progress = _progress(env, len(data.samples))
     on_record = (lambda record: progress.advance()) if progress is not None else None
     try:
@@ -138,26 +141,39 @@ def _summary(report) -> dict[str, str]:
         overall = report.correct_top1 / max(1, report.classified + report.failed)
         failed += f" (not scored; top-1 counting them as wrong: {overall:.1%})"
     layout = "folders" if report.layout == "folders" else f"{report.layout} list"
-    return {
+    head = {
         "model": f"{report.model} · {report.preset}",
         "dataset": f"{report.dataset} ({layout}: {_count(report.dataset_classes, 'class', 'classes')}, "
         f"{_count(report.images, 'image', 'images')}; the model has {report.model_classes} classes)",
-        "top-1": f"{_percent(report.top1)}  ({report.correct_top1}/{report.classified})",
-        "top-5": f"{_percent(report.top5)}  ({report.correct_top5}/{report.classified})",
-        "failed": failed,
-        "speed": f"{report.images_per_s:.1f} images/s ({report.seconds:.1f} s)",
     }
+    if report.multi_label:
+        scores = {
+            "scores": f"independent (multi-label), a class predicted at >= {report.threshold:g}",
+            "precision": f"{_percent(report.precision)}  (micro-averaged over the dataset's classes)",
+            "recall": f"{_percent(report.recall)}  ({report.classified} images)",
+        }
+    else:
+        scores = {
+            "top-1": f"{_percent(report.top1)}  ({report.correct_top1}/{report.classified})",
+            "top-5": f"{_percent(report.top5)}  ({report.correct_top5}/{report.classified})",
+        }
+    speed = f"{report.images_per_s:.1f} images/s ({report.seconds:.1f} s)"
+    return {**head, **scores, "failed": failed, "speed": speed}
 
 
 def show_report(env: Environment, report, mapping: bool) -> None:
     """The report for people: summary lines, then the worst classes, confusions, failures (and the map)."""
     from imgclass.cli.render import print_fields, print_table
 
-    print_fields(env, _summary(report), width=8)
+    print_fields(env, _summary(report), width=9)
     if mapping:
         _heading(env, "classes (name → index)")
         names = [(m.name, m.index, m.label, m.matched_by, m.images) for m in report.mapping]
         print_table(env, (("name", "left"), ("index", "right"), ("label", "left"), ("by", "left"), ("images", "right")), names, keep="name")
+    if report.per_class:
+        _heading(env, "per class (precision and recall at the threshold)")
+        rows = [(c.index, c.label, c.images, _percent(c.precision), _percent(c.recall)) for c in report.per_class]
+        print_table(env, (("index", "right"), ("label", "left"), ("images", "right"), ("precision", "right"), ("recall", "right")), rows, keep="label")
     if report.worst_classes:
         _heading(env, "worst classes")
         rows = [(c.index, c.label, c.images, _percent(c.top1), _percent(c.top5)) for c in report.worst_classes]
