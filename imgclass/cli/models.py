@@ -132,3 +132,8 @@ def models_verify(env: Environment, fmt: str) -> int:
         env.err(f"{row['name']}: damaged ({row['problem']}); run: imgclass models remove {row['name']} && "
                 f"imgclass models pull {row['name']}")  # fmt: skip
     return ExitCode.INPUT_FAILED if damaged else ExitCode.OK
+
+
+from imgclass.cli.quantize import quantize as _quantize  # noqa: E402 - registered last, after the group exists
+
+models.add_command(_quantize)

@@ -1,0 +1,160 @@
+"""`imgclass models quantize`: int8 with calibration photos, checked against the fp32 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imgclass.cli.environment import Environment
+from imgclass.cli.options import decode_options, display_options, list_format_option, model_options, pop_load_options
+
+QUANTIZE_EXAMPLES = """\b
+Examples:
+  imgclass models quantize resnet50 --calibrate photos/ --output resnet50-int8.onnx
+  imgclass models quantize ./export.onnx --calibrate photos/ --name export-int8 --evaluate val/
+  imgclass predict cat.jpg --model resnet50-int8.onnx      # preset and labels come with it"""
+
+
+@click.command("quantize", epilog=QUANTIZE_EXAMPLES)
+@click.argument("source", metavar="MODEL", required=False)
+@click.option("--calibrate", type=click.Path(path_type=Path), required=True,
+              help="A folder of photos like the ones the model will see (100-500 is plenty; read recursively).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the int8 model to this file.")
+@click.option("--name", help="Also put the int8 model in the cache under this name.")
+@click.option("--force", is_flag=True, help="Replace a cached model of that --name.")
+@click.option("--method", type=click.Choice(("minmax", "entropy", "percentile"), case_sensitive=False), default="minmax",
+              show_default=True, help="How activation ranges are calibrated (entropy and percentile are several times slower).")
+@click.option("--limit", type=click.IntRange(min=1), default=500, show_default=True, help="Use at most N calibration images.")
+@click.option("--reduce-range", is_flag=True, help="7-bit weights, for CPUs without VNNI where int8 products can saturate.")
+@click.option("--evaluate", "evaluate_on", type=click.Path(path_type=Path),
+              help="Labelled images (as `imgclass evaluate` reads them): compare fp32 and int8 before writing.")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="With --evaluate: refuse to write (exit 3) when top-1 falls by more points than this.")
+@model_options
+@decode_options
+@list_format_option
+@display_options
+@click.pass_obj
+def quantize(env: Environment, source: str | None, calibrate: Path, output: Path | None, name: str | None, force: bool,
+             method: str, limit: int, reduce_range: bool, evaluate_on: Path | None, max_drop: float, fmt: str,
+             **values: Any) -> None:  # fmt: skip
+    """Quantise a float32 model to int8 (ONNX Runtime static QDQ) with calibration photos.
+
+    \b
+    Calibration images are preprocessed exactly as `predict` will (the model's preset, or the
+    preprocessing flags given), and the int8 file carries that preset, the labels and its
+    provenance (source sha256, calibration images, method) in its metadata.
+    """
+    from imgclass.errors import UsageError
+    from imgclass.quantize import AccuracyDrop, QuantizeOptions
+    from imgclass.quantize import quantize as run_quantize
+
+    model = _model(source, values)
+    _, load_options = pop_load_options(values)
+    options = QuantizeOptions(method=method.lower(), reduce_range=reduce_range, limit=limit, max_drop=max_drop, force=force)
+    if output is None and name is None:
+        raise UsageError("give --output OUT.onnx, --name NAME, or both")
+    progress = _Progress(env)
+    try:
+        result = run_quantize(model, calibrate, output, name, load_options=load_options, options=options,
+                              evaluate_on=evaluate_on, progress=progress if env.progress else None)  # fmt: skip
+    except AccuracyDrop as err:
+        progress.clear()
+        _show_comparison(env, err.comparison, fmt)
+        raise
+    finally:
+        progress.clear()
+    _show(env, result, fmt)
+
+
+def _model(source: str | None, values: dict[str, Any]) -> str:
+    """MODEL as an argument, or --model / IMGCLASS_MODEL; both on the command line must agree."""
+    from imgclass.errors import UsageError
+
+    flag = values.get("model")
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("model") == click.core.ParameterSource.COMMANDLINE
+    if source and flag and given and flag != source:
+        raise UsageError(f"two models given: {source} and --model {flag}; give one")
+    model = source or flag
+    if not model:
+        raise UsageError("give the model to quantise: imgclass models quantize MODEL --calibrate DIR --output OUT.onnx")
+    return model
+
+
+class _Progress:
+    """One progress line per stage (reading, calibrating, evaluating), on a terminal's stderr."""
+
+    def __init__(self, env: Environment):
+        from imgclass.cli.render import ProgressLine
+
+        self.env, self.stage = env, ""
+        self.line: ProgressLine | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from imgclass.cli.render import ProgressLine
+
+        line = self.line
+        if stage != self.stage or line is None:
+            self.clear()
+            self.stage, self.line = stage, ProgressLine(self.env, stage)
+            line = self.line
+            line.start(total)
+        line.done = done
+        line.draw()
+
+    def clear(self) -> None:
+        if self.line is not None:
+            self.line.clear()
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _show_comparison(env: Environment, comparison, fmt: str) -> None:
+    from imgclass.cli.render import print_json, print_table
+
+    if fmt == "json":
+        return print_json(env, {"comparison": comparison.to_dict()})
+    c = comparison
+    rows = [
+        ("top-1", _percent(c.fp32.top1), _percent(c.int8.top1), f"{-c.drop:+.2f} points"),
+        ("top-5", _percent(c.fp32.top5), _percent(c.int8.top5), _points(c.fp32.top5, c.int8.top5)),
+        ("model-only images/s", f"{c.fp32.model_only_images_per_s:.1f}", f"{c.int8.model_only_images_per_s:.1f}",
+         f"{c.speedup:.2f}x"),
+    ]  # fmt: skip
+    if c.fp32.top1 is None:
+        rows[:2] = [("precision", _percent(c.fp32.multi_precision), _percent(c.int8.multi_precision),
+                     _points(c.fp32.multi_precision, c.int8.multi_precision)),
+                    ("recall", _percent(c.fp32.recall), _percent(c.int8.recall), _points(c.fp32.recall, c.int8.recall))]  # fmt: skip
+    env.stdout.write(f"{c.dataset}: {c.images} labelled images\n")
+    print_table(env, (("", "left"), ("fp32", "right"), ("int8", "right"), ("change", "right")), rows, keep="")
+
+
+def _points(before: float | None, after: float | None) -> str:
+    return "" if before is None or after is None else f"{(after - before) * 100:+.2f} points"
+
+
+def _show(env: Environment, result, fmt: str) -> None:
+    from imgclass.cli.render import print_fields, print_json
+
+    if fmt == "json":
+        return print_json(env, result.to_dict())
+    prov = result.provenance
+    fields = {
+        "model": result.source,
+        "output": str(result.output) if result.output else "",
+        "name": result.name or "",
+        "size": f"{result.size_fp32 / 1e6:.1f} MB fp32 -> {result.size_int8 / 1e6:.1f} MB int8",
+        "calibration": f"{prov['calibration']['images']} images, {prov['method']}"
+        + (f" ({len(result.skipped)} unreadable, skipped)" if result.skipped else ""),
+        "kept float": ", ".join(prov["float_nodes"]) or "nothing",
+    }
+    print_fields(env, {k: v for k, v in fields.items() if v}, width=12)
+    if result.comparison is not None:
+        _show_comparison(env, result.comparison, fmt)
+    for path, error in result.skipped[:5]:
+        env.note(f"calibration image skipped: {path}: {error}")
