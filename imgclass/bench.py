@@ -49,6 +49,15 @@ def model_only(model: LoadedModel, batch_size: int, samples: int) -> float:
     return runs * batch_size / (time.perf_counter() - start)
 
 
+def compare(first: dict, second: dict) -> dict:
+    """Two models measured in one process: the second one's figures as ratios of the first's."""
+    ratios = {}
+    for key in ("model_only_images_per_s", "end_to_end_images_per_s"):
+        if first.get(key) and second.get(key):
+            ratios[key.replace("_images_per_s", "_ratio")] = first[key] / second[key]
+    return ratios
+
+
 def run(classifier: Classifier, images: Sequence[str], options: BenchOptions) -> dict:
     model = classifier.model
     batch_size = options.batch_size or default_batch_size(model)

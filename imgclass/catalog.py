@@ -22,6 +22,8 @@ class Entry:
     license: str
     source: str
     accuracy: dict[str, Any]
+    precision: str = "fp32"  # "int8" for a quantised file
+    quantized_from: str | None = None  # the catalog's float32 model an int8 file was made from
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,8 @@ class Entry:
             "license": self.license,
             "source": self.source,
             "accuracy": self.accuracy,
+            "precision": self.precision,
+            "quantized_from": self.quantized_from,
         }
 
 

@@ -41,4 +41,8 @@ def describe(spec: str) -> dict[str, Any]:
     described = plan.describe()
     described.pop("name")
     info.update(described, sha256=info.get("sha256") or modelindex.sha256_of(path), size=path.stat().st_size)
+    if "precision" not in info:
+        from imgclass.quantize import model_precision
+
+        info["precision"] = model_precision(path, spec)
     return info

@@ -566,5 +566,56 @@ def _commit(candidate: Path, output: Path | None, name: str | None, force: bool,
             tmp.unlink(missing_ok=True)
         result.output = output
     if name is not None:
-        store.import_file(candidate, name, force)
+        from imgclass import cache
+
+        registered = store.import_file(candidate, name, force)
+        if isinstance(registered, cache.Registered):  # say where it came from, not which temporary file
+            sha = result.provenance["source"]["sha256"]
+            cache.register(dataclasses.replace(registered, origin=f"int8 of {result.source} (sha256 {sha[:12]}...)"))
         result.name = name
+
+
+def model_precision(path: Path, name: str) -> str:
+    """"int8" or "fp32" for a model file: its catalog entry, imgclass's provenance, else its ops."""
+    from imgclass import catalog, modelindex
+    from imgclass.modelfile import read_graph
+
+    entry = catalog.find(name)
+    if entry is not None:
+        return entry.precision
+    if PROVENANCE_KEY in modelindex.signature_of(path).metadata:
+        return "int8"
+    return precision_of(read_graph(path))
+
+
+def counterpart(path: Path, name: str) -> str | None:
+    """The other precision of the same model when it is on this machine: int8 -> its fp32 source, fp32 -> an int8.
+
+    Catalog pairs (`quantized_from`) count when both files are cached; a model quantised by
+    imgclass names its source by sha256, found in the catalog, the cache, or at its recorded path.
+    """
+    from imgclass import cache, catalog, modelindex, store
+
+    entry = catalog.find(name)
+    if entry is not None:
+        if entry.quantized_from:
+            source = catalog.find(entry.quantized_from)
+            return source.name if source and store.is_cached(source) else None
+        quantized = [e for e in catalog.entries() if e.quantized_from == entry.name and store.is_cached(e)]
+        return quantized[0].name if quantized else None
+    raw = modelindex.signature_of(path).metadata.get(PROVENANCE_KEY)
+    try:
+        source = json.loads(raw or "{}")["source"]
+        sha256, recorded = str(source["sha256"]), str(source["model"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    known = catalog.by_sha256(sha256)
+    if known is not None and store.is_cached(known):
+        return known.name
+    for registered in cache.registry().values():
+        if registered.sha256 == sha256 and registered.path.is_file():
+            return registered.name
+    where = Path(recorded)
+    if where.is_file() and modelindex.sha256_of(where) == sha256:
+        return recorded
+    return None

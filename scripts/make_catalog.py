@@ -41,6 +41,8 @@ FACTS = {
 }
 ALIASES = {"inception_v3_Opset17": ["inception-v3"], "resnet50-v1-12": ["resnet50"]}
 DEFAULT = "inception_v3_Opset17"
+# The zoo's int8 files and the float32 model each was quantised from (Intel Neural Compressor).
+QUANTIZED_FROM = {"resnet50-v1-12-int8": "resnet50-v1-12", "resnet50-v1-12-qdq": "resnet50-v1-12"}
 # Which zoo folder a Computer_Vision stem comes from (the stem alone is ambiguous).
 CV_FOLDERS = {
     "inception_v3_Opset17": "Computer_Vision/inception_v3_Opset17_timm/",
@@ -106,6 +108,8 @@ def main(tsv: Path, out: Path = OUT) -> None:
             "license": licence,
             "source": source,
             "accuracy": {"top1": top1, "top5": top5, "dataset": "ImageNet-1k val"},
+            "precision": "int8" if stem in QUANTIZED_FROM else "fp32",
+            "quantized_from": QUANTIZED_FROM.get(stem),
         })
     data = {"default": DEFAULT, "readme": ZOO_README, "models": models}
     out.write_text(json.dumps(data, indent=2) + "\n")

@@ -26,13 +26,14 @@ def models_list(env: Environment, fmt: str) -> None:
     rows = store.listing()
     if fmt == "json":
         return print_json(env, rows)
-    columns = [("name", "left"), ("aliases", "left"), ("family", "left"), ("size", "right"), ("top-1", "right"),
-               ("preset", "left"), ("cached", "left")]  # fmt: skip
+    columns = [("name", "left"), ("aliases", "left"), ("family", "left"), ("precision", "left"), ("size", "right"),
+               ("top-1", "right"), ("preset", "left"), ("cached", "left")]  # fmt: skip
     cells = []
     for row in rows:
         top1 = (row.get("accuracy") or {}).get("top1")
-        cells.append([row["name"], ", ".join(row["aliases"]), row["family"], f"{row['size'] / 1e6:.1f} MB",
-                      f"{top1:.2f}" if top1 else "", row["preset"] or "", "yes" if row["cached"] else "no"])  # fmt: skip
+        cells.append([row["name"], ", ".join(row["aliases"]), row["family"], row.get("precision") or "",
+                      f"{row['size'] / 1e6:.1f} MB", f"{top1:.2f}" if top1 else "", row["preset"] or "",
+                      "yes" if row["cached"] else "no"])  # fmt: skip
     print_table(env, columns, cells, keep="name")
 
 

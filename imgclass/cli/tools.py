@@ -20,24 +20,40 @@ from imgclass.cli.options import (
 from imgclass.cli.render import print_fields, print_json
 
 
-@click.command(epilog="\b\nExample:\n  imgclass bench --model resnet50 --images photos/ --format json")
+@click.command(epilog="\b\nExamples:\n  imgclass bench --model resnet50 --images photos/ --format json\n"
+               "  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32")  # fmt: skip
 @click.option("--images", type=click.Path(path_type=Path, exists=True), help="A folder of images for the end-to-end run.")
 @click.option("--synthetic", type=click.IntRange(min=1), default=64, show_default=True, help="Synthetic samples for the model-only run.")
+@click.option("--compare", "compare_with", default="auto", show_default=True, metavar="MODEL|auto|none",
+              help="Measure another model side by side; auto: the other precision (int8/fp32) of this model when it is here.")
 @model_options
 @run_options
 @list_format_option
 @display_options
 @click.pass_obj
-def bench(env: Environment, images: Path | None, synthetic: int, fmt: str, **values: Any) -> None:
+def bench(env: Environment, images: Path | None, synthetic: int, compare_with: str, fmt: str, **values: Any) -> None:
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
     import imgclass
     from imgclass import bench as benchmark
+    from imgclass.quantize import counterpart, model_precision
     from imgclass.sources import expand
 
     spec, options = pop_load_options(values)
     classifier = imgclass.load(spec, options=options)
     paths = list(expand([str(images)])) if images else []
-    result = benchmark.run(classifier, paths, benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic))
+    settings = benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic)
+    result = {**benchmark.run(classifier, paths, settings), "precision": model_precision(classifier.model.path, classifier.name)}
+    other = {"auto": None, "none": None}.get(compare_with.lower(), compare_with)
+    if compare_with.lower() == "auto":
+        other = counterpart(classifier.model.path, classifier.name)
+    if other:
+        second = imgclass.load(other, options=options)
+        theirs = {**benchmark.run(second, paths, settings), "precision": model_precision(second.model.path, second.name)}
+        ours = result.copy()
+        result = {**ours, "compared_with": theirs, "ratios": benchmark.compare(ours, theirs)}
+        if {ours["precision"], theirs["precision"]} == {"int8", "fp32"}:
+            int8, fp32 = (ours, theirs) if ours["precision"] == "int8" else (theirs, ours)
+            result["int8_vs_fp32"] = benchmark.compare(int8, fp32)
     return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
 
 
