@@ -170,11 +170,11 @@ def load_model(
     """Load `path`; `catalog_preset` and `sha256` come from the catalog for a model pulled by name."""
     plan = make_plan(path, name, settings, catalog_preset)
     cache_graph = settings.optimized_dir is not None and not modelindex.has_external_data(path)
-    digest = (sha256 or modelindex.sha256_of(path)) if cache_graph else None
 
-    def start():
+    def start():  # on the session thread when there is one: a first start hashes the file while images decode
         optimized = None
-        if settings.optimized_dir is not None and digest is not None:
+        if settings.optimized_dir is not None and cache_graph:
+            digest = sha256 or modelindex.sha256_of(path)
             optimized = optimized_path(settings.optimized_dir, digest, settings.device)
         return create_session(path, settings.device, settings.threads, optimized, settings.spinning)
 
