@@ -17,8 +17,13 @@ How (ONNX Runtime's static quantisation, as its documentation recommends for CNN
   256 levels would make close classes tie and the probabilities coarse.
 - calibration tensors are made by imgclass's own preprocessing for the model (the preset
   chosen for it, or the flags given), so the ranges are the ones predict will see.
-- calibration method MinMax by default (see `METHODS` and the README for why); ranges are
-  collected one batch at a time, so memory does not grow with the number of images.
+- calibration method Entropy by default (ranges that minimise the KL divergence between each
+  activation's float and 8-bit histograms): on the one real network here (the zoo's MobileNet v2
+  rebuilt as float32, 105 calibration crops, 210 held-out crops of other photos) int8 kept the
+  fp32 top-1 on 83.8% of the held-out images with Entropy, 76.2% with Percentile and 74.8% with
+  MinMax (97.8 / 94.4 / 90.0% of those fp32 was confident about), for 5x MinMax's calibration
+  time (benchmarks/quantize_accuracy.py). Ranges are collected one batch at a time, so memory
+  does not grow with the number of images.
 
 Nothing here prints or exits; a drop in accuracy over the limit raises `AccuracyDrop` (exit 3)
 and nothing is written.
@@ -45,8 +50,8 @@ if TYPE_CHECKING:
     from imgclass.classifier import Classifier, LoadOptions
     from imgclass.evaluate import Report
 
-# minmax: each tensor's range is the smallest and largest value seen (ORT's default; fast, memory flat).
-# entropy / percentile: histograms of every activation (slower, several times the calibration time).
+# entropy (default): the range that keeps each activation's 8-bit histogram closest to its float one (KL).
+# percentile: the 99.999th percentile of the values seen. minmax: the smallest and largest value seen (ORT's default; fastest).
 METHODS = ("minmax", "entropy", "percentile")
 _ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 PROVENANCE_KEY = "imgclass.provenance"
@@ -65,7 +70,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    method: str = "minmax"
+    method: str = "entropy"
     per_channel: bool = True
     reduce_range: bool = False  # 7-bit weights: for CPUs without VNNI, where u8s8 products can saturate
     batch_size: int = 8  # calibration batch (a fixed batch axis wins)

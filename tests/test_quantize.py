@@ -102,7 +102,7 @@ def test_int8_agrees_with_fp32_and_predict_needs_no_flags(kind, spatial, make_mo
     assert prov["source"]["sha256"] == report["provenance"]["source"]["sha256"]
     assert prov["source"]["sha256"] == __import__("hashlib").sha256(source.read_bytes()).hexdigest()
     assert prov["calibration"]["images"] == len(list(calibration.iterdir()))
-    assert len(prov["calibration"]["sha256"]) == 64 and prov["method"] == "minmax" and prov["format"] == "QDQ"
+    assert len(prov["calibration"]["sha256"]) == 64 and prov["method"] == "entropy" and prov["format"] == "QDQ"
     assert prov["float_nodes"] and prov["onnxruntime"]
     assert int8.info["preset_source"] == "metadata" and int8.info["labels"] == "metadata imgclass.labels"
     predicted = run_cli("predict", held_out[0], "--model", out, "--format", "jsonl")
