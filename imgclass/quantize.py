@@ -314,26 +314,34 @@ def _first(err: BaseException) -> str:
 
 
 def _quantize_graph(prepared: Path, dest: Path, reader, exclude: list[str], options: QuantizeOptions) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    import contextlib
+    import io
 
     try:
-        quantize_static(
-            os.fspath(prepared),
-            os.fspath(dest),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=options.per_channel,
-            reduce_range=options.reduce_range,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[options.method]),
-            nodes_to_exclude=exclude,
-            extra_options={"CalibStridedMinMax": 1, "ActivationSymmetric": False, "WeightSymmetric": True},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print(); stdout is for data
+            _static(prepared, dest, reader, exclude, options)
     except (ModelError, UsageError):
         raise
     except Exception as err:  # noqa: BLE001 - ORT raises several private types
         raise ModelError(f"{prepared.name}: ONNX Runtime could not quantise the model: {_first(err)}") from None
+
+
+def _static(prepared: Path, dest: Path, reader, exclude: list[str], options: QuantizeOptions) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        os.fspath(prepared),
+        os.fspath(dest),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=options.per_channel,
+        reduce_range=options.reduce_range,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[options.method]),
+        nodes_to_exclude=exclude,
+        extra_options={"CalibStridedMinMax": 1, "ActivationSymmetric": False, "WeightSymmetric": True},
+    )
 
 
 def preset_metadata(classifier: Classifier) -> dict[str, str]:
