@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -147,10 +148,15 @@ def calibration_crops(folder: Path, per: int) -> None:
             crop.save(folder / f"{source.stem}-{k:02d}.jpg", quality=92)
 
 
-def whole(cmd: list[str], count: int, env: dict) -> float:
+def whole(cmd: list[str], count: int, env: dict) -> tuple[float, float]:
+    """Whole-process images/s (wall) and CPU-seconds per image (user + system, all threads)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, capture_output=True)
-    return count / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return count / wall, cpu / count
 
 
 def prepare(work: Path, env: dict) -> tuple[Path, Path, dict]:
@@ -190,6 +196,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--torch-python", help="A Python with torch and torchvision for the timm-style script.")
+    parser.add_argument("--torch-rounds", type=int, default=2, help="Rounds the (slow) torch script runs in.")
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -201,35 +208,53 @@ def main() -> None:
     subprocess.run(runs["imgclass_fp32"], check=True, env=env, capture_output=True)  # optimised graphs cached,
     subprocess.run(runs["imgclass_int8"], check=True, env=env, capture_output=True)  # as on any later run
     figures: dict[str, list[float]] = {}
-    for _ in range(args.rounds):
+    cpu: dict[str, list[float]] = {}
+    for index in range(args.rounds):
+        figures.setdefault("load_average", []).append(os.getloadavg()[0])
         figures.setdefault("model_only_fp32", []).append(model_only(fp32))
         figures.setdefault("model_only_int8", []).append(model_only(int8))
         out = subprocess.run([sys.executable, "-c", DECODE, *files[:64]], check=True, env=env, capture_output=True, text=True)
         figures.setdefault("decode", []).append(float(out.stdout))
         for key, cmd in runs.items():
-            figures.setdefault(key, []).append(whole(cmd, len(files), env))
-    report.update(summarise(figures, len(files)))
+            if key.startswith("torch") and index >= args.torch_rounds:
+                continue
+            ips, cpu_per_image = whole(cmd, len(files), env)
+            figures.setdefault(key, []).append(ips)
+            cpu.setdefault(key, []).append(cpu_per_image)
+    report.update(summarise(figures, cpu, len(files)))
     (work / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=1))
 
 
-def summarise(figures: dict[str, list[float]], count: int) -> dict:
+def summarise(figures: dict[str, list[float]], cpu: dict[str, list[float]], count: int) -> dict:
+    """Medians, and ratios taken round by round (the runs of one round are a few minutes apart, so a
+    change in the machine's load from one round to the next cancels out), then their median."""
     m = {key: statistics.median(values) for key, values in figures.items()}
-    ceiling = {p: 1 / (1 / m[f"model_only_{p}"] + 1 / m["decode"]) for p in ("fp32", "int8")}
-    peers = {k: v for k, v in m.items() if k.endswith("_fp32") and not k.startswith("model_only")}
-    best = max(peers, key=peers.__getitem__)
+    per_round = []
+    for r in range(len(figures["decode"])):
+        f = {k: v[r] for k, v in figures.items() if r < len(v)}
+        ceiling = {p: 1 / (1 / f[f"model_only_{p}"] + 1 / f["decode"]) for p in ("fp32", "int8")}
+        peers = {k: v for k, v in f.items() if k.endswith("_fp32") and not k.startswith("model_only")}
+        best = max(peers, key=peers.__getitem__)
+        per_round.append({
+            "int8_vs_fp32_model_only": f["model_only_int8"] / f["model_only_fp32"],
+            "imgclass_int8_vs_best_fp32_peer": f["imgclass_int8"] / peers[best],
+            "best_fp32_peer": best,
+            "imgclass_int8_vs_its_ceiling": f["imgclass_int8"] / ceiling["int8"],
+            "imgclass_fp32_vs_its_ceiling": f["imgclass_fp32"] / ceiling["fp32"],
+            "imgclass_int8_vs_ort_threads_int8": f["imgclass_int8"] / f["ort_threads_int8"],
+            "imgclass_int8_vs_torch_fp32": f["imgclass_int8"] / f["torch_fp32"] if "torch_fp32" in f else None,
+        })  # fmt: skip
+    ratios = {key: round(statistics.median(r[key] for r in per_round if r[key] is not None), 3)
+              for key in per_round[0] if key != "best_fp32_peer" and any(r[key] is not None for r in per_round)}  # fmt: skip
     return {
         "cpus": os.cpu_count(),
         "photos": count,
         "median_images_per_s": {k: round(v, 2) for k, v in m.items()},
+        "median_cpu_s_per_image": {k: round(statistics.median(v), 4) for k, v in cpu.items()},
         "rounds": {k: [round(x, 2) for x in v] for k, v in figures.items()},
-        "ceiling_images_per_s": {k: round(v, 2) for k, v in ceiling.items()},
-        "int8_vs_fp32_model_only": round(m["model_only_int8"] / m["model_only_fp32"], 3),
-        "best_fp32_peer": best,
-        "imgclass_int8_vs_best_fp32_peer": round(m["imgclass_int8"] / peers[best], 3),
-        "imgclass_int8_vs_its_ceiling": round(m["imgclass_int8"] / ceiling["int8"], 3),
-        "imgclass_fp32_vs_its_ceiling": round(m["imgclass_fp32"] / ceiling["fp32"], 3),
-        "imgclass_int8_vs_ort_threads_int8": round(m["imgclass_int8"] / m["ort_threads_int8"], 3),
+        "ratios_median_of_rounds": ratios,
+        "per_round": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in per_round],
     }
 
 

@@ -156,8 +156,8 @@ def precision_of(model) -> str:
     return "fp16" if inputs and inputs[0].type.tensor_type.elem_type == 10 else "fp32"
 
 
-def _check_targets(output: Path | None, name: str | None, source: Path, force: bool) -> None:
-    """Fail before the slow part: a place to write to, a free cache name, not the source itself."""
+def _check_targets(output: Path | None, name: str | None, force: bool) -> None:
+    """Fail before the slow part (and before a download): a place to write to, a free cache name."""
     from imgclass import cache, catalog
 
     if output is None and name is None:
@@ -165,8 +165,6 @@ def _check_targets(output: Path | None, name: str | None, source: Path, force: b
     if output is not None:
         if output.is_dir():
             raise UsageError(f"--output {output}: is a directory; give a file name such as {output / 'model-int8.onnx'}")
-        if output.exists() and output.resolve() == source.resolve():
-            raise UsageError(f"--output {output}: is the model being quantised; give another file name")
         folder = output.resolve().parent
         if not folder.is_dir():
             raise UsageError(f"--output {output}: folder {folder} does not exist")
@@ -230,14 +228,18 @@ def _samples(classifier: Classifier, paths: Sequence[str], progress: Progress | 
 
 
 def _batches(samples: list, size: int, fixed: bool) -> list:
-    """Batches of `size`; a fixed batch axis gets its last batch filled up with the first samples again."""
+    """Batches of `size`, emptying `samples` as it goes (one copy in memory, not two).
+
+    A fixed batch axis gets its last batch filled up with the first samples again.
+    """
     import numpy as np
 
-    out = []
-    for start in range(0, len(samples), size):
-        chunk = samples[start : start + size]
+    first, out = samples[:size], []
+    while samples:
+        chunk = samples[:size]
+        del samples[:size]
         if fixed and len(chunk) < size:
-            chunk = chunk + [samples[i % len(samples)] for i in range(size - len(chunk))]
+            chunk += [first[i % len(first)] for i in range(size - len(chunk))]
         out.append(np.stack(chunk))
     return out
 
@@ -466,9 +468,11 @@ def _drop(fp32: Side, int8: Side) -> float:
     return round(max(((a - b) * 100 for a, b in pairs if a is not None and b is not None), default=0.0), 6)
 
 
-def _check_source(classifier: Classifier) -> None:
+def _check_source(classifier: Classifier, output: Path | None) -> None:
     from imgclass.modelfile import read_graph
 
+    if output is not None and output.exists() and output.resolve() == classifier.model.path.resolve():
+        raise UsageError(f"--output {output}: is the model being quantised; give another file name")
     graph = read_graph(classifier.model.path)
     if precision_of(graph) == "int8":
         raise ModelError(f"{classifier.model.path}: is already quantised (it has QuantizeLinear/QLinear ops); "
@@ -502,9 +506,13 @@ def quantize(
         raise UsageError(f"--method {options.method!r}: use one of {', '.join(METHODS)}")
     opts = load_options or LoadOptions()
     paths = calibration_paths(calibrate, options.limit)
+    _check_targets(output, name, options.force)
     fp32 = imgclass.load(model, options=opts)
-    _check_source(fp32)
-    _check_targets(output, name, fp32.model.path, options.force)
+    _check_source(fp32, output)
+    if evaluate_on is not None:
+        from imgclass.evaluate import load_dataset
+
+        load_dataset(evaluate_on, fp32)  # a folder that cannot be scored is refused before calibrating
     with tempfile.TemporaryDirectory(prefix="imgclass-quantize-") as tmp:
         candidate, result = _build(fp32, paths, Path(tmp), options, progress)
         result.source = os.fspath(model)
@@ -548,7 +556,6 @@ def _build(fp32: Classifier, paths: list[str], tmp: Path, options: QuantizeOptio
         raise UsageError(f"none of the {len(paths)} calibration images could be read (first: {skipped[0][1]})")
     fixed = model.signature.batch is not None
     batches = _batches(samples, model.signature.batch or options.batch_size, fixed)
-    del samples
     prepared = _prepare(model.path, tmp)
     head = head_nodes(onnx.load(os.fspath(prepared), load_external_data=False), model.signature.output_name)
     candidate = tmp / "int8.onnx"

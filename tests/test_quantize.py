@@ -344,3 +344,39 @@ def test_bench_and_info_put_int8_beside_the_fp32_it_came_from(make_model, photos
     assert info["precision"] == "int8" and json.loads(inprocess("models", "info", source, "-f", "json")[1])["precision"] == "fp32"
     source.write_bytes(make_model("tiny", seed=11, spatial=32).read_bytes())  # not the file it was made from any more
     assert "compared_with" not in json.loads(inprocess("bench", "--model", out, "--synthetic", "8", "-f", "json")[1])
+
+
+def test_batches_fill_a_fixed_batch_and_free_the_samples():
+    from imgclass.quantize import _batches
+
+    samples = [np.full((1,), i, np.float32) for i in range(5)]
+    fixed = _batches(samples, 4, fixed=True)
+    assert samples == []  # consumed: one copy in memory
+    assert [b[:, 0].tolist() for b in fixed] == [[0, 1, 2, 3], [4, 0, 1, 2]]
+    dynamic = _batches([np.full((1,), i, np.float32) for i in range(5)], 4, fixed=False)
+    assert [b[:, 0].tolist() for b in dynamic] == [[0, 1, 2, 3], [4]]
+
+
+def test_a_fixed_batch_model_is_calibrated_in_its_own_batch_size(make_model, photos, tmp_path, home):
+    source = make_model("tiny", seed=12, spatial=32, batch=1)
+    cal = tmp_path / "cal"
+    crops(photos, cal, 1, names=["coffee.png", "chelsea.png", "china.jpg"])
+    result = quantize(source, cal, tmp_path / "o.onnx", options=QuantizeOptions(method="minmax"))
+    assert result.provenance["calibration"]["images"] == 3 and result.provenance["method"] == "minmax"
+    assert imgclass.load(tmp_path / "o.onnx").predict(photos["coffee.png"]).predictions
+
+
+def test_an_evaluation_folder_that_cannot_be_scored_is_refused_before_calibrating(make_model, photos, tmp_path, home,
+                                                                                  monkeypatch):  # fmt: skip
+    import imgclass.quantize as q
+
+    source = make_model("tiny", seed=13, spatial=32)
+    cal = tmp_path / "cal"
+    crops(photos, cal, 1, names=["coffee.png"])
+    bad = tmp_path / "bad" / "not a class at all"
+    bad.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(bad / "a.png")
+    monkeypatch.setattr(q, "_build", lambda *a: pytest.fail("calibrated before checking the evaluation folder"))
+    code, _, stderr = inprocess("models", "quantize", source, "--calibrate", cal, "-o", tmp_path / "o.onnx",
+                                "--evaluate", tmp_path / "bad")  # fmt: skip
+    assert code == 2 and "not a class at all" in stderr
