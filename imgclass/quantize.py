@@ -21,8 +21,8 @@ How (ONNX Runtime's static quantisation, as its documentation recommends for CNN
   activation's float and 8-bit histograms): on the one real network here (the zoo's MobileNet v2
   rebuilt as float32, 105 calibration crops, 210 held-out crops of other photos) int8 kept the
   fp32 top-1 on 83.8% of the held-out images with Entropy, 76.2% with Percentile and 74.8% with
-  MinMax (97.8 / 94.4 / 90.0% of those fp32 was confident about), for 5x MinMax's calibration
-  time (benchmarks/quantize_accuracy.py). Ranges are collected one batch at a time, so memory
+  MinMax (97.8 / 94.4 / 90.0% of those fp32 was confident about), in 3.5x MinMax's time
+  (benchmarks/quantize_accuracy.py). Ranges are collected one batch at a time, so memory
   does not grow with the number of images.
 
 Nothing here prints or exits; a drop in accuracy over the limit raises `AccuracyDrop` (exit 3)

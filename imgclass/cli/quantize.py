@@ -121,7 +121,7 @@ def _show_comparison(env: Environment, comparison, fmt: str) -> None:
         return print_json(env, {"comparison": comparison.to_dict()})
     c = comparison
     rows = [
-        ("top-1", _percent(c.fp32.top1), _percent(c.int8.top1), f"{-c.drop:+.2f} points"),
+        ("top-1", _percent(c.fp32.top1), _percent(c.int8.top1), _points(c.fp32.top1, c.int8.top1)),
         ("top-5", _percent(c.fp32.top5), _percent(c.int8.top5), _points(c.fp32.top5, c.int8.top5)),
         ("model-only images/s", f"{c.fp32.model_only_images_per_s:.1f}", f"{c.int8.model_only_images_per_s:.1f}",
          f"{c.speedup:.2f}x"),
@@ -135,7 +135,10 @@ def _show_comparison(env: Environment, comparison, fmt: str) -> None:
 
 
 def _points(before: float | None, after: float | None) -> str:
-    return "" if before is None or after is None else f"{(after - before) * 100:+.2f} points"
+    if before is None or after is None:
+        return ""
+    change = round((after - before) * 100, 2)
+    return f"{change + 0.0:+.2f} points"  # + 0.0: never "-0.00"
 
 
 def _show(env: Environment, result, fmt: str) -> None:
