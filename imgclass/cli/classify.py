@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import classify_options, pop_load_options
+from imgclass.cli.options import classify_options
 from imgclass.errors import UsageError
 from imgclass.output import Sink
 from imgclass.records import Record
@@ -58,18 +58,15 @@ def _check_output(output: Path | None, inputs: list[str]) -> None:
 
 def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False) -> int:  # fmt: skip
-    import imgclass
+    from imgclass.cli.loading import load_classifier
     from imgclass.jobs import JobOptions, run_job
     from imgclass.output import choose_format, open_target
     from imgclass.sources import check_inputs
 
     check_inputs(inputs)  # before any model is resolved or downloaded
     _check_output(values["output"], inputs)
-    spec, load_options = pop_load_options(values)
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
-    classifier = imgclass.load(spec, options=load_options, download_progress=_download_bar(env), background=True)
-    if env.verbose:
-        env.note(describe_model(classifier.info))
+    classifier = load_classifier(env, values)
     target = open_target(values["output"], fmt, resume, env.stdout, classifier.multi_label)
     progress = _progress(env, view)
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
@@ -87,31 +84,6 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if summary.signal is not None and not summary.broken_pipe:
         env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
     return summary.exit_code
-
-
-def describe_model(info: dict[str, Any]) -> str:
-    sig = info["signature"]
-    height, width = info["input_size"]
-    background = " (background at 0)" if info["background_class"] else ""
-    return (
-        f"model {info['name']} ({info['path']}); preset {info['preset']} [{info['preset_source']}]; "
-        f"input {sig['layout']} {height}x{width} {sig['dtype']}; {info['classes']} classes{background}; "
-        f"labels {info['labels']}; scores {_scores(info)}; providers {', '.join(info['providers'])}"
-    )
-
-
-def _scores(info: dict[str, Any]) -> str:
-    """`sigmoid (multi-label, applied: none) [detected (Sigmoid at the output)]`: what -v says about scores."""
-    kind = "multi-label, independent" if info["multi_label"] else "single-label"
-    return f"{info['activation']} ({kind}; applied: {info['activation_applied']}) [{info['activation_source']}]"
-
-
-def _download_bar(env: Environment):
-    if not env.progress:
-        return None
-    from imgclass.terminal import DownloadBar
-
-    return DownloadBar()
 
 
 def _progress(env: Environment, view: str):

@@ -13,7 +13,6 @@ from imgclass.cli.options import (
     display_options,
     list_format_option,
     model_options,
-    pop_load_options,
     run_options,
 )
 from imgclass.errors import ExitCode
@@ -49,17 +48,13 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     Images that fail are counted and listed, not scored; the exit code is then 1.
     A multi-label (sigmoid) model is scored per class: precision and recall at --threshold.
     """
-    import imgclass
-    from imgclass.cli.classify import describe_model
+    from imgclass.cli.loading import load_classifier
     from imgclass.datasets import check_dataset
     from imgclass.evaluate import EvaluateOptions, load_dataset
     from imgclass.evaluate import evaluate as run_evaluation
 
     check_dataset(dataset)  # before any model is resolved or downloaded
-    spec, load_options = pop_load_options(values)
-    classifier = imgclass.load(spec, options=load_options, download_progress=_download_bar(env), background=True)
-    if env.verbose:
-        env.note(describe_model(classifier.info))
+    classifier = load_classifier(env, values)
     data = load_dataset(dataset, classifier)
     options = EvaluateOptions(values["batch_size"], values["workers"], worst, confusions, env.debug, threshold)
     progress = _progress(env, len(data.samples))
@@ -79,14 +74,6 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     if report.signal is not None:
         return 128 + report.signal
     return ExitCode.INPUT_FAILED if report.failed else ExitCode.OK
-
-
-def _download_bar(env: Environment):
-    if not env.progress:
-        return None
-    from imgclass.terminal import DownloadBar
-
-    return DownloadBar()
 
 
 def _progress(env: Environment, total: int):

@@ -74,7 +74,7 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
                 sha256: str | None, force: bool, offline: bool) -> None:  # fmt: skip
     """Fetch a catalog model, a URL, or import a local file into the cache."""
     from imgclass import catalog, store
-    from imgclass.cli.classify import _download_bar
+    from imgclass.cli.loading import download_bar
 
     if sum(x is not None for x in (name, url, file)) != 1:
         raise UsageError("give one of: NAME, --url URL --name NAME, --file PATH --name NAME")
@@ -84,14 +84,14 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
             raise UsageError("--url and --file need --name NAME")
         if url is not None and offline:
             raise UsageError("--url cannot be used offline")
-        result = (store.pull_url(url, as_name, sha256, _download_bar(env), force) if url is not None
+        result = (store.pull_url(url, as_name, sha256, download_bar(env), force) if url is not None
                   else store.import_file(file, as_name, force))  # type: ignore[arg-type]  # fmt: skip
         env.stdout.write(f"{result if isinstance(result, Path) else result.path}\n")
         return
     entry = catalog.find(name)  # type: ignore[arg-type]
     if entry is None:
         raise UsageError(f"{name}: not in the catalog (see: imgclass models list); use --url or --file for others")
-    env.stdout.write(f"{store.pull_entry(entry, offline, _download_bar(env))}\n")
+    env.stdout.write(f"{store.pull_entry(entry, offline, download_bar(env))}\n")
 
 
 @models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")

@@ -14,7 +14,6 @@ from imgclass.cli.options import (
     list_format_option,
     listing_options,
     model_options,
-    pop_load_options,
     run_options,
 )
 from imgclass.cli.render import print_fields, print_json
@@ -30,12 +29,11 @@ from imgclass.cli.render import print_fields, print_json
 @click.pass_obj
 def bench(env: Environment, images: Path | None, synthetic: int, fmt: str, **values: Any) -> None:
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
-    import imgclass
     from imgclass import bench as benchmark
+    from imgclass.cli.loading import load_classifier
     from imgclass.sources import expand
 
-    spec, options = pop_load_options(values)
-    classifier = imgclass.load(spec, options=options)
+    classifier = load_classifier(env, values, background=False)
     paths = list(expand([str(images)])) if images else []
     result = benchmark.run(classifier, paths, benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic))
     return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
