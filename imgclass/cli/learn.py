@@ -152,7 +152,8 @@ def show_report(env: Environment, report, mapping: bool) -> None:
     """The report for people: summary lines, then the worst classes, confusions, failures (and the map)."""
     from imgclass.cli.render import print_fields, print_table
 
-    print_fields(env, _summary(report), width=9)
+    summary = _summary(report)
+    print_fields(env, summary, width=max(8, *map(len, summary)))
     if mapping:
         _heading(env, "classes (name → index)")
         names = [(m.name, m.index, m.label, m.matched_by, m.images) for m in report.mapping]
