@@ -18,7 +18,7 @@ from imgclass.cache import home, sha256_file
 from imgclass.modelfile import check_locations, external_locations, read_graph
 from imgclass.signature import Signature, inspect
 
-VERSION = 1
+VERSION = 2  # 2: Signature.transform_input
 
 
 def _identity(path: Path) -> dict:

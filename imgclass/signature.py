@@ -24,6 +24,9 @@ class Signature:
     classes: int | None  # None: dynamic, known after the first run
     softmax: bool  # the graph already ends in Softmax
     metadata: dict[str, str] = field(default_factory=dict)
+    # The graph starts by re-normalising each channel from ImageNet mean/std to mean = std = 0.5:
+    # torchvision's Inception v3 with transform_input=True (see _transform_input).
+    transform_input: bool = False
 
     @property
     def size(self) -> int | None:
@@ -41,6 +44,7 @@ class Signature:
             "output": self.output_name,
             "classes": self.classes,
             "softmax_in_graph": self.softmax,
+            "transform_input": self.transform_input,
         }
 
 
@@ -85,6 +89,7 @@ def inspect(model, path: Path) -> Signature:
         classes=out_dims[1],
         softmax=_ends_in_softmax(graph, output.name),
         metadata={p.key: p.value for p in model.metadata_props},
+        transform_input=_transform_input(graph, image.name, 1 if layout == "NCHW" else 3),
     )
 
 
@@ -109,3 +114,112 @@ def _ends_in_softmax(graph, name: str) -> bool:
             return False
         name = node.input[0]
     return False
+
+
+# --- torchvision's transform_input ---------------------------------------------------------
+# torchvision's Inception v3 (transform_input=True) starts its forward pass with, per channel c,
+#     x_c = unsqueeze(x[:, c], 1) * (std_c / 0.5) + (mean_c - 0.5) / 0.5
+# and concatenates the three: inputs normalised with ImageNet mean/std are turned into the
+# mean = std = 0.5 inputs the weights were trained on. torch.onnx writes Gather (one index on
+# the channel axis) -> Unsqueeze -> Mul -> Add per channel, then Concat; other exporters slice.
+_SELECT = {"Gather", "Slice"}
+_SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Identity"}
+
+
+def _transform_input(graph, input_name: str, channel_axis: int) -> bool:
+    """True when the graph input feeds torchvision's transform_input block, with its constants."""
+    constants = _constants(graph)
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    branches = {}
+    for node in consumers.get(input_name, []):
+        channel = _selected_channel(node, constants, channel_axis)
+        if channel is not None:
+            branches[channel] = _affine_branch(node, consumers, constants)
+    if sorted(branches) != [0, 1, 2] or any(b is None for b in branches.values()):
+        return False
+    concats = {id(b[2]) for b in branches.values()}
+    concat = branches[0][2]
+    if len(concats) != 1 or concat.op_type != "Concat" or _axis(concat, 4) != channel_axis:
+        return False
+    if [branches[c][3] for c in range(3)] != list(concat.input):
+        return False
+    return _is_imagenet_to_half([branches[c][0] for c in range(3)], [branches[c][1] for c in range(3)])
+
+
+def _constants(graph) -> dict:
+    """Small constant tensors by name: initializers and Constant nodes (external data left out)."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    found = {}
+    for tensor in graph.initializer:
+        if tensor.data_location != TensorProto.EXTERNAL and len(tensor.dims) <= 1:
+            found[tensor.name] = numpy_helper.to_array(tensor)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            attr = node.attribute[0]
+            if attr.name == "value" and len(attr.t.dims) <= 1:
+                found[node.output[0]] = numpy_helper.to_array(attr.t)
+            elif attr.name in ("value_float", "value_int", "value_ints"):
+                found[node.output[0]] = np.asarray({"value_float": attr.f, "value_int": attr.i}.get(attr.name, attr.ints))
+    return found
+
+
+def _axis(node, rank: int, default: int = 0) -> int:
+    axis = next((a.i for a in node.attribute if a.name == "axis"), default)
+    return axis % rank
+
+
+def _scalar(constants: dict, name: str):
+    value = constants.get(name)
+    return None if value is None or value.size != 1 else value.reshape(()).item()
+
+
+def _selected_channel(node, constants: dict, channel_axis: int) -> int | None:
+    """The one channel a Gather or Slice on the channel axis picks out, else None."""
+    if node.op_type == "Gather" and len(node.input) == 2 and _axis(node, 4) == channel_axis:
+        index = _scalar(constants, node.input[1])
+        return int(index) % 3 if index is not None else None
+    if node.op_type == "Slice" and len(node.input) >= 4:
+        starts, ends, axes = (_scalar(constants, name) for name in node.input[1:4])
+        steps = _scalar(constants, node.input[4]) if len(node.input) > 4 and node.input[4] else 1
+        if None not in (starts, ends, axes) and axes % 4 == channel_axis and steps == 1 and ends == starts + 1:
+            return int(starts)
+    return None
+
+
+def _affine_branch(node, consumers: dict, constants: dict):
+    """Follow one channel through shape-only ops, Mul and Add: (scale, bias, next node, its input)."""
+    scale, bias, name = 1.0, 0.0, node.output[0]
+    seen: set[str] = set()
+    while True:
+        following = consumers.get(name, [])
+        if len(following) != 1:
+            return None
+        nxt = following[0]
+        if nxt.op_type in _SHAPE_ONLY:
+            name = nxt.output[0]
+            continue
+        if nxt.op_type not in ("Mul", "Add") or nxt.op_type in seen:
+            return (scale, bias, nxt, name) if seen == {"Mul", "Add"} else None
+        other = nxt.input[1] if nxt.input[0] == name else nxt.input[0]
+        value = _scalar(constants, other)
+        if value is None:
+            return None
+        scale, bias = (scale * value, bias * value) if nxt.op_type == "Mul" else (scale, bias + value)
+        seen.add(nxt.op_type)
+        name = nxt.output[0]
+
+
+def _is_imagenet_to_half(scales: list[float], biases: list[float]) -> bool:
+    """Do the per-channel x * scale + bias map ImageNet-normalised inputs to mean = std = 0.5?"""
+    from imgclass.resources import load_json
+
+    imagenet = load_json("presets.json")["presets"]["torchvision"]
+    expected_scales = [s / 0.5 for s in imagenet["std"]]
+    expected_biases = [(m - 0.5) / 0.5 for m in imagenet["mean"]]
+    pairs = zip(scales + biases, expected_scales + expected_biases)
+    return all(abs(got - want) < 1e-4 for got, want in pairs)
