@@ -122,7 +122,6 @@ def _ends_in_softmax(graph, name: str) -> bool:
 # and concatenates the three: inputs normalised with ImageNet mean/std are turned into the
 # mean = std = 0.5 inputs the weights were trained on. torch.onnx writes Gather (one index on
 # the channel axis) -> Unsqueeze -> Mul -> Add per channel, then Concat; other exporters slice.
-_SELECT = {"Gather", "Slice"}
 _SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Identity"}
 
 
@@ -150,21 +149,22 @@ def _transform_input(graph, input_name: str, channel_axis: int) -> bool:
 
 
 def _constants(graph) -> dict:
-    """Small constant tensors by name: initializers and Constant nodes (external data left out)."""
-    import numpy as np
+    """One-element constant tensors by name, from initializers and Constant nodes, as numbers."""
     from onnx import TensorProto, numpy_helper
 
-    found = {}
-    for tensor in graph.initializer:
-        if tensor.data_location != TensorProto.EXTERNAL and len(tensor.dims) <= 1:
-            found[tensor.name] = numpy_helper.to_array(tensor)
+    def one(tensor) -> bool:
+        return all(d == 1 for d in tensor.dims) and tensor.data_location != TensorProto.EXTERNAL
+
+    found = {t.name: numpy_helper.to_array(t).item() for t in graph.initializer if one(t)}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute:
             attr = node.attribute[0]
-            if attr.name == "value" and len(attr.t.dims) <= 1:
-                found[node.output[0]] = numpy_helper.to_array(attr.t)
-            elif attr.name in ("value_float", "value_int", "value_ints"):
-                found[node.output[0]] = np.asarray({"value_float": attr.f, "value_int": attr.i}.get(attr.name, attr.ints))
+            if attr.name == "value" and one(attr.t):
+                found[node.output[0]] = numpy_helper.to_array(attr.t).item()
+            elif attr.name in ("value_float", "value_int"):
+                found[node.output[0]] = attr.f if attr.name == "value_float" else attr.i
+            elif attr.name == "value_ints" and len(attr.ints) == 1:
+                found[node.output[0]] = attr.ints[0]
     return found
 
 
@@ -173,19 +173,14 @@ def _axis(node, rank: int, default: int = 0) -> int:
     return axis % rank
 
 
-def _scalar(constants: dict, name: str):
-    value = constants.get(name)
-    return None if value is None or value.size != 1 else value.reshape(()).item()
-
-
 def _selected_channel(node, constants: dict, channel_axis: int) -> int | None:
     """The one channel a Gather or Slice on the channel axis picks out, else None."""
     if node.op_type == "Gather" and len(node.input) == 2 and _axis(node, 4) == channel_axis:
-        index = _scalar(constants, node.input[1])
+        index = constants.get(node.input[1])
         return int(index) % 3 if index is not None else None
     if node.op_type == "Slice" and len(node.input) >= 4:
-        starts, ends, axes = (_scalar(constants, name) for name in node.input[1:4])
-        steps = _scalar(constants, node.input[4]) if len(node.input) > 4 and node.input[4] else 1
+        starts, ends, axes = (constants.get(name) for name in node.input[1:4])
+        steps = constants.get(node.input[4]) if len(node.input) > 4 and node.input[4] else 1
         if None not in (starts, ends, axes) and axes % 4 == channel_axis and steps == 1 and ends == starts + 1:
             return int(starts)
     return None
@@ -206,7 +201,7 @@ def _affine_branch(node, consumers: dict, constants: dict):
         if nxt.op_type not in ("Mul", "Add") or nxt.op_type in seen:
             return (scale, bias, nxt, name) if seen == {"Mul", "Add"} else None
         other = nxt.input[1] if nxt.input[0] == name else nxt.input[0]
-        value = _scalar(constants, other)
+        value = constants.get(other)
         if value is None:
             return None
         scale, bias = (scale * value, bias * value) if nxt.op_type == "Mul" else (scale, bias + value)
