@@ -103,7 +103,8 @@ def batch(model: Path, folder: Path, env: dict, exact: bool) -> tuple[float, dic
     records = {}
     for line in out.read_text().splitlines():
         record = json.loads(line)
-        records[record["path"]] = np.array([p["probability"] for p in sorted(record["predictions"], key=lambda p: p["index"])])
+        by_index = sorted(record["predictions"], key=lambda p: p["index"])
+        records[record["path"]] = np.array([p["probability"] for p in by_index])
     return seconds, records
 
 
@@ -170,9 +171,13 @@ def main() -> None:
     retina = work / "retina"
     retina.mkdir(parents=True, exist_ok=True)
     (retina / "retina.jpg").write_bytes((Path(skimage.__file__).parent / "data" / "retina.jpg").read_bytes())
-    sets = {"phone (long side 4032)": make_set(work / "phone", 4032), "web (long side 1600)": make_set(work / "web", 1600)}
+    sets = {
+        "phone (long side 4032)": make_set(work / "phone", 4032),
+        "web (long side 1600)": make_set(work / "web", 1600),
+    }
     for name, folder in {**sets, "retina.jpg 1411x1411 (real JPEG)": retina}.items():
-        print(json.dumps({"set": name, "decode + resize + crop, ms": decode_ms(folder), **compare(args.model, folder, env)}))
+        figures = {"decode + resize + crop, ms": decode_ms(folder), **compare(args.model, folder, env)}
+        print(json.dumps({"set": name, **figures}))
 
 
 if __name__ == "__main__":
