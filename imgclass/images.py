@@ -27,6 +27,14 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 # Decide truncation and bomb policy per call, not through Pillow's globals.
 Image.MAX_IMAGE_PIXELS = None
 
+# A draft-decoded image carries (full width, full height, box) under this key of its `info`:
+# the size of the whole image and the box, in the decoded pixels, that the whole image covers.
+# libjpeg rounds a reduced size up, so the last row or column may stand for part of a block;
+# resizing from `box` to a size worked out from the full size keeps the geometry exact.
+DRAFT_INFO = "imgclass.draft"
+# ImageOps.exif_transpose's moves, per EXIF orientation: mirror x, mirror y, then swap the axes.
+_FLIP_X, _FLIP_Y, _SWAP = {2, 3, 7, 8}, {3, 4, 6, 7}, {5, 6, 7, 8}
+
 
 @dataclass(frozen=True)
 class DecodeOptions:
@@ -104,24 +112,50 @@ def _decode(handle, name: str, options: DecodeOptions) -> Image.Image:
             )
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
+        draft = None
         if options.draft_min_short_side and img.format == "JPEG":
-            _draft(img, options.draft_min_short_side)
+            draft = _draft(img, options.draft_min_short_side)
         # One policy for the whole run, so setting Pillow's global here is safe.
         ImageFile.LOAD_TRUNCATED_IMAGES = options.allow_truncated
         img.load()
-        if img.getexif().get(ORIENTATION, 1) != 1:
+        orientation = img.getexif().get(ORIENTATION, 1)
+        if orientation != 1:
+            if draft:
+                draft = _orient(draft, orientation, img.size)
             img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+        rgb = to_rgb(img)
+        if draft:
+            rgb.info[DRAFT_INFO] = draft
+        return rgb
 
 
-def _draft(img: Image.Image, min_short_side: int) -> None:
-    """Ask libjpeg for the smallest DCT scale whose short side stays >= min_short_side."""
+def _draft(img: Image.Image, min_short_side: int) -> tuple | None:
+    """Ask libjpeg for the smallest DCT scale whose short side stays >= min_short_side.
+
+    Returns the DRAFT_INFO record when the image will be decoded reduced, else None.
+    """
     width, height = img.size
     short = min(width, height)
     if short < 2 * min_short_side:
-        return
+        return None
     factor = short / min_short_side
-    img.draft(img.mode, (int(np.ceil(width / factor)), int(np.ceil(height / factor))))
+    answer = img.draft(img.mode, (int(np.ceil(width / factor)), int(np.ceil(height / factor))))
+    if answer is None or img.size == (width, height):
+        return None
+    return (width, height, tuple(float(v) for v in answer[1]))
+
+
+def _orient(draft: tuple, orientation: int, size: tuple[int, int]) -> tuple:
+    """The DRAFT_INFO record after exif_transpose moved the pixels of an image of `size`."""
+    full_w, full_h, (x0, y0, x1, y1) = draft
+    width, height = size
+    if orientation in _FLIP_X:
+        x0, x1 = width - x1, width - x0
+    if orientation in _FLIP_Y:
+        y0, y1 = height - y1, height - y0
+    if orientation in _SWAP:
+        return (full_h, full_w, (y0, x0, y1, x1))
+    return (full_w, full_h, (x0, y0, x1, y1))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

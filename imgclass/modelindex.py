@@ -18,7 +18,7 @@ from imgclass.cache import index_dir, sha256_file
 from imgclass.modelfile import check_locations, external_locations, read_graph
 from imgclass.signature import Signature, inspect
 
-VERSION = 2
+VERSION = 3  # 2: Signature.head, 3: Signature.transform_input
 
 
 def _identity(path: Path) -> dict:

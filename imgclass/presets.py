@@ -273,6 +273,7 @@ def detect_preset(signature: Signature) -> PresetChoice:
         "classes": signature.classes,
         "size": signature.size,
         "softmax": signature.softmax,
+        "transform_input": signature.transform_input,
     }
     for rule in data["detect"]:
         if all(facts.get(key) == value for key, value in rule["when"].items()):
