@@ -79,7 +79,6 @@ def load(
         optimized_dir=optimized_dir(),
         background_session=background,
         spinning=not background,
-        exact=opts.exact_decode,
         activation=opts.activation,
     )
     offline = store.offline_from_env() if opts.offline is None else opts.offline

@@ -36,7 +36,6 @@ class ModelSettings:
     optimized_dir: Path | None = None  # where to keep ONNX Runtime's optimised graphs
     background_session: bool = False
     spinning: bool = True  # ORT threads spin between ops; off when decode threads share the cores
-    exact: bool = True  # False: crop-aware resizing (see preprocess.Transform.fast)
     activation: str | None = None  # --activation; None: metadata, then the graph's head
 
 
@@ -148,7 +147,7 @@ def make_plan(path: Path, name: str, settings: ModelSettings, catalog_preset: st
     preset = settings.overrides.apply(choice.preset, min(height, width))
     if preset is not choice.preset:
         choice = PresetChoice(preset, choice.source + " + overrides")
-    transform = Transform(preset, height, width, signature.layout, signature.dtype, fast=not settings.exact)
+    transform = Transform(preset, height, width, signature.layout, signature.dtype)
     activation = choose_activation(signature, settings.activation, str(path))
     plan = Plan(name, path, signature, choice, transform, LabelSet((), ""), 0, signature.classes, activation)
     if signature.classes is not None:

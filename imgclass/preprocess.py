@@ -38,11 +38,9 @@ class Transform:
     width: int
     layout: str = "NCHW"
     dtype: str = "float32"
-    # No effect; kept so that callers that still pass it work. It chose a crop-aware resize
-    # (Pillow's `box=`), which is gone: Pillow holds `box` as float32, which moved up to a third
+    # There is no crop-aware resize: Pillow holds `box=` as float32, which moved up to a third
     # of the pixels of ordinary photos by one grey level, and Pillow 13 picks the order of its
     # two resize passes by the scale factors, so no crop-aware shortcut stays bit-exact.
-    fast: bool = False
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
