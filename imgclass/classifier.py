@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,9 @@ from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_si
 from imgclass.presets import Overrides
 from imgclass.records import Record
 from imgclass.runtime import parse_device
+from imgclass.scoring import Scorer
 from imgclass.sources import expand
+from imgclass.tta import check_tta
 
 if TYPE_CHECKING:
     from imgclass.download import Progress
@@ -47,6 +49,7 @@ class LoadOptions:
     max_pixels: int | None = None
     allow_truncated: bool = False
     activation: str | None = None  # softmax, sigmoid, logsoftmax, none; None/"auto": metadata, then the graph
+    tta: str = "none"  # test-time augmentation: none, flip, five-crop, ten-crop (probabilities averaged over the views)
 
 
 def load(
@@ -69,6 +72,7 @@ def load(
     from imgclass.cache import optimized_dir
 
     opts = _options(options, option_values)
+    check_tta(opts.tta)
     spec = os.fspath(model) if model is not None else os.environ.get("IMGCLASS_MODEL") or catalog.default_model()
     settings = ModelSettings(
         preset=opts.preset,
@@ -86,6 +90,28 @@ def load(
     catalog_preset = resolved.entry.preset if resolved.entry else None
     loaded = load_model(resolved.path, resolved.name, settings, catalog_preset, resolved.sha256)
     return Classifier(loaded, opts)
+
+
+def load_ensemble(
+    models: Sequence[str | os.PathLike],
+    weights: Sequence[float] | None = None,
+    *,
+    options: LoadOptions | None = None,
+    download_progress: Progress | None = None,
+    background: bool = False,
+    **option_values: Any,
+) -> Classifier:
+    """Several models as one classifier: their probabilities averaged (weighted by `weights`, default equal).
+
+    Each model is loaded as `load` would (its own preset, unless `preset=` names one for all);
+    their label sets must match and they must all be single-label or all multi-label
+    (else ModelError). Records name every member: `"model": "a.onnx+b.onnx"`.
+    """
+    opts = _options(options, option_values)
+    if not models:
+        raise UsageError("an ensemble needs at least one model")
+    loaded = [load(m, options=opts, download_progress=download_progress, background=background).model for m in models]
+    return Classifier(loaded[0], opts, members=loaded, weights=weights)
 
 
 def _options(options: LoadOptions | None, values: dict[str, Any]) -> LoadOptions:
@@ -121,18 +147,37 @@ class Classification:
 class Classifier:
     """One loaded model: its preprocessing, labels and session, ready to classify."""
 
-    def __init__(self, model: LoadedModel, options: LoadOptions = LoadOptions()):
+    def __init__(self, model: LoadedModel, options: LoadOptions = LoadOptions(),
+                 members: Sequence[LoadedModel] | None = None, weights: Sequence[float] | None = None):  # fmt: skip
+        """`members`: an ensemble (`model` is its first member, whose labels all share); `weights` theirs."""
         self.model = model
         self.options = options
+        self.scorer = Scorer(members or [model], weights, options.tta)
+        sides = [m.transform.min_decode_side for m in self.scorer.models]
         self.decode = DecodeOptions(
             max_pixels=options.max_pixels if options.max_pixels is not None else DEFAULT_MAX_PIXELS,
             allow_truncated=options.allow_truncated,
-            draft_min_short_side=None if options.exact_decode else model.transform.min_decode_side,
+            draft_min_short_side=None if options.exact_decode or None in sides else max(s for s in sides if s),
         )
 
     @property
     def name(self) -> str:
-        return self.model.name
+        """The model's name; an ensemble's members' names joined by '+'."""
+        return self.scorer.name
+
+    @property
+    def preset(self) -> str:
+        """The preset's name; an ensemble's members' presets joined by '+'."""
+        return self.scorer.preset
+
+    @property
+    def members(self) -> list[LoadedModel]:
+        """The models whose probabilities are averaged: one, or an ensemble's."""
+        return self.scorer.models
+
+    @property
+    def tta(self) -> str:
+        return self.scorer.tta
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -141,12 +186,19 @@ class Classifier:
     @property
     def multi_label(self) -> bool:
         """Independent per-class scores (a sigmoid head): they need not sum to one."""
-        return self.model.multi_label
+        return self.scorer.multi_label
 
     @property
     def info(self) -> dict[str, Any]:
-        """Resolved preset, signature, label source and providers, as JSON-ready plain data."""
-        return self.model.describe()
+        """Resolved preset, signature, label source and providers, as JSON-ready plain data.
+
+        An ensemble's is its first member's, with "members" (each one's) and "weights" added.
+        """
+        info = {**self.model.describe(), "tta": self.tta}
+        if len(self.members) > 1:
+            info["members"] = [m.describe() for m in self.members]
+            info["weights"] = list(self.scorer.weights)
+        return info
 
     def predict(self, image: Any, top: int = 5, threshold: float | None = None) -> Record:
         """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError.
@@ -155,10 +207,10 @@ class Classifier:
         """
         _check_top(top, threshold)
         path, img = self._open(image)
-        sample = self.model.transform(img)
-        outputs = self.model.runner.run(sample[None])
-        predictions = self.model.ranker(top, threshold).rank(outputs)[0]
-        return Record(path, self.model.name, self.model.preset.preset.name, predictions, None, self.multi_label)
+        probabilities = self.scorer.probabilities([self.scorer.prepare(img)])
+        predictions = self.model.ranker(top, threshold).rank_probabilities(probabilities)[0]
+        tta = None if self.tta == "none" else self.tta
+        return Record(path, self.name, self.preset, predictions, None, self.multi_label, tta)
 
     def classify(
         self,
@@ -185,7 +237,8 @@ class Classifier:
             decode=self.decode,
             debug=debug,
         )
-        return Classification(Pipeline(self.model, self.model.ranker(top, threshold), options, stop), paths)
+        ranker = self.model.ranker(top, threshold)
+        return Classification(Pipeline(self.model, ranker, options, stop, self.scorer), paths)
 
     def _open(self, image: Any) -> tuple[str, Any]:
         from PIL import Image

@@ -274,10 +274,9 @@ def evaluate(
             if on_record is not None:
                 on_record(record)
         seconds = time.perf_counter() - start
-    model = classifier.model
     return Report(
-        model=model.name,
-        preset=model.preset.preset.name,
+        model=classifier.name,
+        preset=classifier.preset,
         dataset=dataset.root,
         layout=dataset.layout,
         model_classes=len(classifier.labels),

@@ -15,8 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import Any
 
 from imgclass.errors import ImgclassError
 from imgclass.images import DecodeOptions, display_path, load_rgb
@@ -24,6 +23,7 @@ from imgclass.model import LoadedModel
 from imgclass.postprocess import Ranker
 from imgclass.records import Record
 from imgclass.runtime import default_threads
+from imgclass.scoring import Scorer
 
 
 @dataclass
@@ -54,7 +54,7 @@ class PipelineOptions:
 @dataclass
 class _Prepared:
     path: str
-    sample: np.ndarray | None = None
+    sample: Any = None  # what Scorer.prepare gives: each model's views of the image
     error: str | None = None
 
 
@@ -75,13 +75,15 @@ def default_batch_size(model: LoadedModel) -> int:
 
 
 class Pipeline:
-    def __init__(self, model: LoadedModel, ranker: Ranker, options: PipelineOptions, stop: threading.Event | None = None):
+    def __init__(self, model: LoadedModel, ranker: Ranker, options: PipelineOptions, stop: threading.Event | None = None,
+                 scorer: Scorer | None = None):  # fmt: skip
+        """`scorer`: an ensemble and/or test-time augmentation; None is `model` alone, one view per image."""
         self.model = model
         self.ranker = ranker
         self.options = options
         self.stop = stop or threading.Event()
         self.stats = Stats()
-        self._buffer = np.empty((options.batch_size,) + model.transform.sample_shape, dtype=np.dtype(model.transform.dtype))
+        self.scorer = scorer or Scorer([model])
 
     def _prepare(self, path: str) -> _Prepared:
         shown = display_path(path)
@@ -89,7 +91,7 @@ class Pipeline:
             start = time.perf_counter()
             img = load_rgb(path, self.options.decode)
             decoded = time.perf_counter()
-            sample = self.model.transform(img)
+            sample = self.scorer.prepare(img)
             self.stats.add_prepare(decoded - start, time.perf_counter() - decoded)
             return _Prepared(shown, sample)
         except ImgclassError as err:
@@ -124,7 +126,7 @@ class Pipeline:
                     top_up()
                     yield from self._classify(chunk)
                 if not self.stop.is_set():
-                    self.model.runner  # noqa: B018 - surfaces a model that cannot load even when no image decoded
+                    self.scorer.wait()  # surfaces a model that cannot load even when no image decoded
             finally:
                 for future in pending:
                     future.cancel()
@@ -134,23 +136,21 @@ class Pipeline:
         results: dict[int, list] = {}
         failure = None
         if good:
-            runner = self.model.runner  # a model that cannot load ends the run (exit 3), it fails no image
-            batch = self._buffer[: len(good)]
-            for i, item in enumerate(good):
-                batch[i] = item.sample
+            self.scorer.wait()  # a model that cannot load ends the run (exit 3), it fails no image
             start = time.perf_counter()
             try:
-                ranked = self.ranker.rank(runner.run(batch))
+                ranked = self.ranker.rank_probabilities(self.scorer.probabilities([item.sample for item in good]))
                 results = {id(item): preds for item, preds in zip(good, ranked, strict=True)}
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
             self.stats.inference += time.perf_counter() - start
-        name, preset, multi = self.model.name, self.model.preset.preset.name, self.model.multi_label
+        name, preset, multi = self.scorer.name, self.scorer.preset, self.scorer.multi_label
+        tta = None if self.scorer.tta == "none" else self.scorer.tta
         for item in chunk:
             error = item.error or (failure if item.sample is not None else None)
             self.stats.images += 1
             if error:
                 self.stats.failed += 1
-                yield Record(item.path, name, preset, [], error, multi)
+                yield Record(item.path, name, preset, [], error, multi, tta)
             else:
-                yield Record(item.path, name, preset, results[id(item)], None, multi)
+                yield Record(item.path, name, preset, results[id(item)], None, multi, tta)

@@ -67,7 +67,10 @@ class Transform:
         return 2 * need
 
     def __call__(self, img: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
-        pixels = self.geometry(img)
+        return self.finish(self.geometry(img), out)
+
+    def finish(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The pixel transform of one (height, width, 3) crop: channel order, dtype, normalisation, layout."""
         if self.preset.channel_order == "BGR":
             pixels = pixels[..., ::-1]
         if self.dtype == "uint8":
@@ -92,19 +95,32 @@ class Transform:
             arr = np.asarray(_within(img, box), dtype=np.float32)
             arr = tf_central_crop(arr, p.crop_pct)
             return resize_array(arr, self.width, self.height, p.interpolation)
+        return center_crop(self.resized(img), self.height, self.width, p.crop_offset)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the whole image after the resize that the crop is taken from."""
+        p = self.preset
+        if p.resize == "central-fraction":  # the whole image at the scale that makes its central fraction the input
+            return max(round(self.width / p.crop_pct), 1), max(round(self.height / p.crop_pct), 1)
         if p.resize == "squash":
-            side_h = p.resize_size(self.height)
-            side_w = p.resize_size(self.width)
-            resized = resize_image(img, side_w, side_h, p.interpolation, box)
-        else:
-            short = p.resize_size(min(self.height, self.width))
-            if w <= h:
-                new_w, new_h = short, int(short * h / w)
-            else:
-                new_w, new_h = int(short * w / h), short
-            new_w, new_h = max(new_w, 1), max(new_h, 1)
-            resized = resize_image(img, new_w, new_h, p.interpolation, box)
-        return center_crop(resized, self.height, self.width, p.crop_offset)
+            return p.resize_size(self.width), p.resize_size(self.height)
+        short = p.resize_size(min(self.height, self.width))
+        if width <= height:
+            return short, max(int(short * height / width), 1)
+        return max(int(short * width / height), 1), short
+
+    def resized(self, img: Image.Image) -> np.ndarray:
+        """The whole image resized: what `geometry` centre-crops (and test-time augmentation crops).
+
+        For central-fraction presets (which crop first, then resize) this is the whole image at
+        the scale that makes its central fraction the model's input: float32, like their geometry.
+        """
+        p = self.preset
+        w, h, box = img.info.get(DRAFT_INFO) or (img.width, img.height, None)
+        new_w, new_h = self.resized_size(w, h)
+        if p.resize == "central-fraction":
+            return resize_array(np.asarray(_within(img, box), dtype=np.float32), new_w, new_h, p.interpolation)
+        return resize_image(img, new_w, new_h, p.interpolation, box)
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
         p = self.preset

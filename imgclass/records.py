@@ -33,13 +33,15 @@ class Record:
     predictions: list[Prediction] = field(default_factory=list)
     error: str | None = None
     multi_label: bool = False  # independent per-class probabilities (sigmoid head): they need not sum to one
+    tta: str | None = None  # test-time augmentation the probabilities are averaged over (flip, five-crop, ten-crop)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The JSON record; "tta" is there only when the run used test-time augmentation."""
+        data = {
             "path": self.path,
             "model": self.model,
             "preset": self.preset,
@@ -47,6 +49,9 @@ class Record:
             "predictions": [p.to_dict() for p in self.predictions],
             "error": self.error,
         }
+        if self.tta is not None:
+            data["tta"] = self.tta
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
@@ -54,5 +59,8 @@ class Record:
         multi_label = data.get("multi_label", False)  # absent in records written before it existed
         if not isinstance(multi_label, bool):
             raise ValueError(f"multi_label must be true or false, not {multi_label!r}")
+        tta = data.get("tta")
+        if tta is not None and not isinstance(tta, str):
+            raise ValueError(f"tta must be a string, not {tta!r}")
         return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"),
-                   multi_label)  # fmt: skip
+                   multi_label, tta)  # fmt: skip

@@ -14,6 +14,7 @@ from imgclass.cli.options import (
     list_format_option,
     model_options,
     run_options,
+    scoring_options,
 )
 from imgclass.errors import ExitCode
 
@@ -33,6 +34,7 @@ FAILURES_SHOWN = 20  # failed images listed in the table; --format json lists th
 @click.option("--mapping", is_flag=True, help="Show the folder/label → class index map (always in --format json).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Multi-label models: a class counts as predicted at or above it (default 0.5).")
 @model_options
+@scoring_options
 @decode_options
 @run_options
 @list_format_option

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import pop_load_options
+from imgclass.cli.options import pop_load_options, pop_models
 
 if TYPE_CHECKING:
     from imgclass.classifier import Classifier
@@ -22,9 +22,27 @@ def download_bar(env: Environment) -> DownloadBar | None:
 
 
 def load_classifier(env: Environment, values: dict[str, Any], background: bool = True) -> Classifier:
-    """Take the model options out of `values`, load the classifier, and say what was chosen with -v."""
+    """Take the model options out of `values`, load the classifier, and say what was chosen with -v.
+
+    --model given several times (where the command has --weights) loads an ensemble.
+    """
     import imgclass
 
+    if "weights" in values:
+        models, weights = pop_models(values)
+        if len(models) > 1:
+            _, options = pop_load_options(values)
+            classifier = imgclass.load_ensemble(models, weights, options=options, download_progress=download_bar(env),
+                                                background=background)  # fmt: skip
+            if env.verbose:
+                for info in classifier.info["members"]:
+                    env.note(describe_model(info))
+            return classifier
+        if weights is not None:
+            from imgclass.errors import UsageError
+
+            raise UsageError("--weights needs --model given several times (an ensemble)")
+        values["model"] = models[0] if models else None
     spec, options = pop_load_options(values)
     classifier = imgclass.load(spec, options=options, download_progress=download_bar(env), background=background)
     if env.verbose:

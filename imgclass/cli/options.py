@@ -20,6 +20,7 @@ from imgclass.activation import ACTIVATIONS
 from imgclass.output import FORMATS
 from imgclass.presets import INTERPOLATIONS
 from imgclass.resources import load_json
+from imgclass.tta import TTA_MODES
 
 PRESETS = tuple(load_json("presets.json")["presets"])
 LIST_FORMATS = ("table", "json")
@@ -59,6 +60,23 @@ class Triple(click.ParamType):
         return numbers
 
 
+class Numbers(click.ParamType):
+    """Numbers separated by commas, e.g. 2,1 (one per --model)."""
+
+    name = "W1,W2,..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(float(v) for v in str(value).replace(" ", ",").split(",") if v)
+        except ValueError:
+            numbers = ()
+        if not numbers:
+            self.fail(f"{value!r}: give numbers separated by commas, e.g. 2,1", param, ctx)
+        return numbers
+
+
 def _stack(*decorators: Callable) -> Callable:
     def apply(function: Callable) -> Callable:
         for decorator in reversed(decorators):
@@ -73,7 +91,7 @@ def _choice(values: tuple[str, ...]) -> click.Choice:
 
 
 model_options = _stack(
-    click.option("--model", "-m", envvar="IMGCLASS_MODEL", help="ONNX file, catalog name or alias (default: inception-v3)."),
+    click.option("--model", "-m", multiple=True, help="ONNX file, catalog name or alias (default: IMGCLASS_MODEL, else inception-v3)."),
     click.option("--preset", type=_choice(PRESETS), help="Preprocessing preset (see `imgclass models presets`)."),
     click.option("--size", type=click.IntRange(min=8), help="Input size for models with a dynamic spatial size."),
     click.option("--resize", type=click.IntRange(min=1), help="Resize the short side to N before cropping."),
@@ -95,6 +113,12 @@ decode_options = _stack(
     click.option("--allow-truncated", is_flag=True, help="Classify what is there in truncated images."),
     click.option("--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels (default: Pillow's)."),
 )
+
+scoring_options = _stack(
+    click.option("--tta", type=_choice(TTA_MODES), default="none", show_default=True,
+                 help="Test-time augmentation: average over the image and its mirror (flip), or the standard 5 or 10 crops."),
+    click.option("--weights", type=Numbers(), help="With --model given several times (an ensemble): one weight per model (default: equal)."),
+)  # fmt: skip
 
 run_options = _stack(
     click.option("--batch-size", type=click.IntRange(min=1), help="Images per model run (default from the model)."),
@@ -133,16 +157,29 @@ def display_options(function: Callable) -> Callable:
     )(wrapper)
 
 
+def pop_models(values: dict[str, Any]) -> tuple[list[str], tuple[float, ...] | None]:
+    """Take every --model (several: an ensemble) and --weights out of a command's keyword arguments."""
+    models = values.pop("model", None) or ()
+    return [models] if isinstance(models, str) else list(models), values.pop("weights", None)
+
+
 def pop_load_options(values: dict[str, Any]):
-    """Take the model and decode options out of a command's keyword arguments."""
+    """Take the model and decode options out of a command's keyword arguments (one --model at most)."""
     from imgclass.classifier import LoadOptions
+    from imgclass.errors import UsageError
     from imgclass.presets import Overrides
+
+    model = values.pop("model", None)
+    if isinstance(model, (tuple, list)):
+        if len(model) > 1:
+            raise UsageError(f"--model given {len(model)} times: only predict, batch and evaluate average an ensemble")
+        model = model[0] if model else None
 
     overrides = Overrides(**{k: values.pop(k, None) for k in ("size", "resize", "crop_pct", "interpolation", "mean", "std")},
                           bgr=values.pop("bgr", False))  # fmt: skip
     offline = values.pop("offline", False)
     activation = str(values.pop("activation", "auto")).lower()
-    return values.pop("model", None), LoadOptions(
+    return model, LoadOptions(
         preset=values.pop("preset", None),
         overrides=overrides,
         labels=values.pop("labels", None),
@@ -153,6 +190,7 @@ def pop_load_options(values: dict[str, Any]):
         exact_decode=values.pop("exact_decode", False),
         max_pixels=values.pop("max_pixels", None),
         allow_truncated=values.pop("allow_truncated", False),
+        tta=values.pop("tta", None) or "none",
     )
 
 
@@ -163,4 +201,5 @@ def listing_options(function: Callable) -> Callable:
 
 def classify_options(function: Callable) -> Callable:
     """The options `predict` and `batch` share: model, decoding, batching, records, display."""
-    return _stack(model_options, decode_options, run_options, record_options, display_options, click.pass_obj)(function)
+    return _stack(model_options, scoring_options, decode_options, run_options, record_options, display_options,
+                  click.pass_obj)(function)  # fmt: skip
