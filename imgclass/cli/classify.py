@@ -23,7 +23,8 @@ Examples:
 BATCH_EXAMPLES = """\b
 Examples:
   imgclass batch photos/ --recursive --output results.jsonl
-  find photos -name '*.jpg' | imgclass batch - --format csv > results.csv"""
+  find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
+  imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl"""
 
 
 @click.command(epilog=PREDICT_EXAMPLES)
@@ -38,26 +39,27 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).")
 @classify_options
-def batch(env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, **values: Any) -> int:
+def batch(env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any) -> int:
     """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
-    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume)
+    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
 
 
-def _check_output(output: Path | None, inputs: list[str]) -> None:
+def _check_output(output: Path | None, inputs: list[str], option: str = "--output") -> None:
     """Never overwrite an input: refuse an --output that is one of the files given."""
     if output is None or not output.exists():
         return
     for item in inputs:
         try:
             if os.path.isfile(item) and os.path.samefile(item, output):
-                raise UsageError(f"--output {printable(str(output))} is one of the inputs; it would be overwritten")
+                raise UsageError(f"{option} {printable(str(output))} is one of the inputs; it would be overwritten")
         except OSError:
             continue
 
 
 def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
-             resume: bool = False) -> int:  # fmt: skip
+             resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
     from imgclass.cli.loading import load_classifier
     from imgclass.jobs import JobOptions, run_job
     from imgclass.output import choose_format, open_target
@@ -65,6 +67,9 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
 
     check_inputs(inputs)  # before any model is resolved or downloaded
     _check_output(values["output"], inputs)
+    _check_output(report, inputs, "--report")
+    if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
+        raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
     classifier = load_classifier(env, values)
     target = open_target(values["output"], fmt, resume, env.stdout, classifier.multi_label)
@@ -73,6 +78,8 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
                          count_first=progress is not None, debug=env.debug)  # fmt: skip
     try:
         sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
+        if report is not None:
+            sink = _with_report(sink, report, classifier, values["workers"])
         summary = run_job(classifier, inputs, sink, options, _Events(env, progress, human=fmt == "table"), target.done)
     finally:
         if progress is not None:
@@ -105,6 +112,15 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
         sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, multi_label=multi_label)
     shares_terminal = progress is not None and target.stream is env.stdout and env.stdout_isatty
     return GuardedSink(sink, progress) if shares_terminal else sink
+
+
+def _with_report(sink: Sink, path: Path, classifier, workers: int | None) -> Sink:
+    from imgclass.pipeline import default_workers
+    from imgclass.report import ReportOptions, ReportSink, TeeSink
+
+    tta = f" · TTA {classifier.tta}" if classifier.tta != "none" else ""
+    options = ReportOptions(subtitle=f"{classifier.name} · {classifier.preset}{tta}", workers=workers or default_workers())
+    return TeeSink(sink, ReportSink(path, options))
 
 
 class _Events:
