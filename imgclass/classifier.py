@@ -31,6 +31,7 @@ from imgclass.tta import check_tta
 
 if TYPE_CHECKING:
     from imgclass.download import Progress
+    from imgclass.explain import Explanation
 
 MEMORY_PATH = "<memory>"  # the `path` of a record made from an in-memory image
 
@@ -240,12 +241,24 @@ class Classifier:
         ranker = self.model.ranker(top, threshold)
         return Classification(Pipeline(self.model, ranker, options, stop, self.scorer), paths)
 
-    def _open(self, image: Any) -> tuple[str, Any]:
+    def explain(self, image: Any, class_: int | str | None = None, **options: Any) -> Explanation:
+        """Where the model looked for `class_` (default: its top-1) in one image: a heat map.
+
+        `method="cam"` (default; networks ending in global average pooling + one linear
+        layer) or `"occlusion"` (any network); `top`, `threshold`, and for occlusion
+        `patch`, `stride`, `batch_size`, `progress`. The Explanation's `.map` is on the
+        model's input grid, `.on_original()` on the photo, `.overlay()` a coloured PIL image.
+        """
+        from imgclass.explain import explain
+
+        return explain(self, image, class_, **options)
+
+    def _open(self, image: Any, decode: DecodeOptions | None = None) -> tuple[str, Any]:
         from PIL import Image
 
         if isinstance(image, (str, bytes, os.PathLike)):
             path = os.fsdecode(image)
-            return display_path(path), load_rgb(path, self.decode)
+            return display_path(path), load_rgb(path, decode or self.decode)
         if isinstance(image, Image.Image):
             return MEMORY_PATH, to_rgb(image)
         shape = getattr(image, "shape", None)

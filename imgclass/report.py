@@ -47,7 +47,7 @@ class ReportOptions:
 @dataclass
 class Entry:
     record: Record
-    heatmap: bytes | None = None  # a PNG to show beside the photo
+    heatmap: str | None = None  # a data URI (image_uri) of a heat map to show beside the photo
     thumbnail: str | None = field(default=None, repr=False)  # a data URI
 
 
@@ -65,8 +65,13 @@ def thumbnail_uri(path: str, size: int) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def png_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+def image_uri(image, size: int) -> str:
+    """A PIL image as a JPEG thumbnail data URI, its longest side at most `size`."""
+    small = image.copy()
+    small.thumbnail((size, size))
+    buffer = io.BytesIO()
+    small.convert("RGB").save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _text(value: str) -> str:
@@ -105,11 +110,11 @@ def _card(entry: Entry, number: int, low: float) -> str:
     confidence = top.probability if top else -1.0
     images = []
     if entry.thumbnail:
-        images.append(f'<img src="{entry.thumbnail}" alt="{_text(record.path)}" loading="lazy">')
+        images.append(f'<img src="{html.escape(entry.thumbnail)}" alt="{_text(record.path)}" loading="lazy">')
     else:
         images.append('<div class="noimage">no preview</div>')
     if entry.heatmap is not None:
-        images.append(f'<img class="heat" src="{png_uri(entry.heatmap)}" alt="heat map" loading="lazy">')
+        images.append(f'<img class="heat" src="{html.escape(entry.heatmap)}" alt="heat map" loading="lazy">')
     flag = ""
     if state == "failed":
         flag = f'<p class="flag failed">failed: {_text(record.error or "")}</p>'

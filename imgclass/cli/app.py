@@ -20,6 +20,7 @@ from imgclass import __version__
 from imgclass.cli.cache import cache
 from imgclass.cli.classify import batch, predict
 from imgclass.cli.environment import Environment
+from imgclass.cli.explain import explain
 from imgclass.cli.learn import evaluate
 from imgclass.cli.models import models
 from imgclass.cli.tools import bench, info
@@ -41,7 +42,7 @@ def app() -> None:
     """Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs."""
 
 
-for _command in (predict, batch, evaluate, models, cache, bench, info):
+for _command in (predict, batch, evaluate, explain, models, cache, bench, info):
     app.add_command(_command)
 
 
