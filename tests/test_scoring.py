@@ -216,3 +216,23 @@ def test_cli_refusals(tiny, photos, home):
 def test_imgclass_model_environment_variable_still_picks_the_model(tiny, photos, home):
     result = run_cli("predict", photos["china.jpg"], "-f", "json", env={"IMGCLASS_MODEL": str(tiny)})
     assert result.returncode == 0 and json.loads(result.stdout)[0]["model"] == str(tiny)
+
+
+def test_evaluate_with_tta_and_an_ensemble_scores_the_averaged_records(make_model, photos, tmp_path, home):
+    """evaluate --tta flip with two models: the same top-1 as batch's records with the same options."""
+    a = make_model("tiny", seed=4, spatial=None)
+    b = make_model("tiny", seed=5, spatial=None)
+    names = ["china.jpg", "coffee.png", "chelsea.png", "flower.jpg", "astronaut.png"]
+    common = ["-m", a, "-m", b, "--weights", "2,1", "--tta", "flip"]
+    records = jsonl(run_cli("batch", *(photos[n] for n in names), *common).stdout)
+    folder = tmp_path / "data"
+    truth = records[0]["predictions"][0]["index"]  # every image filed under the first image's top-1
+    for name in names:
+        (folder / str(truth)).mkdir(parents=True, exist_ok=True)
+        (folder / str(truth) / name).write_bytes(photos[name].read_bytes())
+    result = run_cli("evaluate", folder, *common, "-f", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == f"{a}+{b}" and report["preset"].count("+") == 1
+    expected = sum(r["predictions"][0]["index"] == truth for r in records)
+    assert report["correct_top1"] == expected >= 1
