@@ -144,7 +144,7 @@ def test_verify_and_remove(model_bytes, tmp_path, home):
     assert run_cli("models", "verify").returncode == 0
     (home / "models" / "local.onnx").write_bytes(model_bytes[:-1] + b"\x00")
     damaged = run_cli("models", "verify", "--format", "json")
-    assert damaged.returncode == 1
+    assert damaged.returncode == 3
     assert json.loads(damaged.stdout)[0]["ok"] is False and "local" in damaged.stderr
     assert run_cli("models", "remove", "local").returncode == 0
     assert leftovers(home) == ["registry.json"]

@@ -10,6 +10,7 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.options import display_options, list_format_option
 from imgclass.cli.render import print_fields, print_json, print_table
 from imgclass.errors import ExitCode, UsageError
+from imgclass.text import printable
 
 
 @click.group(epilog="\b\nExamples:\n  imgclass models list\n  imgclass models pull resnet50")
@@ -97,7 +98,7 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
     entry = catalog.find(name)  # type: ignore[arg-type]
     if entry is None:
         raise UsageError(f"{name}: not in the catalog (see: imgclass models list); use --url or --file for others")
-    env.stdout.write(f"{store.pull_entry(entry, offline, _download_bar(env))}\n")
+    env.stdout.write(f"{store.pull_entry(entry, offline, _download_bar(env), replace_damaged=True)}\n")
 
 
 @models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")
@@ -126,7 +127,7 @@ def models_path(env: Environment) -> None:
 @display_options
 @click.pass_obj
 def models_verify(env: Environment, fmt: str) -> int:
-    """Re-hash every cached model; exit 1 if any is damaged."""
+    """Re-hash every cached model and optimised graph; exit 3 if any is damaged."""
     from imgclass import store
 
     report = store.verify()
@@ -134,9 +135,9 @@ def models_verify(env: Environment, fmt: str) -> int:
         print_json(env, report)
     else:
         for row in report:
-            env.stdout.write(f"{'ok' if row['ok'] else 'DAMAGED':8} {row['name']:28} {row['problem'] or row['path']}\n")
+            text = f"{'ok' if row['ok'] else 'DAMAGED':8} {row['name']:28} {row['problem'] or row['path']}"
+            env.stdout.write(printable(text) + "\n")
     damaged = [r for r in report if not r["ok"]]
     for row in damaged:
-        env.err(f"{row['name']}: damaged ({row['problem']}); run: imgclass models remove {row['name']} && "
-                f"imgclass models pull {row['name']}")  # fmt: skip
-    return ExitCode.INPUT_FAILED if damaged else ExitCode.OK
+        env.err(f"{row['name']}: damaged ({row['problem']}); run: {row['remedy']}")
+    return ExitCode.MODEL if damaged else ExitCode.OK
