@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from imgclass.model import LoadedModel
 from imgclass.postprocess import Ranker
 from imgclass.records import Record
 from imgclass.runtime import default_threads
+from imgclass.sources import path_bytes
 
 
 @dataclass
@@ -56,12 +58,35 @@ class _Prepared:
     path: str
     sample: np.ndarray | None = None
     error: str | None = None
+    raw: str | None = None  # path_bytes of a name that is not UTF-8
 
 
 def _reason(message: str, path: str) -> str:
     """The record keeps the reason alone; the path is in the record already."""
     prefix = f"{path}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+NON_FINITE = "the model's output is not finite (NaN or infinity) for this image; check the model and --mean/--std"
+
+
+def rank_finite(ranker: Ranker, outputs: np.ndarray) -> list:
+    """Ranked predictions per row; a row with NaN or infinite outputs or probabilities gets NON_FINITE instead.
+
+    A row that is not finite has no meaningful ranking: it is an error for that input,
+    never an empty list of predictions.
+    """
+    finite = np.isfinite(outputs).all(axis=1)
+    if finite.all():
+        finite = np.isfinite(ranker.probabilities(outputs)).all(axis=1)
+    if finite.all():
+        return ranker.rank(outputs)
+    ranked: list = [NON_FINITE] * len(outputs)
+    rows = np.flatnonzero(finite)
+    if len(rows):
+        for row, preds in zip(rows, ranker.rank(outputs[rows]), strict=True):
+            ranked[row] = preds
+    return ranked
 
 
 def default_workers() -> int:
@@ -84,19 +109,19 @@ class Pipeline:
         self._buffer = np.empty((options.batch_size,) + model.transform.sample_shape, dtype=np.dtype(model.transform.dtype))
 
     def _prepare(self, path: str) -> _Prepared:
-        shown = display_path(path)
+        shown, raw = display_path(path), path_bytes(path)
         try:
             start = time.perf_counter()
             img = load_rgb(path, self.options.decode)
             decoded = time.perf_counter()
             sample = self.model.transform(img)
             self.stats.add_prepare(decoded - start, time.perf_counter() - decoded)
-            return _Prepared(shown, sample)
+            return _Prepared(shown, sample, raw=raw)
         except ImgclassError as err:
-            return _Prepared(shown, error=_reason(str(err), shown))
+            return _Prepared(shown, error=_reason(str(err), shown), raw=raw)
         except Exception as err:  # noqa: BLE001 - a decoder bug must not end the batch
             detail = traceback.format_exc() if self.options.debug else ""
-            return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}")
+            return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}", raw=raw)
 
     def run(self, paths: Iterable[str]) -> Iterator[Record]:
         batch_size = self.options.batch_size
@@ -131,7 +156,7 @@ class Pipeline:
 
     def _classify(self, chunk: list[_Prepared]) -> Iterator[Record]:
         good = [item for item in chunk if item.sample is not None]
-        results: dict[int, list] = {}
+        results: dict[int, Any] = {}  # predictions, or NON_FINITE
         failure = None
         if good:
             runner = self.model.runner  # a model that cannot load ends the run (exit 3), it fails no image
@@ -140,7 +165,7 @@ class Pipeline:
                 batch[i] = item.sample
             start = time.perf_counter()
             try:
-                ranked = self.ranker.rank(runner.run(batch))
+                ranked = rank_finite(self.ranker, runner.run(batch))
                 results = {id(item): preds for item, preds in zip(good, ranked, strict=True)}
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
@@ -148,9 +173,11 @@ class Pipeline:
         name, preset = self.model.name, self.model.preset.preset.name
         for item in chunk:
             error = item.error or (failure if item.sample is not None else None)
+            if error is None and isinstance(results.get(id(item)), str):
+                error = results[id(item)]
             self.stats.images += 1
             if error:
                 self.stats.failed += 1
-                yield Record(item.path, name, preset, [], error)
+                yield Record(item.path, name, preset, [], error, item.raw)
             else:
-                yield Record(item.path, name, preset, results[id(item)], None)
+                yield Record(item.path, name, preset, results[id(item)], None, item.raw)

@@ -32,21 +32,29 @@ class Record:
     preset: str
     predictions: list[Prediction] = field(default_factory=list)
     error: str | None = None
+    # base64 of the file name's bytes, only when they are not UTF-8: `path` then shows
+    # them escaped (\udcff) and cannot be turned back into the name; these bytes can.
+    path_bytes: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "model": self.model,
-            "preset": self.preset,
-            "predictions": [p.to_dict() for p in self.predictions],
-            "error": self.error,
-        }
+        data: dict[str, Any] = {"path": self.path}
+        if self.path_bytes is not None:
+            data["path_bytes"] = self.path_bytes
+        data.update(
+            model=self.model,
+            preset=self.preset,
+            predictions=[p.to_dict() for p in self.predictions],
+            error=self.error,
+        )
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
         predictions = [Prediction.from_dict(p) for p in data.get("predictions") or []]
-        return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"))
+        raw = data.get("path_bytes")
+        return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"),
+                   str(raw) if raw is not None else None)  # fmt: skip

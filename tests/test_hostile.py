@@ -1,0 +1,206 @@
+"""Hostile inputs and faults: every input gets exactly one complete record, nothing is lost or overwritten.
+
+Each test attacks one reproduction of the integrity issue through the installed entry point.
+"""
+
+import base64
+import csv
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import imgclass_command, jsonl, run_cli
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+
+@pytest.fixture
+def tiny(make_model):
+    return make_model("tiny", spatial=32)
+
+
+def rows(text, fmt="csv"):
+    return list(csv.DictReader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t"))
+
+
+def nan_for_dark_images(path):
+    """10 classes; the outputs are NaN when the image is darker than the mean (log of a negative number)."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, 10)).astype(np.float32), "w")
+    zero = numpy_helper.from_array(np.zeros((1,), np.float32), "zero")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        helper.make_node("ReduceMean", ["flat"], ["brightness"], axes=[1], keepdims=1),  # per image
+        helper.make_node("Log", ["brightness"], ["log"]),
+        helper.make_node("Mul", ["log", "zero"], ["poison"]),  # 0 for a bright image, NaN for a dark one
+        helper.make_node("Add", ["logits", "poison"], ["out"]),
+    ]
+    graph = helper.make_graph(nodes, "nan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 10])], [weight, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def grey_images(folder, levels):
+    folder.mkdir()
+    for level in levels:
+        Image.new("RGB", (40, 40), (level,) * 3).save(folder / f"grey{level:03d}.png")
+    return sorted(folder.iterdir())
+
+
+# --- 2: inputs that vanish ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv", "table"])
+def test_non_finite_outputs_are_an_error_record_for_that_input(tmp_path, home, fmt):
+    model = nan_for_dark_images(tmp_path / "nan.onnx")
+    images = grey_images(tmp_path / "imgs", [10, 240, 20, 250])
+    result = run_cli("batch", tmp_path / "imgs", "-m", model, "-f", fmt, "-k", "2", "--batch-size", "4")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    if fmt in ("jsonl", "json"):
+        records = jsonl(result.stdout) if fmt == "jsonl" else json.loads(result.stdout)
+        assert [r["path"] for r in records] == [str(p) for p in images]
+        errors = {os.path.basename(r["path"]): r["error"] for r in records}
+        assert all("not finite" in errors[n] for n in ("grey010.png", "grey020.png"))
+        assert errors["grey240.png"] is None and errors["grey250.png"] is None
+        assert all(len(r["predictions"]) == (0 if r["error"] else 2) for r in records)
+    elif fmt in ("csv", "tsv"):
+        table = rows(result.stdout, fmt)
+        dark, dark2, light, light2 = (str(p) for p in images)  # sorted by name: grey010, grey020, grey240, grey250
+        assert [r["path"] for r in table] == [dark, dark2, light, light, light2, light2]
+        assert [bool(r["error"]) for r in table] == [True, True, False, False, False, False]
+    else:
+        lines = result.stdout.splitlines()
+        assert len(lines) == 4 and sum("not finite" in line for line in lines) == 2
+
+
+def test_nan_mean_is_refused_before_anything_runs(tiny, photos, home):
+    result = run_cli("predict", photos["china.jpg"], "-m", tiny, "--mean", "nan,nan,nan")
+    assert result.returncode == 2 and "finite" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_threshold_keeps_every_input_and_resume_does_not_redo_them(tiny, photos, tmp_path, home, fmt):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, path in photos.items():
+        (folder / name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_text("no")
+    out = tmp_path / f"out.{fmt}"
+    first = run_cli("batch", folder, "-m", tiny, "--threshold", "0.5", "-o", out)
+    assert first.returncode == 1
+    written = out.read_text()
+    if fmt == "jsonl":
+        paths = [r["path"] for r in jsonl(written)]
+    else:
+        paths = [r["path"] for r in rows(written, fmt)]
+        assert all(not r["rank"] for r in rows(written, fmt))  # nothing reaches 0.5 for a random model
+    assert sorted(paths) == sorted(str(p) for p in folder.iterdir())  # 6 inputs, 6 records
+    again = run_cli("batch", folder, "-m", tiny, "--threshold", "0.5", "-o", out, "--resume")
+    assert again.returncode == 0 and out.read_text() == written  # nothing redone, nothing added
+
+
+# --- 6: paths round-trip ------------------------------------------------------------------
+
+
+def _odd_names(folder, photos):
+    folder.mkdir()
+    data = photos["china.jpg"].read_bytes()
+    raw = os.fsencode(folder) + b"/caf\xe9.jpg"  # Latin-1, not UTF-8
+    literal = folder / "caf\\udce9.jpg"  # a real file whose name is what the escaped form reads
+    newline = folder / "two\nlines.jpg"
+    for name in (raw, literal, newline):
+        with open(name, "wb") as handle:
+            handle.write(data)
+    return raw, literal, newline
+
+
+def _key(record):
+    return base64.b64decode(record["path_bytes"]) if "path_bytes" in record else record["path"].encode()
+
+
+def test_non_utf8_names_on_stdin_round_trip_and_never_collide(tiny, photos, tmp_path, home):
+    raw, literal, _ = _odd_names(tmp_path / "odd", photos)
+    listing = raw + b"\n" + os.fsencode(literal) + b"\n"
+    import subprocess
+
+    result = subprocess.run([*imgclass_command(), "batch", "-", "-m", str(tiny), "-f", "jsonl"], input=listing,
+                            capture_output=True, env={**os.environ, "LC_ALL": "C.UTF-8"}, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = jsonl(result.stdout.decode())
+    assert len(records) == 2 and all(r["error"] is None for r in records)
+    assert records[0]["path"] == records[1]["path"]  # the same text: only path_bytes tells them apart
+    assert [_key(r) for r in records] == [raw, os.fsencode(literal)]
+    assert all(os.path.isfile(_key(r)) for r in records)
+    assert "path_bytes" not in records[1]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_resume_tells_a_non_utf8_name_from_its_escaped_twin(tiny, photos, tmp_path, home, fmt):
+    raw, literal, _ = _odd_names(tmp_path / "odd", photos)
+    out = tmp_path / f"out.{fmt}"
+    assert run_cli("batch", literal, "-m", tiny, "-o", out, "-k", "1").returncode == 0
+    resumed = run_cli("batch", tmp_path / "odd", "-m", tiny, "-o", out, "-k", "1", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    text = out.read_text()
+    records = jsonl(text) if fmt == "jsonl" else rows(text)
+    keys = sorted(_key({k: v for k, v in r.items() if v or k != "path_bytes"}) for r in records)
+    assert keys == sorted([raw, os.fsencode(literal), os.fsencode(tmp_path / "odd" / "two\nlines.jpg")])
+
+
+def test_null_separated_list_reads_any_name(tiny, photos, tmp_path, home):
+    raw, literal, newline = _odd_names(tmp_path / "odd", photos)
+    import subprocess
+
+    listing = b"\0".join([raw, os.fsencode(literal), os.fsencode(newline)]) + b"\0"
+    result = subprocess.run([*imgclass_command(), "batch", "-", "--null", "-m", str(tiny), "-f", "csv"], input=listing,
+                            capture_output=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = rows(result.stdout.decode())
+    assert len({r["path"] + r["path_bytes"] for r in table}) == 3
+    assert any(r["path"].endswith("two\nlines.jpg") for r in table)
+    newline_split = subprocess.run([*imgclass_command(), "batch", "-", "-m", str(tiny), "-f", "jsonl"],
+                                   input=os.fsencode(newline) + b"\n", capture_output=True, timeout=120)  # fmt: skip
+    assert newline_split.returncode == 1  # without --null the name is two (missing) paths
+
+
+def test_closed_stdin_for_a_list_is_a_usage_error(tiny, home):
+    import subprocess
+
+    result = subprocess.run([*imgclass_command(), "batch", "-", "-m", str(tiny)], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.close(0))  # fmt: skip
+    assert result.returncode == 2 and "stdin is closed" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- 15: closed standard streams ----------------------------------------------------------
+
+
+def test_closed_stdout_is_exit_4_in_one_line(tiny, photos, home):
+    import subprocess
+
+    result = subprocess.run([*imgclass_command(), "predict", str(photos["china.jpg"]), "-m", str(tiny)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                            preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert result.returncode == 4
+    assert result.stderr.strip() == "imgclass: error: stdout: cannot write records: closed"
+
+
+def test_closed_stderr_never_stops_the_batch(tiny, photos, tmp_path, home):
+    import subprocess
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}-bad.jpg").write_text("no")
+        (folder / f"{i}-good.jpg").write_bytes(photos["china.jpg"].read_bytes())
+    result = subprocess.run([*imgclass_command(), "batch", str(folder), "-m", str(tiny), "-f", "jsonl"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=120,
+                            preexec_fn=lambda: os.close(2))  # fmt: skip
+    assert result.returncode == 1
+    assert len(jsonl(result.stdout)) == 6
