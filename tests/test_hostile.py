@@ -204,3 +204,114 @@ def test_closed_stderr_never_stops_the_batch(tiny, photos, tmp_path, home):
                             preexec_fn=lambda: os.close(2))  # fmt: skip
     assert result.returncode == 1
     assert len(jsonl(result.stdout)) == 6
+
+
+# --- 4: never destroy a file we did not create ---------------------------------------------
+
+
+def _folder(tmp_path, photos, count=3):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"{i}.jpg").write_bytes(photos["china.jpg"].read_bytes())
+    return folder
+
+
+def test_output_that_is_an_input_reached_through_a_folder_is_refused(tiny, photos, tmp_path, home):
+    folder = _folder(tmp_path, photos)
+    photo = folder / "1.jpg"
+    before = photo.read_bytes()
+    for args in (["batch", folder], ["batch", str(folder / "*.jpg")], ["predict", photo]):
+        result = run_cli(*args, "-m", tiny, "-o", photo, "-f", "jsonl")
+        assert result.returncode == 2, result.stderr
+        assert "refusing to overwrite" in result.stderr or "is one of the inputs" in result.stderr
+        assert photo.read_bytes() == before
+
+
+def test_an_existing_file_that_is_not_ours_is_never_overwritten(tiny, photos, tmp_path, home):
+    notes = tmp_path / "notes.csv"
+    notes.write_text("name,score\nalice,3\n")
+    result = run_cli("predict", photos["china.jpg"], "-m", tiny, "-o", notes)
+    assert result.returncode == 2 and "not an imgclass output" in result.stderr
+    assert notes.read_text() == "name,score\nalice,3\n"
+    ours = tmp_path / "ours.csv"
+    for _ in range(2):  # our own earlier output is replaced as before
+        assert run_cli("predict", photos["china.jpg"], "-m", tiny, "-o", ours, "-k", "2").returncode == 0
+    assert len(rows(ours.read_text())) == 2
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "tsv"])
+def test_resume_checks_the_file_is_ours_before_changing_a_byte(tiny, photos, tmp_path, home, fmt):
+    other = tmp_path / f"diary.{fmt}"
+    content = "Dear diary,\ntoday I resumed the wrong file\nand this line has no newline"
+    other.write_text(content)
+    result = run_cli("batch", photos["china.jpg"], "-m", tiny, "-o", other, "--resume")
+    assert result.returncode == 2 and "cannot resume into it" in result.stderr
+    assert other.read_text() == content
+
+
+# --- 9: a record is written whole or not at all ---------------------------------------------
+
+
+def test_resume_redoes_a_csv_record_cut_short_by_a_crash(tiny, photos, tmp_path, home):
+    folder = _folder(tmp_path, photos, 4)
+    out = tmp_path / "out.csv"
+    assert run_cli("batch", folder / "0.jpg", folder / "1.jpg", "-m", tiny, "-o", out, "-k", "5").returncode == 0
+    complete = rows(out.read_text())
+    assert len(complete) == 10
+    cut = out.read_text().splitlines(keepends=True)
+    with open(out, "a") as handle:  # a crash while writing the record of 2.jpg: two rows and a half
+        handle.write("".join(line.replace("1.jpg", "2.jpg") for line in cut[6:8]) + cut[8].replace("1.jpg", "2.jpg")[:12])
+    resumed = run_cli("batch", folder, "-m", tiny, "-o", out, "-k", "5", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    table = rows(out.read_text())
+    counts = {os.path.basename(p): [r["path"] for r in table].count(p) for p in {r["path"] for r in table}}
+    assert counts == {"0.jpg": 5, "1.jpg": 5, "2.jpg": 5, "3.jpg": 5}
+    assert [r["rank"] for r in table if r["path"].endswith("2.jpg")] == ["1", "2", "3", "4", "5"]
+    assert table[:10] == complete
+
+
+def _fsize_limit(limit):
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("fault", ["full-disk", "file-size-limit"])
+def test_disk_full_mid_record_leaves_only_whole_records_and_resume_completes(tiny, photos, tmp_path, home, fault):
+    """A real full disk (a 16 KiB tmpfs in a private mount namespace), or RLIMIT_FSIZE where that is not allowed.
+
+    Both make a write fail partway through a record, which is the fault under test; the
+    reason shown differs ("no space left on device" / "file too large").
+    """
+    import subprocess
+
+    import sandbox
+
+    folder = _folder(tmp_path, photos, 40)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out, saved = outdir / "res.csv", tmp_path / "saved.csv"
+    args = ["batch", folder, "-m", tiny, "-o", out, "-k", "5", "--batch-size", "1"]
+    if fault == "full-disk":
+        result = sandbox.run_in(sandbox.full_disk(outdir, 16), *args, after=f"cp {out} {saved}")
+        reason = "no space left on device"
+    else:
+        command = [*imgclass_command(), *map(str, args)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, preexec_fn=_fsize_limit(9000))
+        out.rename(saved)
+        reason = "file too large"
+    assert result.returncode == 4, result.stderr
+    assert reason in result.stderr and "Traceback" not in result.stderr
+    text = saved.read_text()
+    assert text.endswith("\n")
+    table = rows(text)
+    assert 0 < len(table) < 200 and len(table) % 5 == 0  # whole records only
+    resumed = run_cli(*args[:4], "-o", saved, "-k", "5", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    final = rows(saved.read_text())
+    assert sorted({r["path"] for r in final}) == sorted(str(p) for p in folder.iterdir())
+    assert len(final) == 200
