@@ -315,3 +315,93 @@ def test_disk_full_mid_record_leaves_only_whole_records_and_resume_completes(tin
     final = rows(saved.read_text())
     assert sorted({r["path"] for r in final}) == sorted(str(p) for p in folder.iterdir())
     assert len(final) == 200
+
+
+# --- 3: nothing blocks forever --------------------------------------------------------------
+
+
+def test_a_fifo_among_the_inputs_gets_an_error_record_and_the_batch_ends(tiny, photos, tmp_path, home):
+    folder = _folder(tmp_path, photos, 2)
+    os.mkfifo(folder / "b.jpg")  # opening this for reading would wait for a writer forever
+    for args in ([folder], [folder / "b.jpg", folder / "0.jpg"]):
+        result = run_cli("batch", *args, "-m", tiny, "-f", "jsonl", timeout=60)
+        assert result.returncode == 1, result.stderr
+        records = {os.path.basename(r["path"]): r for r in jsonl(result.stdout)}
+        assert "FIFO" in records["b.jpg"]["error"] and records["0.jpg"]["error"] is None
+
+
+def _started(proc, marker, stream_lines):
+    """Wait (bounded) for `marker` in what the process wrote to stderr so far."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if any(marker in line for line in stream_lines):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"ended early: {proc.returncode} {stream_lines}")
+        time.sleep(0.05)
+    raise AssertionError(f"never saw {marker!r}")
+
+
+def _reader(stream, lines):
+    import threading
+
+    def pump():
+        for line in stream:
+            lines.append(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_sigterm_while_waiting_for_a_slow_list_on_stdin_exits_143(tiny, photos, tmp_path, home, signals):
+    """The list's producer never ends (a `find` over a hung mount, say): SIGTERM still ends the run."""
+    import signal
+    import subprocess
+
+    command = [*imgclass_command(), "batch", "-", "-m", str(tiny), "-f", "jsonl"]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out: list = []
+    reader = _reader(proc.stdout, out)
+    proc.stdin.write(os.fsencode(photos["china.jpg"]) + b"\n")
+    proc.stdin.flush()  # one path, and the list stays open
+    _started(proc, b'"error": null', out)
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    reader.join(timeout=10)
+    stderr = proc.stderr.read().decode()
+    assert code == 143, stderr
+    assert "Traceback" not in stderr and "stopped by signal 15" in stderr
+    assert len(out) == 1 and json.loads(out[0])["error"] is None  # the record written before the stop is whole
+
+
+def test_sigterm_during_a_download_exits_143_and_leaves_no_temp_file(home):
+    """Outside a batch, SIGTERM raises, so `finally` blocks run: the .part file goes."""
+    import signal
+    import subprocess
+
+    from http_server import Behaviour, Server
+
+    body = b"x" * (64 * 1024 * 50)
+    with Server(Behaviour(files={"/m.onnx": body}, delay=0.2)) as server:
+        command = [*imgclass_command(), "models", "pull", "--url", f"{server.url}/m.onnx", "--name", "slow"]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "IMGCLASS_HOME": str(home)})  # fmt: skip
+        import time
+
+        deadline = time.monotonic() + 60
+        while not list((home / "models").glob("*.part")) if (home / "models").exists() else True:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert [p.name for p in (home / "models").iterdir()] == []

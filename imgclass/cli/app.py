@@ -26,6 +26,7 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.models import models
 from imgclass.cli.tools import bench, info
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
+from imgclass.interrupt import Interrupted, raise_on_signals
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -56,7 +57,7 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
         if not args:
             env.stdout.write(app.get_help(click.Context(app, info_name="imgclass")) + "\n")
             return ExitCode.OK
-        with app.make_context("imgclass", args, obj=env) as ctx:
+        with raise_on_signals(), app.make_context("imgclass", args, obj=env) as ctx:
             return int(app.invoke(ctx) or 0)
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -81,7 +82,9 @@ def _report(env: Environment, exc: BaseException) -> int:
         return code
     if env.debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=env.stderr)
-    if isinstance(exc, ImgclassError):
+    if isinstance(exc, Interrupted):
+        env.err(str(exc))
+    elif isinstance(exc, ImgclassError):
         env.err(f"error: {exc}")
     elif isinstance(exc, KeyboardInterrupt):
         pass
@@ -156,4 +159,14 @@ def main() -> NoReturn:
             sys.stdout.flush()
     except (OSError, ValueError):
         _silence_stdout()
+    if code > 128:
+        # Stopped by a signal: records and files are closed already; do not wait for a
+        # decode or a model run still going on another thread.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
     sys.exit(code)
