@@ -405,3 +405,51 @@ def test_sigterm_during_a_download_exits_143_and_leaves_no_temp_file(home):
     assert proc.returncode == 143, stderr
     assert "Traceback" not in stderr
     assert [p.name for p in (home / "models").iterdir()] == []
+
+
+# --- 10: bounded memory per image -------------------------------------------------------------
+
+
+def ico_with_nested_png(path, side):
+    """An ICO whose directory says 16x16 while the PNG inside is side x side."""
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 7).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    header = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22)
+    path.write_bytes(header + png)
+    return path
+
+
+def test_an_image_nested_in_a_file_is_held_to_the_pixel_limit_before_decoding(tiny, tmp_path, home):
+    icon = ico_with_nested_png(tmp_path / "bomb.ico", 3000)
+    assert icon.stat().st_size < 100_000  # a small file that decodes to 9 million pixels
+    refused = run_cli("predict", icon, "-m", tiny, "--max-pixels", 1_000_000, "-f", "jsonl")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    error = jsonl(refused.stdout)[0]["error"]
+    assert "over the limit of 1000000 pixels" in error and "--max-pixels" in error
+    allowed = run_cli("predict", icon, "-m", tiny, "--max-pixels", 10_000_000, "-f", "jsonl")
+    assert allowed.returncode == 0 and allowed.stderr == ""  # and no Pillow warning on stderr
+
+
+def test_high_depth_images_are_converted_without_multiplying_their_size():
+    """A 16-bit greyscale image is 2 bytes a pixel; converting it must not cost 26 (the float64 way)."""
+    import tracemalloc
+
+    from imgclass.images import to_rgb
+
+    side = 2000
+    ramp = (np.arange(side * side, dtype=np.uint32) % 65536).astype(np.uint16).reshape(side, side)
+    for img in (Image.fromarray(ramp), Image.fromarray(ramp.astype(np.int32) * 3), Image.fromarray(ramp.astype(np.float32))):
+        img.load()
+        tracemalloc.start()
+        try:
+            rgb = to_rgb(img)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert rgb.mode == "RGB" and rgb.size == (side, side)
+        assert peak < 8 * side * side, (img.mode, peak / (side * side))
+    grey = np.asarray(to_rgb(Image.fromarray(ramp)))[..., 0]
+    assert np.array_equal(grey, np.clip(np.round(ramp / 257.0), 0, 255).astype(np.uint8))  # same values as before
