@@ -116,11 +116,15 @@ def pull_url(url: str, name: str, sha256: str | None = None, progress=None, forc
     from imgclass.download import display_url, fetch
 
     cache.check_name(name)
-    _check_free(name, force)
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
         raise UsageError(f"--sha256 {sha256!r}: expected 64 hex digits")
+    if not force and (same := _already_pulled(name, sha256)) is not None:
+        return same  # the very bytes asked for are there (another pull of them just finished)
+    _check_free(name, force)
     dest = cache.models_dir() / f"{name}.onnx"
     with cache.lock(dest):
+        if not force and (same := _already_pulled(name, sha256)) is not None:
+            return same
         size = None
         known = catalog.find(name)
         if known and sha256 is None:
@@ -130,6 +134,13 @@ def pull_url(url: str, name: str, sha256: str | None = None, progress=None, forc
         entry = cache.Registered(name, dest.name, digest, dest.stat().st_size, display_url(url))
         cache.register(entry)
     return entry
+
+
+def _already_pulled(name: str, sha256: str | None) -> cache.Registered | None:
+    registered = cache.registry().get(name)
+    if sha256 is None or registered is None or registered.sha256 != sha256.lower() or not registered.path.is_file():
+        return None
+    return registered if intact(registered.path, registered.sha256) else None
 
 
 def import_file(source: Path, name: str, force: bool = False) -> cache.Registered | Path:
@@ -195,12 +206,20 @@ def _remove_file(path: Path, sha256: str) -> list[Path]:
     return removed
 
 
+def safe_origin(origin: str) -> str:
+    """Where a pulled model came from, fit to show: a URL without credentials or query (older
+    registries may hold them)."""
+    from imgclass.download import display_url
+
+    return display_url(origin) if origin.lower().startswith(("http://", "https://")) else origin
+
+
 def listing() -> list[dict]:
     """Every model known by name: the catalog's and the pulled ones, with whether each is cached."""
     rows = [{**e.to_dict(), "cached": is_cached(e), "path": str(cached_path(e))} for e in catalog.entries()]
     rows += [
         {"name": r.name, "aliases": [], "family": "", "file": r.file, "urls": [], "sha256": r.sha256, "size": r.size,
-         "preset": None, "labels": None, "license": None, "source": r.origin, "accuracy": None,
+         "preset": None, "labels": None, "license": None, "source": safe_origin(r.origin), "accuracy": None,
          "cached": r.path.is_file(), "path": str(r.path)}
         for r in cache.registry().values()
     ]  # fmt: skip
