@@ -10,7 +10,7 @@ from pathlib import Path
 
 from imgclass import cache, catalog
 from imgclass.catalog import Entry
-from imgclass.errors import ModelError, UsageError, describe_os_error
+from imgclass.errors import CacheError, ModelError, UsageError, describe_os_error
 
 ENV_MIRROR = "IMGCLASS_MIRROR"
 ENV_OFFLINE = "IMGCLASS_OFFLINE"
@@ -164,6 +164,11 @@ def import_file(source: Path, name: str, force: bool = False) -> cache.Registere
             if cache.sha256_file(tmp) != digest:
                 raise ModelError(f"{source}: changed while it was being copied; try again")
             os.replace(tmp, dest)
+        except OSError as err:
+            raise CacheError(
+                f"cannot copy {source.name} into the cache {dest.parent}: {describe_os_error(err)}; "
+                f"free some space or set {cache.ENV_HOME} to a folder on another disk"
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
     if entry is not None:

@@ -183,3 +183,132 @@ def test_read_only_catalog_cache_works_offline(tiny, photos, home, tmp_path):
     assert top1(result) == good and result.stderr == ""
     listed = sorted(p.name for p in home.rglob("*"))
     assert not any(name.endswith((".lock", ".tmp", ".part")) for name in listed)
+
+
+def test_full_disk_for_optimised_graphs_degrades_and_leaves_nothing(tiny, photos, home, tmp_path):
+    """A real full disk under the cache (16 KiB tmpfs, the graph is 80 KB): the model still runs."""
+    expected = top1(run_cli("predict", photos["china.jpg"], "-m", tiny, env={"IMGCLASS_HOME": str(tmp_path / "h2")}))
+    (home / "optimized").mkdir(parents=True)
+    listing = tmp_path / "left.txt"
+    result = sandbox.run_in(sandbox.full_disk(home / "optimized", 16), "predict", photos["china.jpg"], "-m", tiny,
+                            after=f"ls -A {home / 'optimized'} > {listing}")  # fmt: skip
+    assert top1(result) == expected and result.stderr == ""
+    assert listing.read_text() == ""  # no temporary graph keeps the disk full
+
+
+def test_full_disk_for_an_import_says_no_space_and_leaves_nothing(tiny, home, tmp_path):
+    (home / "models").mkdir(parents=True)
+    listing = tmp_path / "left.txt"
+    result = sandbox.run_in(sandbox.full_disk(home / "models", 32), "models", "pull", "--file", tiny, "--name", "mine",
+                            after=f"ls -A {home / 'models'} > {listing}")  # fmt: skip
+    assert result.returncode == ExitCode.ENVIRONMENT
+    line = result.stderr.strip()
+    assert "no space left on device" in line and "IMGCLASS_HOME" in line and len(line.splitlines()) == 1
+    assert "INVALID_PROTOBUF" not in line and "Traceback" not in line
+    assert listing.read_text() == ""
+
+
+def test_a_damaged_registry_is_an_error_and_a_pull_never_orphans_earlier_models(tiny, make_model, home):
+    assert run_cli("models", "pull", "--file", tiny, "--name", "first").returncode == 0
+    registry = home / "models" / "registry.json"
+    registry.write_text(registry.read_text()[:-20])  # cut short
+    for args in (["models", "verify"], ["models", "list"], ["models", "pull", "--file", make_model("tiny", seed=9),
+                                                             "--name", "second"]):  # fmt: skip
+        result = run_cli(*args)
+        assert result.returncode == ExitCode.ENVIRONMENT, (args, result.stderr)
+        assert "registry" in result.stderr and "damaged" in result.stderr and "Traceback" not in result.stderr
+    assert not (home / "models" / "second.onnx").exists()
+    assert (home / "models" / "first.onnx").exists()
+
+
+# --- models that are wrong in small ways: one clear line, the right exit code ------------------
+
+
+def with_metadata(src, dest, **props):
+    model = onnx.load(str(src))
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key.replace("_", "."), value
+    onnx.save(model, str(dest))
+    return dest
+
+
+def test_a_labels_file_one_line_short_is_refused_not_shifted(tiny, photos, home, tmp_path):
+    from imgclass.labels import imagenet
+
+    short = tmp_path / "labels.txt"
+    short.write_text("\n".join(imagenet().names[1:]) + "\n")  # 999 names: every label would move by one
+    result = run_cli("predict", photos["china.jpg"], "-m", tiny, "--labels", short)
+    assert result.returncode == ExitCode.USAGE and result.stdout == ""
+    assert "999 labels" in result.stderr and "1000 outputs" in result.stderr
+    model = with_metadata(tiny, tmp_path / "meta.onnx", imgclass_labels=json.dumps(list(imagenet().names[1:])))
+    bad_meta = run_cli("predict", photos["china.jpg"], "-m", model)
+    assert bad_meta.returncode == ExitCode.MODEL and "999 labels" in bad_meta.stderr
+
+
+@pytest.mark.parametrize("config", [
+    {"size": {"shortest_edge": 0}},
+    {"size": {"height": 0}},
+    {"size": {"shortest_edge": 256}, "image_mean": "not numbers"},
+    {"size": {"height": "tall"}},
+])  # fmt: skip
+def test_malformed_hf_preprocessor_config_is_exit_3_in_one_line(tiny, photos, home, tmp_path, config):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    model = folder / "model.onnx"
+    model.write_bytes(tiny.read_bytes())
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    result = run_cli("predict", photos["china.jpg"], "-m", model)
+    assert result.returncode == ExitCode.MODEL, result.stderr
+    line = result.stderr.strip()
+    assert "preprocessor_config.json" in line and len(line.splitlines()) == 1 and "Traceback" not in line
+
+
+@pytest.mark.parametrize("value", ['{"crop_pct": 0}', '{"std": [0, 1, 1]}', '{"mean": [1, 2]}', "{not json", '["x"]',
+                                   '{"size": "big"}', '{"scale": NaN}'])  # fmt: skip
+def test_malformed_preprocess_metadata_is_exit_3_in_one_line(tiny, photos, home, tmp_path, value):
+    model = with_metadata(tiny, tmp_path / "meta.onnx", imgclass_preprocess=value)
+    result = run_cli("predict", photos["china.jpg"], "-m", model)
+    assert result.returncode == ExitCode.MODEL, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_one_class_model_is_refused(make_model, photos, home):
+    result = run_cli("predict", photos["china.jpg"], "-m", make_model("tiny", spatial=32, classes=1))
+    assert result.returncode == ExitCode.MODEL and "at least 2 classes" in result.stderr
+
+
+def test_hostile_labels_from_model_metadata_reach_the_terminal_inert(make_model, photos, home, tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.setenv("COLUMNS", "300")  # a wide terminal: rows are not cut short
+    from imgclass.cli import run
+    from imgclass.cli.environment import Environment
+
+    hostile = ["\x1b]0;pwned\x07title", "[bold red]x[/red]", "[/red]", "ok"]
+    model = with_metadata(make_model("tiny", spatial=32, classes=4), tmp_path / "m.onnx",
+                          imgclass_labels=json.dumps(hostile))  # fmt: skip
+    for command in ("predict", "batch"):
+        screen = io.StringIO()
+        env = Environment(stdout=screen, stderr=screen, stdout_isatty=True, stderr_isatty=True, no_color=True)
+        assert run([command, str(photos["china.jpg"]), "-m", str(model), "-k", "4", "-f", "table"], env) == 0
+        text = screen.getvalue()
+        assert "\x07" not in text and "\x1b]" not in text
+        assert "\\x1b]0;pwned\\x07title" in text and "[bold red]x[/red]" in text and "[/red]" in text
+
+
+def test_onnx_runtime_log_lines_never_reach_stderr(tiny, photos, home, tmp_path):
+    """Even with ONNX Runtime's own logger turned up to verbose before imgclass starts."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text("import onnxruntime\nonnxruntime.set_default_logger_severity(0)\n")
+    result = run_cli("predict", photos["china.jpg"], "-m", tiny, "-f", "jsonl", env={"PYTHONPATH": str(inject)})
+    assert result.returncode == 0 and result.stderr == ""
+
+
+def test_python_warnings_never_reach_stderr_without_debug(tiny, photos, home):
+    result = run_cli("predict", photos["china.jpg"], "-m", tiny, "--std", "1e-320,1,1", "-f", "jsonl")
+    assert result.returncode == 1 and "Warning" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"imgclass: {photos['china.jpg']}: " + jsonl(result.stdout)[0]["error"]]
+    debug = run_cli("predict", photos["china.jpg"], "-m", tiny, "--std", "1e-320,1,1", "-f", "jsonl", "--debug")
+    assert "RuntimeWarning" in debug.stderr
