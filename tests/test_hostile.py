@@ -453,3 +453,14 @@ def test_high_depth_images_are_converted_without_multiplying_their_size():
         assert peak < 8 * side * side, (img.mode, peak / (side * side))
     grey = np.asarray(to_rgb(Image.fromarray(ramp)))[..., 0]
     assert np.array_equal(grey, np.clip(np.round(ramp / 257.0), 0, 255).astype(np.uint8))  # same values as before
+
+
+def test_resume_appends_to_a_csv_started_with_six_columns(tiny, photos, tmp_path, home):
+    folder = _folder(tmp_path, photos, 2)
+    out = tmp_path / "old.csv"
+    assert run_cli("batch", folder / "0.jpg", "-m", tiny, "-o", out, "-k", "2").returncode == 0
+    old = [",".join(line.split(",")[:6]) for line in out.read_text().splitlines()]  # as the previous version wrote
+    out.write_text("\n".join(old) + "\n")
+    assert run_cli("batch", folder, "-m", tiny, "-o", out, "-k", "2", "--resume").returncode == 0
+    lines = out.read_text().splitlines()
+    assert lines[:3] == old and len(lines) == 5 and all(line.count(",") == 5 for line in lines)
