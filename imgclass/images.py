@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import stat
 import warnings
 from collections.abc import Iterator
@@ -66,9 +67,11 @@ def load_rgb(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) 
         raise
     except UnidentifiedImageError:
         raise InputError(f"{name}: not an image Pillow can read") from None
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{found.group(1)} pixels" if found else "an image in this file"
         raise InputError(
-            f"{name}: an image in this file is over the limit of {options.max_pixels} pixels "
+            f"{name}: {size} is over the limit of {options.max_pixels} pixels "
             "(possible decompression bomb; raise it with --max-pixels)"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:

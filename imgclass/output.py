@@ -199,8 +199,8 @@ class RecordFile(io.TextIOBase):
         return self.fd
 
     def write(self, text: str) -> int:
-        data = memoryview(text.encode("utf-8", "backslashreplace"))
-        start = self.end
+        encoded = text.encode("utf-8", "backslashreplace")
+        data, start = memoryview(encoded), self.end
         try:
             while data:
                 data = data[os.write(self.fd, data) :]
@@ -211,7 +211,7 @@ class RecordFile(io.TextIOBase):
                 except OSError:
                     pass
             raise
-        self.end = start + len(text.encode("utf-8", "backslashreplace"))
+        self.end = start + len(encoded)
         return len(text)
 
     def close(self) -> None:
