@@ -9,6 +9,7 @@ are already being decoded while the graph is optimised.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -80,6 +81,16 @@ class LoadedModel(Plan):
             session, providers = self._session.result()
             self._runner = Runner(session, self.signature, providers)
         return self._runner
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the session is ready (or failed) within `timeout` seconds; never raises."""
+        if self._runner is not None:
+            return True
+        try:
+            self._session.exception(timeout=timeout)
+        except (TimeoutError, FutureTimeout):
+            return False
+        return True
 
     @property
     def providers(self) -> list[str]:

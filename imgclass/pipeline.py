@@ -205,6 +205,9 @@ class Pipeline:
                 while pending and len(chunk) < batch_size and pending[0].done():
                     chunk.append(pending.popleft().result())
                 top_up(block=False)
+                while not self.model.wait_ready(0.1):  # a cold start can take a while: a stop must not wait
+                    if self.stop.is_set():
+                        return
                 yield from self._classify(chunk)
             if not self.stop.is_set():
                 self.model.runner  # noqa: B018 - surfaces a model that cannot load even when no image decoded
