@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from imgclass.errors import InputError, UsageError
 from imgclass.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
 from imgclass.model import LoadedModel, ModelSettings, load_model
-from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_size, default_workers
+from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_size, default_workers, rank_finite
 from imgclass.presets import Overrides
 from imgclass.records import Record
 from imgclass.runtime import parse_device
@@ -157,8 +157,10 @@ class Classifier:
         path, img = self._open(image)
         sample = self.model.transform(img)
         outputs = self.model.runner.run(sample[None])
-        predictions = self.model.ranker(top, threshold).rank(outputs)[0]
-        return Record(path, self.model.name, self.model.preset.preset.name, predictions, None, self.multi_label)
+        ranked = rank_finite(self.model.ranker(top, threshold), outputs)[0]
+        if isinstance(ranked, str):
+            raise InputError(f"{path}: {ranked}")
+        return Record(path, self.model.name, self.model.preset.preset.name, ranked, None, self.multi_label)
 
     def classify(
         self,

@@ -10,17 +10,17 @@ a Summary; it prints nothing.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from imgclass.classifier import Classifier
 from imgclass.errors import ExitCode
-from imgclass.images import display_path
 from imgclass.interrupt import stop_on_signals
 from imgclass.output import Sink
 from imgclass.records import Record
-from imgclass.sources import expand
+from imgclass.sources import expand, path_key
 
 
 class Events(Protocol):
@@ -39,6 +39,8 @@ class JobOptions:
     workers: int | None = None
     count_first: bool = False  # list every input before starting, so progress has a total
     debug: bool = False
+    null: bool = False  # the list on stdin ('-') is NUL-separated
+    stdin: Any = None  # where '-' reads from (default: sys.stdin)
 
 
 @dataclass
@@ -57,20 +59,21 @@ class Summary:
         return ExitCode.INPUT_FAILED if self.failed else ExitCode.OK
 
 
-def _pending(inputs: Iterable[str], recursive: bool, done: set[str], summary: Summary) -> Iterator[str]:
-    for path in expand(inputs, recursive=recursive):
-        if done and display_path(path) in done:
+def _pending(inputs: Iterable[str], options: JobOptions, done: set[bytes], summary: Summary) -> Iterator[str]:
+    stdin = options.stdin if options.stdin is not None else sys.stdin
+    for path in expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null):
+        if done and path_key(path) in done:
             summary.skipped += 1
             continue
         yield path
 
 
 def run_job(
-    classifier: Classifier, inputs: Iterable[str], sink: Sink, options: JobOptions, events: Events, done: set[str]
+    classifier: Classifier, inputs: Iterable[str], sink: Sink, options: JobOptions, events: Events, done: set[bytes]
 ) -> Summary:
-    """Classify `inputs` into `sink`; `done` holds paths the output already has."""
+    """Classify `inputs` into `sink`; `done` holds the inputs (`sources.path_key`) the output already has."""
     summary = Summary()
-    paths: Iterable[str] = _pending(inputs, options.recursive, done, summary)
+    paths: Iterable[str] = _pending(inputs, options, done, summary)
     if options.count_first:
         paths = list(paths)
     events.started(len(paths) if isinstance(paths, list) else None)

@@ -8,13 +8,15 @@ input order. Queues are bounded: memory does not grow with the number of inputs.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from imgclass.model import LoadedModel
 from imgclass.postprocess import Ranker
 from imgclass.records import Record
 from imgclass.runtime import default_threads
+from imgclass.sources import path_bytes
 
 
 @dataclass
@@ -56,12 +59,35 @@ class _Prepared:
     path: str
     sample: np.ndarray | None = None
     error: str | None = None
+    raw: str | None = None  # path_bytes of a name that is not UTF-8
 
 
 def _reason(message: str, path: str) -> str:
     """The record keeps the reason alone; the path is in the record already."""
     prefix = f"{path}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+NON_FINITE = "the model's output is not finite (NaN or infinity) for this image; check the model and --mean/--std"
+
+
+def rank_finite(ranker: Ranker, outputs: np.ndarray) -> list:
+    """Ranked predictions per row; a row with NaN or infinite outputs or probabilities gets NON_FINITE instead.
+
+    A row that is not finite has no meaningful ranking: it is an error for that input,
+    never an empty list of predictions.
+    """
+    finite = np.isfinite(outputs).all(axis=1)
+    if finite.all():
+        finite = np.isfinite(ranker.probabilities(outputs)).all(axis=1)
+    if finite.all():
+        return ranker.rank(outputs)
+    ranked: list = [NON_FINITE] * len(outputs)
+    rows = np.flatnonzero(finite)
+    if len(rows):
+        for row, preds in zip(rows, ranker.rank(outputs[rows]), strict=True):
+            ranked[row] = preds
+    return ranked
 
 
 def default_workers() -> int:
@@ -74,6 +100,60 @@ def default_batch_size(model: LoadedModel) -> int:
     return model.signature.batch or 8
 
 
+_END = object()
+
+
+class _Feeder:
+    """Inputs listed on a thread of their own, so that a slow source (a list on stdin, a
+    huge or hung folder) never keeps the run from noticing a stop."""
+
+    def __init__(self, paths: Iterable[str], size: int, stop: threading.Event):
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop, self._closed, self._ended = stop, threading.Event(), False
+        thread = threading.Thread(target=self._run, args=(paths,), name="imgclass-inputs", daemon=True)
+        thread.start()
+
+    def _put(self, item: object) -> None:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self, paths: Iterable[str]) -> None:
+        try:
+            for path in paths:
+                if self._closed.is_set():
+                    return
+                self._put(path)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(err)
+        else:
+            self._put(_END)
+
+    def next(self, block: bool) -> str | None:
+        """The next path; None at the end, when stopped, or (not blocking) when none is ready yet."""
+        while not self._ended:
+            try:
+                item = self._queue.get(timeout=0.1) if block else self._queue.get_nowait()
+            except queue.Empty:
+                if block and not self._stop.is_set():
+                    continue
+                return None
+            if item is _END:
+                self._ended = True
+            elif isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            else:
+                return item
+        return None
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 class Pipeline:
     def __init__(self, model: LoadedModel, ranker: Ranker, options: PipelineOptions, stop: threading.Event | None = None):
         self.model = model
@@ -84,54 +164,76 @@ class Pipeline:
         self._buffer = np.empty((options.batch_size,) + model.transform.sample_shape, dtype=np.dtype(model.transform.dtype))
 
     def _prepare(self, path: str) -> _Prepared:
-        shown = display_path(path)
+        shown, raw = display_path(path), path_bytes(path)
         try:
             start = time.perf_counter()
             img = load_rgb(path, self.options.decode)
             decoded = time.perf_counter()
             sample = self.model.transform(img)
             self.stats.add_prepare(decoded - start, time.perf_counter() - decoded)
-            return _Prepared(shown, sample)
+            return _Prepared(shown, sample, raw=raw)
         except ImgclassError as err:
-            return _Prepared(shown, error=_reason(str(err), shown))
+            return _Prepared(shown, error=_reason(str(err), shown), raw=raw)
         except Exception as err:  # noqa: BLE001 - a decoder bug must not end the batch
             detail = traceback.format_exc() if self.options.debug else ""
-            return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}")
+            return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}", raw=raw)
 
     def run(self, paths: Iterable[str]) -> Iterator[Record]:
         batch_size = self.options.batch_size
         window = max(2 * batch_size, batch_size + 2 * self.options.workers)
-        source = iter(paths)
         pending: deque[Future] = deque()
-        with ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="imgclass-decode") as pool:
+        feeder = _Feeder(paths, window, self.stop)
+        pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="imgclass-decode")
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgclass-model")
 
-            def top_up() -> None:
-                while len(pending) < window and not self.stop.is_set():
-                    path = next(source, None)
-                    if path is None:
+        def top_up(block: bool) -> None:
+            while len(pending) < window and not self.stop.is_set():
+                path = feeder.next(block=block and not pending)
+                if path is None:
+                    return
+                pending.append(pool.submit(self._prepare, path))
+
+        try:
+            while not self.stop.is_set():
+                top_up(block=True)  # waits (for a slow list on stdin, say) only when nothing is pending
+                if not pending or not self._ready(pending[0]):
+                    break
+                # Take the next image, then whatever else is already decoded. The model starts
+                # as soon as there is work, and batches fill up by themselves once decoding
+                # runs ahead of the model.
+                chunk = [pending.popleft().result()]
+                while pending and len(chunk) < batch_size and pending[0].done():
+                    chunk.append(pending.popleft().result())
+                top_up(block=False)
+                while not self.model.wait_ready(0.1):  # a cold start can take a while: a stop must not wait
+                    if self.stop.is_set():
                         return
-                    pending.append(pool.submit(self._prepare, path))
+                yield from self._classify(chunk)
+            if not self.stop.is_set():
+                self.model.runner  # noqa: B018 - surfaces a model that cannot load even when no image decoded
+        finally:
+            # Never wait for a decode in progress: a stop is honoured at once.
+            feeder.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._model_thread.shutdown(wait=False)
 
-            try:
-                top_up()
-                while pending and not self.stop.is_set():
-                    # Wait for the next image only; then take whatever else is already decoded.
-                    # The model starts as soon as there is work, and batches fill up by
-                    # themselves once decoding runs ahead of the model.
-                    chunk = [pending.popleft().result()]
-                    while pending and len(chunk) < batch_size and pending[0].done():
-                        chunk.append(pending.popleft().result())
-                    top_up()
-                    yield from self._classify(chunk)
-                if not self.stop.is_set():
-                    self.model.runner  # noqa: B018 - surfaces a model that cannot load even when no image decoded
-            finally:
-                for future in pending:
-                    future.cancel()
+    def _ready(self, future: Future) -> bool:
+        """Wait for `future`, but give up as soon as the run is stopped (a signal must not wait for a decode)."""
+        while not future.done():
+            if self.stop.is_set():
+                return False
+            wait([future], timeout=0.1)
+        return True
+
+    def _infer(self, runner, batch: np.ndarray) -> np.ndarray:
+        """Run the model on its own thread, so that a second signal ends the run even mid-batch."""
+        future = self._model_thread.submit(runner.run, batch)
+        wait([future])
+        return future.result()
 
     def _classify(self, chunk: list[_Prepared]) -> Iterator[Record]:
         good = [item for item in chunk if item.sample is not None]
-        results: dict[int, list] = {}
+        results: dict[int, Any] = {}  # predictions, or NON_FINITE
         failure = None
         if good:
             runner = self.model.runner  # a model that cannot load ends the run (exit 3), it fails no image
@@ -140,7 +242,7 @@ class Pipeline:
                 batch[i] = item.sample
             start = time.perf_counter()
             try:
-                ranked = self.ranker.rank(runner.run(batch))
+                ranked = rank_finite(self.ranker, self._infer(runner, batch))
                 results = {id(item): preds for item, preds in zip(good, ranked, strict=True)}
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
@@ -148,9 +250,11 @@ class Pipeline:
         name, preset, multi = self.model.name, self.model.preset.preset.name, self.model.multi_label
         for item in chunk:
             error = item.error or (failure if item.sample is not None else None)
+            if error is None and isinstance(results.get(id(item)), str):
+                error = results[id(item)]
             self.stats.images += 1
             if error:
                 self.stats.failed += 1
-                yield Record(item.path, name, preset, [], error, multi)
+                yield Record(item.path, name, preset, [], error, multi, item.raw)
             else:
-                yield Record(item.path, name, preset, results[id(item)], None, multi)
+                yield Record(item.path, name, preset, results[id(item)], None, multi, item.raw)

@@ -75,6 +75,8 @@ def _validate(preset: Preset, origin: str, error: type[ImgclassError] = UsageErr
         problems.append("crop_pct must be in (0, 1.5]")
     if len(preset.mean) != 3 or len(preset.std) != 3 or any(s == 0 for s in preset.std):
         problems.append("mean and std need 3 values each, std non-zero")
+    elif not all(math.isfinite(v) for v in (*preset.mean, *preset.std, preset.scale)):
+        problems.append("mean, std and scale must be finite numbers (not NaN or infinity)")
     if preset.channel_order not in ("RGB", "BGR"):
         problems.append("channel_order must be RGB or BGR")
     if problems:
