@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -56,6 +57,38 @@ class _Prepared:
     path: str
     sample: np.ndarray | None = None
     error: str | None = None
+    item: Any = None  # the input as given: a path, or an object with `.path` (and `.view(image)`)
+
+
+class Outputs(Protocol):
+    """What a run makes of the model: ranked predictions (`Ranked`, the default) or anything else, per image."""
+
+    def ready(self) -> None:
+        """Wait for the model; raises its load error (a model that cannot load ends the run, exit 3)."""
+
+    def run(self, batch: np.ndarray) -> list[Any]:
+        """One result per sample of `batch`."""
+        ...
+
+    def record(self, item: Any, path: str, result: Any, error: str | None) -> Any:
+        """What the pipeline yields for one input (`result` is None when `error` is set)."""
+
+
+class Ranked:
+    """The classifier's own outputs, ranked into a Record per image."""
+
+    def __init__(self, model: LoadedModel, ranker: Ranker):
+        self.model, self.ranker = model, ranker
+
+    def ready(self) -> None:
+        self.model.runner  # noqa: B018 - raises the model's load error
+
+    def run(self, batch: np.ndarray) -> list[Any]:
+        return self.ranker.rank(self.model.runner.run(batch))
+
+    def record(self, item: Any, path: str, result: Any, error: str | None) -> Record:
+        model = self.model
+        return Record(path, model.name, model.preset.preset.name, result or [], error, model.multi_label)
 
 
 def _reason(message: str, path: str) -> str:
@@ -75,30 +108,42 @@ def default_batch_size(model: LoadedModel) -> int:
 
 
 class Pipeline:
-    def __init__(self, model: LoadedModel, ranker: Ranker, options: PipelineOptions, stop: threading.Event | None = None):
+    """Decode, preprocess and run inputs in order; `outputs` says what a run yields (default: ranked Records).
+
+    An input is a path, or an object with `.path` and `.view(image) -> image`, applied to the
+    decoded image before the model's transform (training augmentation).
+    """
+
+    def __init__(self, model: LoadedModel, ranker: Ranker | None, options: PipelineOptions,
+                 stop: threading.Event | None = None, outputs: Outputs | None = None):  # fmt: skip
         self.model = model
         self.ranker = ranker
+        self.outputs: Outputs = outputs or Ranked(model, ranker or model.ranker(5))
         self.options = options
         self.stop = stop or threading.Event()
         self.stats = Stats()
         self._buffer = np.empty((options.batch_size,) + model.transform.sample_shape, dtype=np.dtype(model.transform.dtype))
 
-    def _prepare(self, path: str) -> _Prepared:
+    def _prepare(self, item: Any) -> _Prepared:
+        view = getattr(item, "view", None)  # an augmented view of an image: `.path` and `.view(image)`
+        path = item.path if view is not None else item
         shown = display_path(path)
         try:
             start = time.perf_counter()
             img = load_rgb(path, self.options.decode)
+            if view is not None:
+                img = view(img)
             decoded = time.perf_counter()
             sample = self.model.transform(img)
             self.stats.add_prepare(decoded - start, time.perf_counter() - decoded)
-            return _Prepared(shown, sample)
+            return _Prepared(shown, sample, item=item)
         except ImgclassError as err:
-            return _Prepared(shown, error=_reason(str(err), shown))
+            return _Prepared(shown, error=_reason(str(err), shown), item=item)
         except Exception as err:  # noqa: BLE001 - a decoder bug must not end the batch
             detail = traceback.format_exc() if self.options.debug else ""
-            return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}")
+            return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}", item=item)
 
-    def run(self, paths: Iterable[str]) -> Iterator[Record]:
+    def run(self, paths: Iterable[Any]) -> Iterator[Any]:
         batch_size = self.options.batch_size
         window = max(2 * batch_size, batch_size + 2 * self.options.workers)
         source = iter(paths)
@@ -124,33 +169,32 @@ class Pipeline:
                     top_up()
                     yield from self._classify(chunk)
                 if not self.stop.is_set():
-                    self.model.runner  # noqa: B018 - surfaces a model that cannot load even when no image decoded
+                    self.outputs.ready()  # surfaces a model that cannot load even when no image decoded
             finally:
                 for future in pending:
                     future.cancel()
 
-    def _classify(self, chunk: list[_Prepared]) -> Iterator[Record]:
+    def _classify(self, chunk: list[_Prepared]) -> Iterator[Any]:
         good = [item for item in chunk if item.sample is not None]
-        results: dict[int, list] = {}
+        results: dict[int, Any] = {}
         failure = None
         if good:
-            runner = self.model.runner  # a model that cannot load ends the run (exit 3), it fails no image
+            self.outputs.ready()  # a model that cannot load ends the run (exit 3), it fails no image
             batch = self._buffer[: len(good)]
             for i, item in enumerate(good):
                 batch[i] = item.sample
             start = time.perf_counter()
             try:
-                ranked = self.ranker.rank(runner.run(batch))
+                ranked = self.outputs.run(batch)
                 results = {id(item): preds for item, preds in zip(good, ranked, strict=True)}
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
             self.stats.inference += time.perf_counter() - start
-        name, preset, multi = self.model.name, self.model.preset.preset.name, self.model.multi_label
         for item in chunk:
             error = item.error or (failure if item.sample is not None else None)
             self.stats.images += 1
             if error:
                 self.stats.failed += 1
-                yield Record(item.path, name, preset, [], error, multi)
+                yield self.outputs.record(item.item, item.path, None, error)
             else:
-                yield Record(item.path, name, preset, results[id(item)], None, multi)
+                yield self.outputs.record(item.item, item.path, results[id(item)], None)
