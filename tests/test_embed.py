@@ -112,7 +112,9 @@ def test_parquet(make_model, folder, tmp_path):
     assert [Path(r["path"]).name for r in table] == ["astronaut.png", "broken.jpg", "chelsea.png", "coffee.png"]
     assert table[1]["vector"] is None and table[1]["error"]
     good = [r for r in table if r["error"] is None]
-    np.testing.assert_allclose(np.array([r["vector"] for r in good]), expected(model, [Path(r["path"]) for r in good]), atol=1e-6)
+    np.testing.assert_allclose(
+        np.array([r["vector"] for r in good]), expected(model, [Path(r["path"]) for r in good]), atol=1e-6
+    )
     assert in_process("embed", folder, "--model", model, "-o", out, "--resume")[0] == 2
 
 

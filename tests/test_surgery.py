@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import onnx_builders as builders
+import onnxruntime as ort
 import pytest
 from conftest import REAL_MODEL, real_model
 from onnx import TensorProto, helper, numpy_helper
@@ -62,7 +62,10 @@ def check_family(model: onnx.ModelProto, x: np.ndarray, int8: bool = False) -> s
     assert embedded.shape == (len(x), head.dim)
     np.testing.assert_allclose(embedded, seen["pooled"], atol=TOL, rtol=TOL)
     assert [o.name for o in cut.graph.output] == ["emb"]
-    assert not any(n.op_type in ("Gemm", "Softmax", "QLinearMatMul", "QGemm") and n.output[0] == head.output for n in cut.graph.node)
+    assert not any(
+        n.op_type in ("Gemm", "Softmax", "QLinearMatMul", "QGemm") and n.output[0] == head.output
+        for n in cut.graph.node
+    )
     return head
 
 
@@ -81,7 +84,7 @@ def test_tiny_families(sig, expect):
     layout = sig.get("layout", "NCHW")
     shape = (batch, 3, 32, 32) if layout == "NCHW" else (batch, 32, 32, 3)
     rng = np.random.default_rng(1)
-    x = (rng.integers(0, 255, shape).astype(np.uint8) if sig.get("dtype") == "uint8" else rng.random(shape, np.float32))
+    x = rng.integers(0, 255, shape).astype(np.uint8) if sig.get("dtype") == "uint8" else rng.random(shape, np.float32)
     head = check_family(model, x)
     assert (head.layout, head.dim, head.classes, head.linear) == expect
     assert head.pool == "GlobalAveragePool"
@@ -183,7 +186,12 @@ def test_real_int8_model_qlinear_global_average_pool():
     model = surgery.load_model_proto(REAL_MODEL)
     x = np.random.default_rng(0).random((2, 3, 224, 224), np.float32)
     head = surgery.find_head(model, str(REAL_MODEL))
-    assert (head.pool, head.linear, head.dim, head.classes) == ("QLinearGlobalAveragePool", "QLinearMatMul+QLinearAdd", 1280, 1000)
+    assert (head.pool, head.linear, head.dim, head.classes) == (
+        "QLinearGlobalAveragePool",
+        "QLinearMatMul+QLinearAdd",
+        1280,
+        1000,
+    )
     assert head.pooled.quantized and head.feature_map.quantized
     # the raw uint8 tensor read straight out of the original graph, dequantised by hand
     raw = raw_intermediate(model, head.pooled.name, {"input": x}).reshape(2, -1)
@@ -247,7 +255,9 @@ def _headless(tmp_path: Path) -> Path:
              numpy_helper.from_array(np.zeros(3, np.float32), "b")]  # fmt: skip
     graph = helper.make_graph(nodes, "headless", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], inits)  # fmt: skip
-    return builders.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), tmp_path / "headless.onnx")
+    return builders.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), tmp_path / "headless.onnx"
+    )
 
 
 def test_a_graph_without_a_bottleneck_is_refused_with_the_reason(tmp_path, photos):
