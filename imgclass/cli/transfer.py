@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import decode_options, display_options, model_options, pop_load_options, run_options
+from imgclass.cli.options import decode_options, display_options, model_options, run_options
 
 EMBED_EXAMPLES = """\b
 Examples:
@@ -26,13 +26,9 @@ FAILURES_SHOWN = 20
 
 
 def _load(env: Environment, values: dict[str, Any]):
-    import imgclass
-    from imgclass.cli.classify import _download_bar, describe_model
+    from imgclass.cli.loading import load_classifier
 
-    spec, load_options = pop_load_options(values)
-    classifier = imgclass.load(spec, options=load_options, download_progress=_download_bar(env), background=True)
-    if env.verbose:
-        env.note(describe_model(classifier.info))
+    classifier = load_classifier(env, values)
     head = classifier.bottleneck.head  # ModelError (exit 3) when the graph has no bottleneck
     if env.verbose:
         env.note(f"bottleneck {head.pooled.name} ({head.dim} values, {head.pool} of {head.feature_map.name}, "
