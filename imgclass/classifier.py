@@ -208,26 +208,30 @@ class Classifier:
         stop: threading.Event | None = None,
         expand_inputs: bool = True,
         debug: bool = False,
+        decode: DecodeOptions | None = None,
     ) -> Classification:
         """An `Embedding` per input (its bottleneck vector, or an error), in input order, through the batch pipeline.
 
         `normalize`: vectors scaled to unit L2 norm. With `expand_inputs=False` an input may also be
-        an object with `.path` and `.view(image)` (an augmented view, see imgclass.train).
+        an object with `.path` and `.view(image)` (an augmented view, see imgclass.features);
+        `decode`: other decoding options for this run (default: the classifier's).
         """
         from imgclass.embedding import EmbedOutputs
 
-        options = self._pipeline_options(batch_size, workers, debug)
+        options = self._pipeline_options(batch_size, workers, debug, decode)
         outputs = EmbedOutputs(self.bottleneck, normalize)
         items = self._paths(inputs, recursive, expand_inputs)
         return Classification(Pipeline(self.model, None, options, stop, outputs), items)
 
-    def _pipeline_options(self, batch_size: int | None, workers: int | None, debug: bool) -> PipelineOptions:
+    def _pipeline_options(
+        self, batch_size: int | None, workers: int | None, debug: bool, decode: DecodeOptions | None = None
+    ) -> PipelineOptions:
         if (batch_size is not None and batch_size < 1) or (workers is not None and workers < 1):
             raise UsageError("--batch-size and --workers must be at least 1")
         return PipelineOptions(
             batch_size=batch_size or default_batch_size(self.model),
             workers=workers or default_workers(),
-            decode=self.decode,
+            decode=decode or self.decode,
             debug=debug,
         )
 

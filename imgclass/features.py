@@ -21,7 +21,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +73,11 @@ def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """A random-resized crop (torchvision's sampling: 10 tries, then the whole image), flipped half the time."""
     from PIL import Image
 
+    from imgclass.images import DRAFT_INFO
+
+    draft = image.info.get(DRAFT_INFO)
+    if draft:  # a reduced-scale decode: crop from the part that is the whole image (train decodes crops in full)
+        image = image.crop(tuple(round(v) for v in draft[2]))
     width, height = image.size
     area = width * height
     box = (0, 0, width, height)
@@ -85,7 +90,9 @@ def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
             box = (x, y, x + w, y + h)
             break
     crop = image.crop(box)
-    return crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < FLIP else crop
+    crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < FLIP else crop
+    crop.info = {k: v for k, v in crop.info.items() if k != DRAFT_INFO}  # the crop is an image of its own
+    return crop
 
 
 def file_digest(path: str) -> str:
@@ -204,17 +211,24 @@ def compute(
     if not missing:  # everything cached: the backbone does not run (its session does not even start)
         result.hits = cache.hits
         return result
-    embeddings: Iterable[Any] = classifier.embed(missing, expand_inputs=False, stop=stop, batch_size=options.batch_size,
-                                  workers=options.workers, debug=options.debug)  # fmt: skip
-    for item in embeddings:
-        if item.error is not None:
-            result.failed.setdefault(display_path(item.item.path), item.error)
-        else:
-            result.vectors[item.item] = item.vector
-            cache.put(item.item, item.vector)
-            result.computed += 1
-        if on_view is not None:
-            on_view()
+    # Crops are taken from the full-resolution decode: a reduced-scale (draft) JPEG decode is sized
+    # for the whole image, and a crop of it would be upscaled.
+    full = replace(classifier.decode, draft_min_short_side=None)
+    for views_, decode in (([v for v in missing if v.index == 0], None), ([v for v in missing if v.index], full)):
+        if not views_ or (stop is not None and stop.is_set()):
+            continue
+        embeddings: Iterable[Any] = classifier.embed(views_, expand_inputs=False, stop=stop, decode=decode,
+                                                     batch_size=options.batch_size, workers=options.workers,
+                                                     debug=options.debug)  # fmt: skip
+        for item in embeddings:
+            if item.error is not None:
+                result.failed.setdefault(display_path(item.item.path), item.error)
+            else:
+                result.vectors[item.item] = item.vector
+                cache.put(item.item, item.vector)
+                result.computed += 1
+            if on_view is not None:
+                on_view()
     result.hits = cache.hits
     result.stopped = bool(stop is not None and stop.is_set())
     return result

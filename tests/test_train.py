@@ -239,3 +239,21 @@ def test_real_model_learns_photo_classes_and_predicts_them_by_name(tmp_path, hom
     assert len(rows) == 8
     right = sum(r["predictions"][0]["label"] == Path(r["path"]).parent.name for r in rows)
     assert right >= 7, rows
+
+
+def test_views_are_seeded_by_content_and_index_and_drop_draft_geometry(photos):
+    from imgclass.features import View, file_digest
+    from imgclass.images import DRAFT_INFO, DecodeOptions
+
+    path = str(photos["china.jpg"])
+    full = load_rgb(path)
+    draft = load_rgb(path, DecodeOptions(draft_min_short_side=100))
+    assert DRAFT_INFO in draft.info and draft.size != full.size  # a reduced-scale decode
+    digest = file_digest(path)
+    first, again = View(path, digest, 1, 0).view(full), View(path, digest, 1, 0).view(full)
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    others = [np.asarray(View(path, digest, i, s).view(full)) for i, s in ((2, 0), (1, 1))]
+    assert all(o.shape != np.asarray(first).shape or not np.array_equal(o, first) for o in others)
+    assert View(path, digest, 0).view(full) is full
+    cropped = View(path, digest, 1, 0).view(draft)
+    assert DRAFT_INFO not in cropped.info and cropped.width <= draft.width
