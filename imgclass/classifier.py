@@ -28,7 +28,10 @@ from imgclass.runtime import parse_device
 from imgclass.sources import expand
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from imgclass.download import Progress
+    from imgclass.embedding import Bottleneck
 
 MEMORY_PATH = "<memory>"  # the `path` of a record made from an in-memory image
 
@@ -101,7 +104,7 @@ def _options(options: LoadOptions | None, values: dict[str, Any]) -> LoadOptions
 
 
 class Classification:
-    """The records of one `classify` call, in input order; `stats` fills in as they come."""
+    """The records of one `classify` (or Embeddings of one `embed`) call, in input order; `stats` fills in as they come."""
 
     def __init__(self, pipeline: Pipeline, paths: Iterable[str]):
         self._pipeline = pipeline
@@ -129,6 +132,7 @@ class Classifier:
             allow_truncated=options.allow_truncated,
             draft_min_short_side=None if options.exact_decode else model.transform.min_decode_side,
         )
+        self._bottleneck: Bottleneck | None = None
 
     @property
     def name(self) -> str:
@@ -177,17 +181,67 @@ class Classifier:
     ) -> Classification:
         """Records for files, directories and globs, in input order; a bad input is an error record."""
         _check_top(top, threshold)
+        options = self._pipeline_options(batch_size, workers, debug)
+        paths = self._paths(inputs, recursive, expand_inputs)
+        return Classification(Pipeline(self.model, self.model.ranker(top, threshold), options, stop), paths)
+
+    @property
+    def bottleneck(self) -> Bottleneck:
+        """The model cut at its bottleneck, the pooled vector its classifier reads (ModelError when it has none)."""
+        if self._bottleneck is None:
+            from imgclass.embedding import Bottleneck
+
+            self._bottleneck = Bottleneck(self.model, parse_device(self.options.device), self.options.threads)
+        return self._bottleneck
+
+    def vector(self, image: Any, normalize: bool = False) -> np.ndarray:
+        """The bottleneck vector of one image (a path, a PIL image or an HWC uint8 array): float32, `dim` values."""
+        _, img = self._open(image)
+        return self.bottleneck.run(self.model.transform(img)[None], normalize)[0]
+
+    def embed(
+        self,
+        inputs: Iterable[Any],
+        *,
+        normalize: bool = False,
+        recursive: bool = False,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        stop: threading.Event | None = None,
+        expand_inputs: bool = True,
+        debug: bool = False,
+        decode: DecodeOptions | None = None,
+    ) -> Classification:
+        """An `Embedding` per input (its bottleneck vector, or an error), in input order, through the batch pipeline.
+
+        `normalize`: vectors scaled to unit L2 norm. With `expand_inputs=False` an input may also be
+        an object with `.path` and `.view(image)` (an augmented view, see imgclass.features);
+        `decode`: other decoding options for this run (default: the classifier's).
+        """
+        from imgclass.embedding import EmbedOutputs
+
+        options = self._pipeline_options(batch_size, workers, debug, decode)
+        outputs = EmbedOutputs(self.bottleneck, normalize)
+        items = self._paths(inputs, recursive, expand_inputs)
+        return Classification(Pipeline(self.model, None, options, stop, outputs), items)
+
+    def _pipeline_options(
+        self, batch_size: int | None, workers: int | None, debug: bool, decode: DecodeOptions | None = None
+    ) -> PipelineOptions:
         if (batch_size is not None and batch_size < 1) or (workers is not None and workers < 1):
             raise UsageError("--batch-size and --workers must be at least 1")
-        names = (os.fspath(i) for i in inputs)
-        paths = expand(names, recursive=recursive) if expand_inputs else names
-        options = PipelineOptions(
+        return PipelineOptions(
             batch_size=batch_size or default_batch_size(self.model),
             workers=workers or default_workers(),
-            decode=self.decode,
+            decode=decode or self.decode,
             debug=debug,
         )
-        return Classification(Pipeline(self.model, self.model.ranker(top, threshold), options, stop), paths)
+
+    @staticmethod
+    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool) -> Iterable[Any]:
+        if not expand_inputs:
+            return (i if hasattr(i, "view") else os.fspath(i) for i in inputs)
+        return expand((os.fspath(i) for i in inputs), recursive=recursive)
 
     def _open(self, image: Any) -> tuple[str, Any]:
         from PIL import Image

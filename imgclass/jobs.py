@@ -10,8 +10,9 @@ a Summary; it prints nothing.
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,7 +20,6 @@ from imgclass.classifier import Classifier
 from imgclass.errors import ExitCode
 from imgclass.interrupt import stop_on_signals
 from imgclass.output import Sink
-from imgclass.records import Record
 from imgclass.sources import expand, path_key
 
 
@@ -27,7 +27,7 @@ class Events(Protocol):
     """What a front end hears from a running job."""
 
     def started(self, total: int | None) -> None: ...
-    def record(self, record: Record) -> None: ...
+    def record(self, record: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -69,19 +69,29 @@ def _pending(inputs: Iterable[str], options: JobOptions, done: set[bytes], summa
 
 
 def run_job(
-    classifier: Classifier, inputs: Iterable[str], sink: Sink, options: JobOptions, events: Events, done: set[bytes]
+    classifier: Classifier,
+    inputs: Iterable[str],
+    sink: Sink,
+    options: JobOptions,
+    events: Events,
+    done: set[bytes],
+    produce: Callable[..., Any] | None = None,
 ) -> Summary:
-    """Classify `inputs` into `sink`; `done` holds the inputs (`sources.path_key`) the output already has."""
+    """Classify `inputs` into `sink`; `done` holds the inputs (`sources.path_key`) the output already has.
+
+    `produce`: what makes the records, called like `classifier.classify` without top/threshold
+    (e.g. `functools.partial(classifier.embed, normalize=True)` writes vectors instead).
+    """
     summary = Summary()
+    if produce is None:
+        produce = functools.partial(classifier.classify, top=options.top, threshold=options.threshold)
     paths: Iterable[str] = _pending(inputs, options, done, summary)
     if options.count_first:
         paths = list(paths)
     events.started(len(paths) if isinstance(paths, list) else None)
     with stop_on_signals() as stop:
-        records = classifier.classify(
+        records = produce(
             paths,
-            top=options.top,
-            threshold=options.threshold,
             batch_size=options.batch_size,
             workers=options.workers,
             stop=stop.event,
@@ -99,7 +109,7 @@ def run_job(
     return summary
 
 
-def _write_all(records: Iterable[Record], sink: Sink, events: Events, summary: Summary) -> None:
+def _write_all(records: Iterable[Any], sink: Sink, events: Events, summary: Summary) -> None:
     started = False
     try:
         for record in records:

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,6 +60,21 @@ class _Prepared:
     sample: np.ndarray | None = None
     error: str | None = None
     raw: str | None = None  # path_bytes of a name that is not UTF-8
+    item: Any = None  # the input as given: a path, or an object with `.path` (and `.view(image)`)
+
+
+class Outputs(Protocol):
+    """What a run makes of the model: ranked predictions (`Ranked`, the default) or anything else, per image."""
+
+    def ready(self) -> None:
+        """Wait for the model; raises its load error (a model that cannot load ends the run, exit 3)."""
+
+    def run(self, batch: np.ndarray) -> list[Any]:
+        """One result per sample of `batch` (a string is an error for that sample)."""
+        ...
+
+    def record(self, item: Any, path: str, result: Any, error: str | None, raw: str | None = None) -> Any:
+        """What the pipeline yields for one input (`result` is None when `error` is set)."""
 
 
 def _reason(message: str, path: str) -> str:
@@ -88,6 +103,23 @@ def rank_finite(ranker: Ranker, outputs: np.ndarray) -> list:
         for row, preds in zip(rows, ranker.rank(outputs[rows]), strict=True):
             ranked[row] = preds
     return ranked
+
+
+class Ranked:
+    """The classifier's own outputs, ranked into a Record per image (non-finite rows are errors)."""
+
+    def __init__(self, model: LoadedModel, ranker: Ranker):
+        self.model, self.ranker = model, ranker
+
+    def ready(self) -> None:
+        self.model.runner  # noqa: B018 - raises the model's load error
+
+    def run(self, batch: np.ndarray) -> list[Any]:
+        return rank_finite(self.ranker, self.model.runner.run(batch))
+
+    def record(self, item: Any, path: str, result: Any, error: str | None, raw: str | None = None) -> Record:
+        model = self.model
+        return Record(path, model.name, model.preset.preset.name, result or [], error, model.multi_label, raw)
 
 
 def default_workers() -> int:
@@ -155,30 +187,43 @@ class _Feeder:
 
 
 class Pipeline:
-    def __init__(self, model: LoadedModel, ranker: Ranker, options: PipelineOptions, stop: threading.Event | None = None):
+    """Decode, preprocess and run inputs in order; `outputs` says what a run yields (default: ranked Records).
+
+    An input is a path, or an object with `.path` and `.view(image) -> image`, applied to the
+    decoded image before the model's transform (training augmentation).
+    """
+
+    def __init__(self, model: LoadedModel, ranker: Ranker | None, options: PipelineOptions,
+                 stop: threading.Event | None = None, outputs: Outputs | None = None):  # fmt: skip
         self.model = model
         self.ranker = ranker
+        self.outputs: Outputs = outputs or Ranked(model, ranker or model.ranker(5))
         self.options = options
         self.stop = stop or threading.Event()
         self.stats = Stats()
         self._buffer = np.empty((options.batch_size,) + model.transform.sample_shape, dtype=np.dtype(model.transform.dtype))
 
-    def _prepare(self, path: str) -> _Prepared:
+    def _prepare(self, item: Any) -> _Prepared:
+        view = getattr(item, "view", None)  # an augmented view of an image: `.path` and `.view(image)`
+        path = item.path if view is not None else item
         shown, raw = display_path(path), path_bytes(path)
         try:
             start = time.perf_counter()
             img = load_rgb(path, self.options.decode)
+            if view is not None:
+                img = view(img)
             decoded = time.perf_counter()
             sample = self.model.transform(img)
             self.stats.add_prepare(decoded - start, time.perf_counter() - decoded)
-            return _Prepared(shown, sample, raw=raw)
+            return _Prepared(shown, sample, raw=raw, item=item)
         except ImgclassError as err:
-            return _Prepared(shown, error=_reason(str(err), shown), raw=raw)
+            return _Prepared(shown, error=_reason(str(err), shown), raw=raw, item=item)
         except Exception as err:  # noqa: BLE001 - a decoder bug must not end the batch
             detail = traceback.format_exc() if self.options.debug else ""
-            return _Prepared(shown, error=f"unexpected error: {type(err).__name__}: {err}{detail}", raw=raw)
+            message = f"unexpected error: {type(err).__name__}: {err}{detail}"
+            return _Prepared(shown, error=message, raw=raw, item=item)
 
-    def run(self, paths: Iterable[str]) -> Iterator[Record]:
+    def run(self, paths: Iterable[Any]) -> Iterator[Any]:
         batch_size = self.options.batch_size
         window = max(2 * batch_size, batch_size + 2 * self.options.workers)
         pending: deque[Future] = deque()
@@ -210,7 +255,7 @@ class Pipeline:
                         return
                 yield from self._classify(chunk)
             if not self.stop.is_set():
-                self.model.runner  # noqa: B018 - surfaces a model that cannot load even when no image decoded
+                self.outputs.ready()  # surfaces a model that cannot load even when no image decoded
         finally:
             # Never wait for a decode in progress: a stop is honoured at once.
             feeder.close()
@@ -225,29 +270,28 @@ class Pipeline:
             wait([future], timeout=0.1)
         return True
 
-    def _infer(self, runner, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray) -> list[Any]:
         """Run the model on its own thread, so that a second signal ends the run even mid-batch."""
-        future = self._model_thread.submit(runner.run, batch)
+        future = self._model_thread.submit(self.outputs.run, batch)
         wait([future])
         return future.result()
 
-    def _classify(self, chunk: list[_Prepared]) -> Iterator[Record]:
+    def _classify(self, chunk: list[_Prepared]) -> Iterator[Any]:
         good = [item for item in chunk if item.sample is not None]
-        results: dict[int, Any] = {}  # predictions, or NON_FINITE
+        results: dict[int, Any] = {}  # a result per image, or an error string (NON_FINITE)
         failure = None
         if good:
-            runner = self.model.runner  # a model that cannot load ends the run (exit 3), it fails no image
+            self.outputs.ready()  # a model that cannot load ends the run (exit 3), it fails no image
             batch = self._buffer[: len(good)]
             for i, item in enumerate(good):
                 batch[i] = item.sample
             start = time.perf_counter()
             try:
-                ranked = rank_finite(self.ranker, self._infer(runner, batch))
+                ranked = self._infer(batch)
                 results = {id(item): preds for item, preds in zip(good, ranked, strict=True)}
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
                 failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
             self.stats.inference += time.perf_counter() - start
-        name, preset, multi = self.model.name, self.model.preset.preset.name, self.model.multi_label
         for item in chunk:
             error = item.error or (failure if item.sample is not None else None)
             if error is None and isinstance(results.get(id(item)), str):
@@ -255,6 +299,6 @@ class Pipeline:
             self.stats.images += 1
             if error:
                 self.stats.failed += 1
-                yield Record(item.path, name, preset, [], error, multi, item.raw)
+                yield self.outputs.record(item.item, item.path, None, error, item.raw)
             else:
-                yield Record(item.path, name, preset, results[id(item)], None, multi, item.raw)
+                yield self.outputs.record(item.item, item.path, results[id(item)], None, item.raw)

@@ -26,6 +26,7 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.learn import evaluate
 from imgclass.cli.models import models
 from imgclass.cli.tools import bench, info
+from imgclass.cli.transfer import embed, train
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
 from imgclass.interrupt import Interrupted, raise_on_signals
 
@@ -45,7 +46,7 @@ def app() -> None:
     """Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs."""
 
 
-for _command in (predict, batch, evaluate, models, cache, bench, info):
+for _command in (predict, batch, evaluate, embed, train, models, cache, bench, info):
     app.add_command(_command)
 
 
