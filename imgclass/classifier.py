@@ -21,16 +21,19 @@ from typing import TYPE_CHECKING, Any
 from imgclass.errors import InputError, UsageError
 from imgclass.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
 from imgclass.model import LoadedModel, ModelSettings, load_model
-from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_size, default_workers
+from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_size, default_workers, rank_finite
 from imgclass.presets import Overrides
 from imgclass.records import Record
 from imgclass.runtime import parse_device
-from imgclass.scoring import Scorer
+from imgclass.scoring import Scored, Scorer
 from imgclass.sources import expand
 from imgclass.tta import check_tta
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from imgclass.download import Progress
+    from imgclass.embedding import Bottleneck
     from imgclass.explain import Explanation
 
 MEMORY_PATH = "<memory>"  # the `path` of a record made from an in-memory image
@@ -128,7 +131,7 @@ def _options(options: LoadOptions | None, values: dict[str, Any]) -> LoadOptions
 
 
 class Classification:
-    """The records of one `classify` call, in input order; `stats` fills in as they come."""
+    """The records of one `classify` (or Embeddings of one `embed`) call, in input order; `stats` fills in as they come."""
 
     def __init__(self, pipeline: Pipeline, paths: Iterable[str]):
         self._pipeline = pipeline
@@ -160,6 +163,7 @@ class Classifier:
             allow_truncated=options.allow_truncated,
             draft_min_short_side=None if options.exact_decode or None in sides else max(s for s in sides if s),
         )
+        self._bottleneck: Bottleneck | None = None
 
     @property
     def name(self) -> str:
@@ -208,10 +212,17 @@ class Classifier:
         """
         _check_top(top, threshold)
         path, img = self._open(image)
-        probabilities = self.scorer.probabilities([self.scorer.prepare(img)])
-        predictions = self.model.ranker(top, threshold).rank_probabilities(probabilities)[0]
+        if self.scorer.plain:
+            sample = self.model.transform(img)
+            outputs = self.model.runner.run(sample[None])
+            ranked = rank_finite(self.model.ranker(top, threshold), outputs)[0]
+        else:  # an ensemble and/or test-time augmentation
+            scored = Scored(self.scorer, self.model.ranker(top, threshold))
+            ranked = scored.run(scored.stack([self.scorer.prepare(img)]))[0]
+        if isinstance(ranked, str):
+            raise InputError(f"{path}: {ranked}")
         tta = None if self.tta == "none" else self.tta
-        return Record(path, self.name, self.preset, predictions, None, self.multi_label, tta)
+        return Record(path, self.name, self.preset, ranked, None, self.multi_label, tta=tta)
 
     def classify(
         self,
@@ -228,18 +239,69 @@ class Classifier:
     ) -> Classification:
         """Records for files, directories and globs, in input order; a bad input is an error record."""
         _check_top(top, threshold)
+        options = self._pipeline_options(batch_size, workers, debug)
+        paths = self._paths(inputs, recursive, expand_inputs)
+        ranker = self.model.ranker(top, threshold)
+        scored = None if self.scorer.plain else Scored(self.scorer, ranker)  # an ensemble and/or TTA
+        return Classification(Pipeline(self.model, ranker, options, stop, scored), paths)
+
+    @property
+    def bottleneck(self) -> Bottleneck:
+        """The model cut at its bottleneck, the pooled vector its classifier reads (ModelError when it has none)."""
+        if self._bottleneck is None:
+            from imgclass.embedding import Bottleneck
+
+            self._bottleneck = Bottleneck(self.model, parse_device(self.options.device), self.options.threads)
+        return self._bottleneck
+
+    def vector(self, image: Any, normalize: bool = False) -> np.ndarray:
+        """The bottleneck vector of one image (a path, a PIL image or an HWC uint8 array): float32, `dim` values."""
+        _, img = self._open(image)
+        return self.bottleneck.run(self.model.transform(img)[None], normalize)[0]
+
+    def embed(
+        self,
+        inputs: Iterable[Any],
+        *,
+        normalize: bool = False,
+        recursive: bool = False,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        stop: threading.Event | None = None,
+        expand_inputs: bool = True,
+        debug: bool = False,
+        decode: DecodeOptions | None = None,
+    ) -> Classification:
+        """An `Embedding` per input (its bottleneck vector, or an error), in input order, through the batch pipeline.
+
+        `normalize`: vectors scaled to unit L2 norm. With `expand_inputs=False` an input may also be
+        an object with `.path` and `.view(image)` (an augmented view, see imgclass.features);
+        `decode`: other decoding options for this run (default: the classifier's).
+        """
+        from imgclass.embedding import EmbedOutputs
+
+        options = self._pipeline_options(batch_size, workers, debug, decode)
+        outputs = EmbedOutputs(self.bottleneck, normalize)
+        items = self._paths(inputs, recursive, expand_inputs)
+        return Classification(Pipeline(self.model, None, options, stop, outputs), items)
+
+    def _pipeline_options(
+        self, batch_size: int | None, workers: int | None, debug: bool, decode: DecodeOptions | None = None
+    ) -> PipelineOptions:
         if (batch_size is not None and batch_size < 1) or (workers is not None and workers < 1):
             raise UsageError("--batch-size and --workers must be at least 1")
-        names = (os.fspath(i) for i in inputs)
-        paths = expand(names, recursive=recursive) if expand_inputs else names
-        options = PipelineOptions(
+        return PipelineOptions(
             batch_size=batch_size or default_batch_size(self.model),
             workers=workers or default_workers(),
-            decode=self.decode,
+            decode=decode or self.decode,
             debug=debug,
         )
-        ranker = self.model.ranker(top, threshold)
-        return Classification(Pipeline(self.model, ranker, options, stop, self.scorer), paths)
+
+    @staticmethod
+    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool) -> Iterable[Any]:
+        if not expand_inputs:
+            return (i if hasattr(i, "view") else os.fspath(i) for i in inputs)
+        return expand((os.fspath(i) for i in inputs), recursive=recursive)
 
     def explain(self, image: Any, class_: int | str | None = None, **options: Any) -> Explanation:
         """Where the model looked for `class_` (default: its top-1) in one image: a heat map.

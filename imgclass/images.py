@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import stat
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +27,11 @@ BACKGROUND = (255, 255, 255)
 ORIENTATION = 0x0112
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
-# Decide truncation and bomb policy per call, not through Pillow's globals.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's own bomb check stays on: it is what refuses an image nested inside a file
+# (an ICO's PNG, a GIF frame) before it is decoded. `_decode` sets its limit from the
+# run's --max-pixels; the warning it gives below that limit says nothing we act on.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+HIGH_DEPTH_SLICE = 1 << 20  # pixels converted at a time from 16/32-bit to 8-bit
 
 # A draft-decoded image carries (full width, full height, box) under this key of its `info`:
 # the size of the whole image and the box, in the decoded pixels, that the whole image covers.
@@ -70,7 +76,12 @@ def load_rgb(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) 
     except UnidentifiedImageError:
         raise InputError(f"{name}: not an image Pillow can read") from None
     except Image.DecompressionBombError as err:
-        raise InputError(f"{name}: {err}") from None
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{found.group(1)} pixels" if found else "an image in this file"
+        raise InputError(
+            f"{name}: {size} is over the limit of {options.max_pixels} pixels "
+            "(possible decompression bomb; raise it with --max-pixels)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:
         reason = str(err) or type(err).__name__
         if "truncated" in reason:
@@ -101,6 +112,9 @@ def _open_regular(path: str | os.PathLike, name: str):
 
 
 def _decode(handle, name: str, options: DecodeOptions) -> Image.Image:
+    # One policy for the whole run, so setting Pillow's globals here is safe. Pillow
+    # refuses above twice its limit: half of ours makes it refuse exactly above ours.
+    Image.MAX_IMAGE_PIXELS = options.max_pixels / 2 if options.max_pixels else None  # type: ignore[assignment]
     with Image.open(handle) as img:
         width, height = img.size
         if width < 1 or height < 1:
@@ -178,14 +192,38 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _slices(img: Image.Image, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    width, height = img.size
+    for start in range(0, height, rows):
+        yield start, np.asarray(img.crop((0, start, width, min(height, start + rows))))
+
+
 def _high_depth_to_8bit(img: Image.Image) -> np.ndarray:
-    """16-bit and 32-bit greyscale to 8 bits, keeping the full range (not clipping at 255)."""
-    arr = np.asarray(img)
+    """16-bit and 32-bit greyscale to 8 bits, keeping the full range (not clipping at 255).
+
+    Converted a slice of rows at a time, in place, so the temporaries stay small: memory
+    is the image, its 8-bit copy and one slice, never a float64 copy of the whole image.
+    """
+    width, height = img.size
+    out = np.empty((height, width), np.uint8)
+    rows = max(1, HIGH_DEPTH_SLICE // max(1, width))
+    scale, divisor = 255.0, 1
     if img.mode == "F":
-        top = float(arr.max()) if arr.size else 1.0
+        top = max((float(p[np.isfinite(p)].max(initial=0.0)) for _, p in _slices(img, rows)), default=0.0)
         scale = 255.0 / top if top > 1.0 else 255.0
-        return np.clip(arr * scale, 0, 255).round().astype(np.uint8)
-    arr = arr.astype(np.int64)
-    if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
-        return np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
-    return np.clip(arr, 0, 255).astype(np.uint8)
+    elif img.mode.startswith("I;16") or img.getextrema()[1] > 255:  # type: ignore[operator]
+        divisor = 257
+    for start, part in _slices(img, rows):
+        if img.mode == "F":
+            work = part.astype(np.float32)
+            work *= scale
+            np.nan_to_num(work, copy=False, nan=0.0)
+            np.rint(work, out=work)
+        else:
+            work = part.astype(np.int32 if part.dtype.itemsize < 4 else np.int64)
+            if divisor != 1:
+                work += 128  # round(x / 257) for integers: 257 is odd, so there are no ties
+                work //= divisor
+        np.clip(work, 0, 255, out=work)
+        out[start : start + len(work)] = work
+    return out

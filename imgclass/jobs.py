@@ -10,24 +10,24 @@ a Summary; it prints nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import functools
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from imgclass.classifier import Classifier
 from imgclass.errors import ExitCode
-from imgclass.images import display_path
 from imgclass.interrupt import stop_on_signals
 from imgclass.output import Sink
-from imgclass.records import Record
-from imgclass.sources import expand
+from imgclass.sources import expand, path_key
 
 
 class Events(Protocol):
     """What a front end hears from a running job."""
 
     def started(self, total: int | None) -> None: ...
-    def record(self, record: Record) -> None: ...
+    def record(self, record: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class JobOptions:
     workers: int | None = None
     count_first: bool = False  # list every input before starting, so progress has a total
     debug: bool = False
+    null: bool = False  # the list on stdin ('-') is NUL-separated
+    stdin: Any = None  # where '-' reads from (default: sys.stdin)
 
 
 @dataclass
@@ -57,28 +59,39 @@ class Summary:
         return ExitCode.INPUT_FAILED if self.failed else ExitCode.OK
 
 
-def _pending(inputs: Iterable[str], recursive: bool, done: set[str], summary: Summary) -> Iterator[str]:
-    for path in expand(inputs, recursive=recursive):
-        if done and display_path(path) in done:
+def _pending(inputs: Iterable[str], options: JobOptions, done: set[bytes], summary: Summary) -> Iterator[str]:
+    stdin = options.stdin if options.stdin is not None else sys.stdin
+    for path in expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null):
+        if done and path_key(path) in done:
             summary.skipped += 1
             continue
         yield path
 
 
 def run_job(
-    classifier: Classifier, inputs: Iterable[str], sink: Sink, options: JobOptions, events: Events, done: set[str]
+    classifier: Classifier,
+    inputs: Iterable[str],
+    sink: Sink,
+    options: JobOptions,
+    events: Events,
+    done: set[bytes],
+    produce: Callable[..., Any] | None = None,
 ) -> Summary:
-    """Classify `inputs` into `sink`; `done` holds paths the output already has."""
+    """Classify `inputs` into `sink`; `done` holds the inputs (`sources.path_key`) the output already has.
+
+    `produce`: what makes the records, called like `classifier.classify` without top/threshold
+    (e.g. `functools.partial(classifier.embed, normalize=True)` writes vectors instead).
+    """
     summary = Summary()
-    paths: Iterable[str] = _pending(inputs, options.recursive, done, summary)
+    if produce is None:
+        produce = functools.partial(classifier.classify, top=options.top, threshold=options.threshold)
+    paths: Iterable[str] = _pending(inputs, options, done, summary)
     if options.count_first:
         paths = list(paths)
     events.started(len(paths) if isinstance(paths, list) else None)
     with stop_on_signals() as stop:
-        records = classifier.classify(
+        records = produce(
             paths,
-            top=options.top,
-            threshold=options.threshold,
             batch_size=options.batch_size,
             workers=options.workers,
             stop=stop.event,
@@ -96,7 +109,7 @@ def run_job(
     return summary
 
 
-def _write_all(records: Iterable[Record], sink: Sink, events: Events, summary: Summary) -> None:
+def _write_all(records: Iterable[Any], sink: Sink, events: Events, summary: Summary) -> None:
     started = False
     try:
         for record in records:

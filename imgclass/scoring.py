@@ -19,18 +19,20 @@ the mirror image of each.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from imgclass.errors import ModelError, UsageError
 from imgclass.preprocess import Transform, crop_offsets
+from imgclass.records import Record
 from imgclass.tta import VIEWS, check_tta
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from imgclass.model import LoadedModel
+    from imgclass.postprocess import Ranker
 
 
 def mirror(sample: np.ndarray, layout: str) -> np.ndarray:
@@ -124,6 +126,11 @@ class Scorer:
     def views(self) -> int:
         return VIEWS[self.tta]
 
+    @property
+    def plain(self) -> bool:
+        """One model, one view: the classifier's own path does the same, and is what runs."""
+        return len(self.models) == 1 and self.tta == "none"
+
     def wait(self) -> None:
         """Wait for every model's session; raises the error of one that cannot load."""
         for model in self.models:
@@ -146,3 +153,44 @@ class Scorer:
             total = part if total is None else total + part
         assert total is not None
         return total
+
+
+class Scored:
+    """The batch pipeline's outputs for a Scorer: prepared views, stacked per model, ranked into Records.
+
+    `prepare` and `stack` replace the model's transform and the stacking of samples
+    (see `imgclass.pipeline.Outputs`); `run` gives ranked predictions per image, or
+    NON_FINITE for an image whose averaged probabilities are not finite.
+    """
+
+    def __init__(self, scorer: Scorer, ranker: Ranker):
+        self.scorer, self.ranker = scorer, ranker
+
+    def ready(self) -> None:
+        self.scorer.wait()
+
+    def prepare(self, img: Image.Image) -> list[np.ndarray]:
+        return self.scorer.prepare(img)
+
+    @staticmethod
+    def stack(samples: Sequence[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        return list(samples)
+
+    def run(self, batch: Any) -> list[Any]:
+        from imgclass.pipeline import NON_FINITE
+
+        probs = self.scorer.probabilities(batch)
+        finite = np.isfinite(probs).all(axis=1)
+        if finite.all():
+            return list(self.ranker.rank_probabilities(probs))
+        ranked: list[Any] = [NON_FINITE] * len(probs)
+        rows = np.flatnonzero(finite)
+        if len(rows):
+            for row, predictions in zip(rows, self.ranker.rank_probabilities(probs[rows]), strict=True):
+                ranked[row] = predictions
+        return ranked
+
+    def record(self, item: Any, path: str, result: Any, error: str | None, raw: str | None = None) -> Record:
+        s = self.scorer
+        tta = None if s.tta == "none" else s.tta
+        return Record(path, s.name, s.preset, result or [], error, s.multi_label, raw, tta)

@@ -59,7 +59,7 @@ def test_json_csv_tsv_parse_and_agree(tiny, photos, home):
     assert as_json == as_jsonl
     for fmt, delimiter in (("csv", ","), ("tsv", "\t")):
         rows = list(csv.DictReader(io.StringIO(run_cli(*base, "-f", fmt).stdout), delimiter=delimiter))
-        assert list(rows[0]) == ["path", "rank", "index", "label", "probability", "error"]
+        assert list(rows[0]) == ["path", "rank", "index", "label", "probability", "error", "path_bytes"]
         assert len(rows) == 6
         flat = [(r["path"], int(r["rank"]), int(r["index"]), r["label"], float(r["probability"])) for r in rows]
         expected = [(rec["path"], p["rank"], p["index"], p["label"], p["probability"]) for rec in as_jsonl for p in rec["predictions"]]
@@ -70,7 +70,7 @@ def test_output_file_format_from_extension(tiny, photos, tmp_path, home):
     out = tmp_path / "res.csv"
     result = run_cli("predict", photos["china.jpg"], "--model", tiny, "--output", out)
     assert result.returncode == 0 and result.stdout == ""
-    assert out.read_text().splitlines()[0] == "path,rank,index,label,probability,error"
+    assert out.read_text().splitlines()[0] == "path,rank,index,label,probability,error,path_bytes"
 
 
 def test_top_threshold_and_all_classes(tiny, photos, home):

@@ -24,11 +24,18 @@ BATCH_EXAMPLES = """\b
 Examples:
   imgclass batch photos/ --recursive --output results.jsonl
   find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
+  find photos -type f -print0 | imgclass batch - --null -o results.jsonl
   imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl"""
+
+
+null_option = click.option(
+    "--null", "-0", is_flag=True, help="The list '-' reads from stdin is NUL-separated (find -print0)."
+)
 
 
 @click.command(epilog=PREDICT_EXAMPLES)
 @click.argument("images", nargs=-1, required=True)
+@null_option
 @classify_options
 def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
     """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
@@ -39,6 +46,7 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
+@null_option
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).")
 @classify_options
 def batch(env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any) -> int:
@@ -62,7 +70,7 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
     from imgclass.cli.loading import load_classifier
     from imgclass.jobs import JobOptions, run_job
-    from imgclass.output import choose_format, open_target
+    from imgclass.output import check_output, choose_format, open_target
     from imgclass.sources import check_inputs
 
     check_inputs(inputs)  # before any model is resolved or downloaded
@@ -71,11 +79,13 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
-    target = open_target(values["output"], fmt, resume, env.stdout, classifier.multi_label)
+    target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
     progress = _progress(env, view)
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
-                         count_first=progress is not None, debug=env.debug)  # fmt: skip
+                         count_first=progress is not None, debug=env.debug, null=values["null"],
+                         stdin=env.stdin)  # fmt: skip
     try:
         sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
         if report is not None:
@@ -109,7 +119,8 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
     if fmt == "table":
         sink = PredictTable(env) if view == "predict" else BatchRows(env)
     else:
-        sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, multi_label=multi_label)
+        sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, columns=target.columns,
+                         multi_label=multi_label)  # fmt: skip
     shares_terminal = progress is not None and target.stream is env.stdout and env.stdout_isatty
     return GuardedSink(sink, progress) if shares_terminal else sink
 

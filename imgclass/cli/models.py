@@ -10,6 +10,7 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.options import display_options, listing_options
 from imgclass.cli.render import print_fields, print_json, print_table
 from imgclass.errors import ExitCode, UsageError
+from imgclass.text import printable
 
 
 @click.group(epilog="\b\nExamples:\n  imgclass models list\n  imgclass models pull resnet50")
@@ -91,7 +92,7 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
     entry = catalog.find(name)  # type: ignore[arg-type]
     if entry is None:
         raise UsageError(f"{name}: not in the catalog (see: imgclass models list); use --url or --file for others")
-    env.stdout.write(f"{store.pull_entry(entry, offline, download_bar(env))}\n")
+    env.stdout.write(f"{store.pull_entry(entry, offline, download_bar(env), replace_damaged=True)}\n")
 
 
 @models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")
@@ -118,7 +119,7 @@ def models_path(env: Environment) -> None:
 @models.command("verify", epilog="\b\nExample:\n  imgclass models verify --format json")
 @listing_options
 def models_verify(env: Environment, fmt: str) -> int:
-    """Re-hash every cached model; exit 1 if any is damaged."""
+    """Re-hash every cached model and optimised graph; exit 3 if any is damaged."""
     from imgclass import store
 
     report = store.verify()
@@ -126,9 +127,9 @@ def models_verify(env: Environment, fmt: str) -> int:
         print_json(env, report)
     else:
         for row in report:
-            env.stdout.write(f"{'ok' if row['ok'] else 'DAMAGED':8} {row['name']:28} {row['problem'] or row['path']}\n")
+            text = f"{'ok' if row['ok'] else 'DAMAGED':8} {row['name']:28} {row['problem'] or row['path']}"
+            env.stdout.write(printable(text) + "\n")
     damaged = [r for r in report if not r["ok"]]
     for row in damaged:
-        env.err(f"{row['name']}: damaged ({row['problem']}); run: imgclass models remove {row['name']} && "
-                f"imgclass models pull {row['name']}")  # fmt: skip
-    return ExitCode.INPUT_FAILED if damaged else ExitCode.OK
+        env.err(f"{row['name']}: damaged ({row['problem']}); run: {row['remedy']}")
+    return ExitCode.MODEL if damaged else ExitCode.OK

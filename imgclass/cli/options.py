@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,8 @@ def display_options(function: Callable) -> Callable:
         env = click.get_current_context().obj
         for name in _DISPLAY:
             setattr(env, name, kwargs.pop(name))
+        if env.debug:
+            warnings.simplefilter("default")
         return function(*args, **kwargs)
 
     return _stack(
