@@ -19,6 +19,7 @@ what lies outside the crop is shown dimmed, without colour.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -215,9 +216,55 @@ def _as_input(pixels: np.ndarray, transform: Transform) -> np.ndarray:
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
-def cam_outputs(model: LoadedModel, sample: np.ndarray) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
-    """One forward pass for CAM: the model's outputs, and class index -> its map on the feature grid."""
-    raise ModelError(f"{model.name}: class activation maps need imgclass.surgery; use --method occlusion")
+FEATURES = "imgclass/cam_features"  # the feature map, exposed as an extra output of the graph
+
+
+@functools.lru_cache(maxsize=4)
+def _cam_session(path: str, identity: tuple[int, int], name: str, providers: tuple[str, ...], threads: int | None):
+    """The classifier with its last feature map as a second output, its session, and its head (from surgery)."""
+    import onnxruntime as ort
+
+    from imgclass import surgery
+
+    graph = surgery.load_model_proto(Path(path))
+    try:
+        head = surgery.find_head(graph, name)
+    except ModelError as err:
+        raise ModelError(f"{name}: no class activation map: the network does not end in global average pooling "
+                         f"and one linear layer ({err}); use --method occlusion") from None  # fmt: skip
+    exposed = surgery.expose(graph, {FEATURES: head.feature_map})
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(exposed.SerializeToString(), sess_options=options, providers=list(providers))
+    return session, head
+
+
+def cam_outputs(
+    model: LoadedModel, sample: np.ndarray, threads: int | None = None
+) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
+    """One forward pass for CAM: the classifier's outputs, and label index -> CAM on the feature map's grid.
+
+    CAM_c(y, x) = sum_k w_ck A_k(y, x), with w the linear layer's weights (dequantised for int8
+    exports) and A the feature map the global average pool reads, so mean(CAM_c) + b_c = logit_c.
+    """
+    info = os.stat(model.path)  # a file replaced since is read again
+    session, head = _cam_session(str(model.path), (info.st_mtime_ns, info.st_size), model.name,
+                                 tuple(model.providers), threads)  # fmt: skip
+    sig = model.signature
+    outputs, features = session.run([sig.output_name, FEATURES], {sig.input_name: sample[None]})
+    if features.ndim != 4:
+        raise ModelError(f"{model.name}: the pooled feature map has shape {list(features.shape)}, not [N, C, H, W]")
+    fmap = features[0] if head.layout == "NCHW" else np.moveaxis(features[0], -1, 0)  # (channels, h, w)
+    if fmap.shape[0] != head.dim:
+        raise ModelError(f"{model.name}: the feature map has {fmap.shape[0]} channels, the classifier reads {head.dim}")
+
+    def class_map(index: int) -> np.ndarray:
+        weights = head.weight[model.offset + index].astype(np.float64)
+        return np.tensordot(weights, fmap.astype(np.float64), axes=(0, 0)).astype(np.float32)
+
+    return outputs, class_map
 
 
 def explain(classifier, image, class_: int | str | None = None, *, method: str = "cam", top: int = 5,
@@ -239,7 +286,7 @@ def explain(classifier, image, class_: int | str | None = None, *, method: str =
     path, img = classifier._open(image, decode)
     sample = model.transform(img)
     if method == "cam":
-        outputs, class_map = cam_outputs(model, sample)
+        outputs, class_map = cam_outputs(model, sample, classifier.options.threads)
     else:
         outputs = model.runner.run(sample[None])
     probs = model.activation.probabilities(outputs)[:, model.offset :]
