@@ -112,7 +112,7 @@ def agreement(a: dict, b: dict) -> dict:
     """Top-1 agreement (all images, and those `a` is sure of: p >= 0.5) and probability differences."""
     paths = sorted(a)
     same = [int(a[p].argmax() == b[p].argmax()) for p in paths]
-    sure = [s for s, p in zip(same, paths) if a[p].max() >= 0.5]
+    sure = [s for s, p in zip(same, paths, strict=False) if a[p].max() >= 0.5]
     diffs = [float(np.abs(a[p] - b[p]).max()) for p in paths]
     return {
         "top-1 agreement": f"{sum(same)}/{len(same)}",

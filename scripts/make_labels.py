@@ -40,10 +40,10 @@ def display_names(synonyms: list[str], wnids: list[str]) -> list[str]:
     """First lemmas, with the shared ones qualified by QUALIFIERS; unique across all classes."""
     lemmas = [first_lemma(s) for s in synonyms]
     counts = Counter(lemmas)
-    shared = {wnid for wnid, lemma in zip(wnids, lemmas) if counts[lemma] > 1}
+    shared = {wnid for wnid, lemma in zip(wnids, lemmas, strict=False) if counts[lemma] > 1}
     if shared != set(QUALIFIERS):
         raise SystemExit(f"shared first lemmas changed: {sorted(shared ^ set(QUALIFIERS))}; update QUALIFIERS")
-    names = [f"{lemma} ({QUALIFIERS[wnid]})" if wnid in shared else lemma for wnid, lemma in zip(wnids, lemmas)]
+    names = [f"{lemma} ({QUALIFIERS[wnid]})" if wnid in shared else lemma for wnid, lemma in zip(wnids, lemmas, strict=False)]
     if len(set(names)) != len(names):
         raise SystemExit("display names are not unique")
     return names

@@ -200,7 +200,7 @@ def resnet50(sig: Signature = Signature(), seed: int = 0) -> onnx.ModelProto:
         y = g.conv_bn(x, 3, 64, 7, stride=2, pad=3, name="stem")
         y = g.pool("MaxPool", y, 3, 2, 1)
         cin = 64
-        for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+        for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), strict=False), start=1):
             for block in range(blocks):
                 stride = 2 if block == 0 and stage > 1 else 1
                 name = f"layer{stage}.{block}"

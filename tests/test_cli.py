@@ -8,8 +8,9 @@ import sys
 
 import onnx
 import pytest
-from onnx import TensorProto, helper
 from conftest import jsonl, run_cli
+from onnx import TensorProto, helper
+
 from imgclass import __version__
 from imgclass.cli import run
 from imgclass.cli.environment import Environment

@@ -5,9 +5,9 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import imgclass_command, jsonl, run_cli
 from http_server import Behaviour, Server
+
 from imgclass import cache, store
 from imgclass.catalog import Entry
 from imgclass.download import DownloadFailed, display_url, fetch, forget_failures

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from conftest import GOLDEN, jsonl, photo_paths, run_cli
+
 from imgclass.postprocess import softmax
 
 pytestmark = pytest.mark.slow  # ResNet-50 / Inception v3 graphs end to end
@@ -75,12 +75,12 @@ def test_same_weights_behind_three_signatures_agree(make_model, photos, kind, si
     for name in ("nhwc-softmax", "background-1001"):
         assert [v[0] for v in results[name].values()] == [v[0] for v in base.values()], name
         assert list(results[name]) == list(base), name
-    for index, (label, prob) in base.items():
+    for index, (_label, prob) in base.items():
         assert abs(results["nhwc-softmax"][index][1] - prob) < 1e-5
     # The 1001-class export adds a background logit: the softmax is taken over one more output,
     # so every probability shrinks by the same factor and the ratios between classes stay.
     top = next(iter(base))
-    for index, (label, prob) in base.items():
+    for index, (_label, prob) in base.items():
         ratio = results["background-1001"][index][1] / results["background-1001"][top][1]
         assert abs(ratio - prob / base[top][1]) < 1e-5 * max(1.0, prob / base[top][1])
 

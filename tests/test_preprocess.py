@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN, photo_paths
 from PIL import Image
 
-from conftest import GOLDEN, photo_paths
 from imgclass.images import DRAFT_INFO, DecodeOptions, load_rgb
 from imgclass.preprocess import Transform, center_crop, resize_array, tf_central_crop
 from imgclass.presets import Preset, get_preset

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import onnx
 import pytest
-
 from conftest import GOLDEN, photo_paths
+
 from imgclass.errors import UsageError
 from imgclass.images import load_rgb
 from imgclass.model import inspect_file

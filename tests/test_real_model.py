@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import jsonl, run_cli
+from PIL import Image
 
 REAL_MODEL = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "mobilenetv2-12-int8.onnx"
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
@@ -54,7 +53,7 @@ def _predict(model: Path, photos: dict[str, Path], *extra) -> dict[str, list[dic
     assert result.returncode == 0, result.stderr
     records = jsonl(result.stdout)
     assert [r["error"] for r in records] == [None] * len(names)
-    return {name: record["predictions"] for name, record in zip(names, records)}
+    return {name: record["predictions"] for name, record in zip(names, records, strict=False)}
 
 
 def _check_labels(predictions: dict[str, list[dict]]) -> None:

@@ -14,10 +14,9 @@ import time
 import numpy as np
 import onnx
 import pytest
+from conftest import imgclass_command, jsonl, run_cli
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-
-from conftest import imgclass_command, jsonl, run_cli
 
 
 def make_corpus(root, photos):
@@ -31,7 +30,7 @@ def make_corpus(root, photos):
         good.append(name)
 
     keep("cmyk.jpg", china.convert("CMYK"))
-    keep("grey16.png", Image.fromarray((np.asarray(china.convert("L"), np.uint16) * 257)))
+    keep("grey16.png", Image.fromarray(np.asarray(china.convert("L"), np.uint16) * 257))
     keep("grey8.png", china.convert("L"))
     keep("rgba.png", china.convert("RGBA"))
     keep("la.png", china.convert("LA"))
