@@ -47,9 +47,15 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
 @null_option
-@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).")
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).",
+)
 @classify_options
-def batch(env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any) -> int:
+def batch(
+    env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any
+) -> int:
     """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
     return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
 
@@ -130,7 +136,9 @@ def _with_report(sink: Sink, path: Path, classifier, workers: int | None) -> Sin
     from imgclass.report import ReportOptions, ReportSink, TeeSink
 
     tta = f" · TTA {classifier.tta}" if classifier.tta != "none" else ""
-    options = ReportOptions(subtitle=f"{classifier.name} · {classifier.preset}{tta}", workers=workers or default_workers())
+    options = ReportOptions(
+        subtitle=f"{classifier.name} · {classifier.preset}{tta}", workers=workers or default_workers()
+    )
     return TeeSink(sink, ReportSink(path, options))
 
 
