@@ -230,8 +230,9 @@ def _cam_session(path: str, identity: tuple[int, int], name: str, providers: tup
     try:
         head = surgery.find_head(graph, name)
     except ModelError as err:
+        why = str(err).removeprefix(f"{name}: ").removeprefix("no bottleneck to train on: ")
         raise ModelError(f"{name}: no class activation map: the network does not end in global average pooling "
-                         f"and one linear layer ({err}); use --method occlusion") from None  # fmt: skip
+                         f"and one linear layer ({why}); use --method occlusion") from None  # fmt: skip
     exposed = surgery.expose(graph, {FEATURES: head.feature_map})
     options = ort.SessionOptions()
     options.log_severity_level = 3
