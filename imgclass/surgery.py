@@ -46,24 +46,6 @@ from imgclass.errors import ModelError
 if TYPE_CHECKING:
     import numpy as np
 
-# Ops a classifier's output may pass through after its linear layer.
-_AFTER_LINEAR = {
-    "Softmax",
-    "LogSoftmax",
-    "Sigmoid",
-    "QLinearSoftmax",
-    "QLinearSigmoid",
-    "Identity",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-    "Cast",
-    "Dropout",
-    "QuantizeLinear",
-    "DequantizeLinear",
-}
 # Ops between the pool and the linear layer that keep the pooled values (and their order) as they are.
 _BETWEEN = {
     "Identity",
@@ -77,6 +59,8 @@ _BETWEEN = {
     "QuantizeLinear",
     "DequantizeLinear",
 }
+# Ops after the linear layer on the way to the output: the head's activation, or the same shape-only ops.
+_AFTER_LINEAR = _BETWEEN | {"Softmax", "LogSoftmax", "Sigmoid", "QLinearSoftmax", "QLinearSigmoid"}
 PREFIX = "imgclass/"  # names of what surgery adds to a graph
 
 

@@ -75,6 +75,7 @@ def _check_output(output: Path | None, inputs: list[str], option: str = "--outpu
 def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
     from imgclass.cli.loading import load_classifier
+    from imgclass.cli.render import progress_line
     from imgclass.jobs import JobOptions, run_job
     from imgclass.output import check_output, choose_format, open_target
     from imgclass.sources import check_inputs
@@ -88,7 +89,7 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
     target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
-    progress = _progress(env, view)
+    progress = progress_line(env) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug, null=values["null"],
                          stdin=env.stdin)  # fmt: skip
@@ -109,16 +110,8 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     return summary.exit_code
 
 
-def _progress(env: Environment, view: str):
-    if view != "batch" or not env.progress:
-        return None
-    from imgclass.cli.render import ProgressLine
-
-    return ProgressLine(env)
-
-
 def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
-    from imgclass.cli.render import BatchRows, GuardedSink, PredictTable
+    from imgclass.cli.render import BatchRows, PredictTable, guarded
     from imgclass.output import make_sink
 
     sink: Sink
@@ -127,8 +120,7 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
     else:
         sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, columns=target.columns,
                          multi_label=multi_label)  # fmt: skip
-    shares_terminal = progress is not None and target.stream is env.stdout and env.stdout_isatty
-    return GuardedSink(sink, progress) if shares_terminal else sink
+    return guarded(env, sink, progress, target.stream is env.stdout)
 
 
 def _with_report(sink: Sink, path: Path, classifier, workers: int | None) -> Sink:

@@ -59,7 +59,11 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     classifier = load_classifier(env, values)
     data = load_dataset(dataset, classifier)
     options = EvaluateOptions(values["batch_size"], values["workers"], worst, confusions, env.debug, threshold)
-    progress = _progress(env, len(data.samples))
+    from imgclass.cli.render import progress_line
+
+    progress = progress_line(env, "evaluating")
+    if progress is not None:
+        progress.start(len(data.samples))
     on_record = (lambda record: progress.advance()) if progress is not None else None
     try:
         report = run_evaluation(classifier, data, options, on_record)
@@ -76,16 +80,6 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     if report.signal is not None:
         return 128 + report.signal
     return ExitCode.INPUT_FAILED if report.failed else ExitCode.OK
-
-
-def _progress(env: Environment, total: int):
-    if not env.progress:
-        return None
-    from imgclass.cli.render import ProgressLine
-
-    line = ProgressLine(env, "evaluating")
-    line.start(total)
-    return line
 
 
 def _notes(env: Environment, report) -> None:

@@ -44,27 +44,11 @@ class DeviceType(click.ParamType):
         return text
 
 
-class Triple(click.ParamType):
-    """Three numbers, e.g. 0.485,0.456,0.406 (one per RGB channel)."""
-
-    name = "R,G,B"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            numbers = tuple(float(v) for v in str(value).replace(" ", ",").split(",") if v)
-        except ValueError:
-            numbers = ()
-        if len(numbers) != 3:
-            self.fail(f"{value!r}: give three numbers, e.g. 0.5,0.5,0.5", param, ctx)
-        return numbers
-
-
 class Numbers(click.ParamType):
-    """Numbers separated by commas, e.g. 2,1 (one per --model)."""
+    """Numbers separated by commas: exactly `count` of them (e.g. one per RGB channel), or any (positive) ones."""
 
-    name = "W1,W2,..."
+    def __init__(self, name: str, count: int | None = None, example: str = "0.5,0.5,0.5", positive: bool = True):
+        self.name, self.count, self.example, self.positive = name, count, example, positive
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
         if isinstance(value, tuple):
@@ -73,9 +57,16 @@ class Numbers(click.ParamType):
             numbers = tuple(float(v) for v in str(value).replace(" ", ",").split(",") if v)
         except ValueError:
             numbers = ()
-        if not numbers:
-            self.fail(f"{value!r}: give numbers separated by commas, e.g. 2,1", param, ctx)
+        if self.count is not None and len(numbers) != self.count:
+            self.fail(f"{value!r}: give {self.count} numbers, e.g. {self.example}", param, ctx)
+        if self.count is None and (not numbers or (self.positive and any(not n > 0 for n in numbers))):
+            kind = "positive numbers" if self.positive else "numbers"
+            self.fail(f"{value!r}: give {kind} separated by commas, e.g. {self.example}", param, ctx)
         return numbers
+
+
+def Triple() -> Numbers:  # noqa: N802 - reads as the type it builds
+    return Numbers("R,G,B", 3)
 
 
 def _stack(*decorators: Callable) -> Callable:
@@ -118,7 +109,7 @@ decode_options = _stack(
 scoring_options = _stack(
     click.option("--tta", type=_choice(TTA_MODES), default="none", show_default=True,
                  help="Test-time augmentation: average over the image and its mirror (flip), or the standard 5 or 10 crops."),
-    click.option("--weights", type=Numbers(), help="With --model given several times (an ensemble): one weight per model (default: equal)."),
+    click.option("--weights", type=Numbers("W1,W2,...", example="2,1", positive=False), help="With --model given several times (an ensemble): one weight per model (default: equal)."),
 )  # fmt: skip
 
 run_options = _stack(

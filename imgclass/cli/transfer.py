@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import decode_options, display_options, model_options, run_options
+from imgclass.cli.options import Numbers, decode_options, display_options, model_options, run_options
 
 EMBED_EXAMPLES = """\b
 Examples:
@@ -73,12 +73,14 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
     target = open_vectors(output, fmt, resume, env.stdout, classifier.bottleneck.dim)
     held = target.done or getattr(target.sink, "done", set())
     done = {record_key(path, None) for path in held}  # what the job compares inputs with
-    progress = _progress_line(env, "embedding")
+    from imgclass.cli.render import guarded, progress_line
+
+    progress = progress_line(env, "embedding")
     options = JobOptions(recursive=recursive, batch_size=values["batch_size"], workers=values["workers"],
                          count_first=progress is not None, debug=env.debug)  # fmt: skip
     produce = functools.partial(classifier.embed, normalize=normalize)
     try:
-        sink = _guard(env, target.sink, progress, output is None)
+        sink = guarded(env, target.sink, progress, output is None)
         summary = run_job(classifier, list(inputs), sink, options, _Events(env, progress, human=False), done, produce)
     finally:
         if progress is not None:
@@ -93,38 +95,6 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
     return summary.exit_code
 
 
-def _guard(env: Environment, sink, progress, to_stdout: bool):
-    from imgclass.cli.render import GuardedSink
-
-    shares_terminal = progress is not None and to_stdout and env.stdout_isatty
-    return GuardedSink(sink, progress) if shares_terminal else sink
-
-
-def _progress_line(env: Environment, label: str):
-    if not env.progress:
-        return None
-    from imgclass.cli.render import ProgressLine
-
-    return ProgressLine(env, label)
-
-
-class FloatList(click.ParamType):
-    """Positive numbers separated by commas: 0.01,0.1,1,10."""
-
-    name = "C,C,..."
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            numbers = tuple(float(v) for v in str(value).replace(" ", ",").split(",") if v)
-        except ValueError:
-            numbers = ()
-        if not numbers or any(not n > 0 for n in numbers):
-            self.fail(f"{value!r}: give positive numbers separated by commas, e.g. 0.1,1,10", param, ctx)
-        return numbers
-
-
 @click.command(epilog=TRAIN_EXAMPLES)
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -134,7 +104,7 @@ class FloatList(click.ParamType):
 @click.option("--augment", type=click.IntRange(min=0), default=2, show_default=True,
               help="Random-resized, flipped crops per training image, besides the image itself.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the crops and the folds.")
-@click.option("--c", "cs", type=FloatList(), default="0.01,0.1,1,10,100", show_default=True,
+@click.option("--c", "cs", type=Numbers("C,C,...", example="0.1,1,10"), default="0.01,0.1,1,10,100", show_default=True,
               help="Inverse regularisation strengths cross-validation chooses from.")  # fmt: skip
 @click.option(
     "--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds (at most)."
@@ -168,7 +138,9 @@ def train(env: Environment, data: Path, output: Path, val_split: float, augment:
     classifier = _load(env, values)
     options = TrainOptions(val_split, augment, seed, cs, folds, max_iter, not no_cache, values["batch_size"],
                            values["workers"], env.debug)  # fmt: skip
-    progress = _progress_line(env, "features")
+    from imgclass.cli.render import progress_line
+
+    progress = progress_line(env, "features")
     try:
         result = train_head(classifier, split, output, options, _TrainEvents(progress))
     finally:
