@@ -9,6 +9,7 @@ scale that keeps a reducing gap of at least 2 over the resize target.
 from __future__ import annotations
 
 import glob
+import io
 import os
 import re
 import stat
@@ -66,11 +67,22 @@ def load_rgb(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) 
     """Decode `path` to an RGB image, or raise InputError with a one-line reason."""
     name = display_path(path)
     handle = _open_regular(path, name)
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise InputError(f"{name}: empty file")
+        return _decode_or_explain(handle, name, options)
+
+
+def decode_rgb(data: bytes, name: str, options: DecodeOptions = DecodeOptions()) -> Image.Image:
+    """Decode an image's bytes (read from an object store, say) like `load_rgb` decodes a file."""
+    if not data:
+        raise InputError(f"{name}: empty file")
+    return _decode_or_explain(io.BytesIO(data), name, options)
+
+
+def _decode_or_explain(handle, name: str, options: DecodeOptions) -> Image.Image:
     try:
-        with handle:
-            if os.fstat(handle.fileno()).st_size == 0:
-                raise InputError(f"{name}: empty file")
-            return _decode(handle, name, options)
+        return _decode(handle, name, options)
     except InputError:
         raise
     except UnidentifiedImageError:

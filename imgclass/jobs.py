@@ -10,17 +10,19 @@ a Summary; it prints nothing.
 
 from __future__ import annotations
 
-import functools
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from imgclass.classifier import Classifier
+from imgclass.engines import Cluster, Engine, RunOptions
 from imgclass.errors import ExitCode
 from imgclass.interrupt import stop_on_signals
 from imgclass.output import Sink
-from imgclass.sources import expand, path_key
+from imgclass.sources import path_key
 
 
 class Events(Protocol):
@@ -50,7 +52,8 @@ class Summary:
     skipped: int = 0  # already in the output (--resume)
     signal: int | None = None
     broken_pipe: bool = False
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # decode, preprocess, inference (summed), wall
+    cluster: Cluster | None = None  # what a distributed engine ran on
 
     @property
     def exit_code(self) -> int:
@@ -59,9 +62,10 @@ class Summary:
         return ExitCode.INPUT_FAILED if self.failed else ExitCode.OK
 
 
-def _pending(inputs: Iterable[str], options: JobOptions, done: set[bytes], summary: Summary) -> Iterator[str]:
+def _pending(inputs: Iterable[str], options: JobOptions, engine: Engine, done: set[bytes], summary: Summary
+             ) -> Iterator[str]:  # fmt: skip
     stdin = options.stdin if options.stdin is not None else sys.stdin
-    for path in expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null):
+    for path in engine.expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null):
         if done and path_key(path) in done:
             summary.skipped += 1
             continue
@@ -76,37 +80,43 @@ def run_job(
     events: Events,
     done: set[bytes],
     produce: Callable[..., Any] | None = None,
+    engine: Engine | None = None,
 ) -> Summary:
-    """Classify `inputs` into `sink`; `done` holds the inputs (`sources.path_key`) the output already has.
+    """Classify `inputs` into `sink` on `engine` (default: local); `done` holds the inputs (`sources.path_key`)
+    the output already has.
 
     `produce`: what makes the records, called like `classifier.classify` without top/threshold
-    (e.g. `functools.partial(classifier.embed, normalize=True)` writes vectors instead).
+    (e.g. `engine.embedder(classifier, normalize=True)` writes vectors instead).
     """
-    summary = Summary()
-    if produce is None:
-        produce = functools.partial(classifier.classify, top=options.top, threshold=options.threshold)
-    paths: Iterable[str] = _pending(inputs, options, done, summary)
-    if options.count_first:
-        paths = list(paths)
-    events.started(len(paths) if isinstance(paths, list) else None)
-    with stop_on_signals() as stop:
-        records = produce(
-            paths,
-            batch_size=options.batch_size,
-            workers=options.workers,
-            stop=stop.event,
-            expand_inputs=False,
-            debug=options.debug,
-        )
-        try:
-            _write_all(records, sink, events, summary)
-        except BrokenPipeError:
-            summary.broken_pipe = True
-            stop.event.set()
-        summary.signal = stop.signal
-        stats = records.stats
-        summary.seconds = {"decode": stats.decode, "preprocess": stats.preprocess, "inference": stats.inference}
+    engine = engine or Engine()
+    with engine:  # a distributed engine connects before the signal handlers go in, and leaves after
+        summary = Summary(cluster=engine.cluster)
+        paths: Iterable[str] = _pending(inputs, options, engine, done, summary)
+        if options.count_first:
+            paths = list(paths)
+        events.started(len(paths) if isinstance(paths, list) else None)
+        with stop_on_signals() as stop:
+            start = time.perf_counter()
+            records = _records(classifier, paths, options, produce, engine, stop.event)
+            try:
+                _write_all(records, sink, events, summary)
+            except BrokenPipeError:
+                summary.broken_pipe = True
+                stop.event.set()
+            summary.signal = stop.signal
+            stats = records.stats
+            summary.seconds = {"decode": stats.decode, "preprocess": stats.preprocess, "inference": stats.inference,
+                               "wall": time.perf_counter() - start}  # fmt: skip
     return summary
+
+
+def _records(classifier: Classifier, paths: Iterable[str], options: JobOptions, produce: Callable[..., Any] | None,
+             engine: Engine, stop: threading.Event) -> Any:  # fmt: skip
+    if produce is None:
+        run = RunOptions(options.top, options.threshold, options.batch_size, options.workers, options.debug)
+        return engine.classify(classifier, paths, run, stop)
+    return produce(paths, batch_size=options.batch_size, workers=options.workers, stop=stop, expand_inputs=False,
+                   debug=options.debug)  # fmt: skip
 
 
 def _write_all(records: Iterable[Any], sink: Sink, events: Events, summary: Summary) -> None:

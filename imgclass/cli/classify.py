@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import classify_options
+from imgclass.cli.options import classify_options, engine_options, pop_engine_options
 from imgclass.errors import UsageError
 from imgclass.output import Sink
 from imgclass.records import Record
@@ -25,7 +25,8 @@ Examples:
   imgclass batch photos/ --recursive --output results.jsonl
   find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
   find photos -type f -print0 | imgclass batch - --null -o results.jsonl
-  imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl"""
+  imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl
+  imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
 null_option = click.option(
@@ -47,6 +48,7 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
 @null_option
+@engine_options
 @click.option(
     "--report",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -76,11 +78,15 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
     from imgclass.cli.loading import load_classifier
     from imgclass.cli.render import progress_line
+    from imgclass.engines import is_uri, open_engine
     from imgclass.jobs import JobOptions, run_job
     from imgclass.output import check_output, choose_format, open_target
     from imgclass.sources import check_inputs
 
-    check_inputs(inputs)  # before any model is resolved or downloaded
+    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
+    engine.check_inputs(inputs)
+    if not any(is_uri(item) for item in inputs):
+        check_inputs(inputs)  # before any model is resolved or downloaded
     _check_output(values["output"], inputs)
     _check_output(report, inputs, "--report")
     if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
@@ -97,7 +103,8 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
         sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
         if report is not None:
             sink = _with_report(sink, report, classifier, values["workers"])
-        summary = run_job(classifier, inputs, sink, options, _Events(env, progress, human=fmt == "table"), target.done)
+        events = _Events(env, progress, human=fmt == "table")
+        summary = run_job(classifier, inputs, sink, options, events, target.done, engine=engine)
     finally:
         if progress is not None:
             progress.clear()
@@ -105,9 +112,16 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if env.verbose or progress is not None:
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
+    if summary.cluster is not None and not env.quiet:
+        env.note(engine_line(summary.images, summary.seconds.get("wall", 0.0), summary.cluster.describe()))
     if summary.signal is not None and not summary.broken_pipe:
         env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
     return summary.exit_code
+
+
+def engine_line(images: int, seconds: float, cluster: str) -> str:
+    rate = images / seconds if seconds > 0 else 0.0
+    return f"ray: {images} images in {seconds:.1f} s ({rate:.1f} images/s) on {cluster}"
 
 
 def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):

@@ -121,8 +121,31 @@ record_options = _stack(
     click.option("--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image."),
     click.option("--threshold", type=click.FloatRange(0, 1), help="Leave out predictions below this probability (default: 0; 0.5 for multi-label models)."),
     click.option("--format", "-f", "fmt", type=_choice(FORMATS), help="Default: table on a terminal, else jsonl (or the --output extension)."),
-    click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Write records to FILE instead of stdout."),
+    click.option("--output", "-o", type=click.Path(path_type=Path), help="Write records to FILE instead of stdout (a folder: jsonl shards)."),
 )
+
+engine_options = _stack(
+    click.option("--engine", type=_choice(("local", "ray")), default="local", show_default=True, help="Run here, or as a Ray Data job (pip install 'imgclass[ray]')."),
+    click.option("--ray-address", metavar="ADDRESS", help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a new local instance)."),
+    click.option("--actors", type=click.IntRange(min=1), help="With --engine ray: model actors (default: one per GPU, else half the CPUs)."),
+)
+
+
+def pop_engine_options(values: dict[str, Any]):
+    """Take --engine, --ray-address and --actors out of a command's keyword arguments.
+
+    With a distributed engine --device is the model actors'; the driver's own copy of the
+    model (it checks the model and answers -v) runs on the CPU, so a head node without a
+    GPU can still send --device cuda work to the nodes that have one.
+    """
+    from imgclass.engines import EngineOptions
+
+    name = values.pop("engine", "local").lower()
+    device = None
+    if name != "local" and "device" in values:
+        device, values["device"] = values["device"], "cpu"
+    return EngineOptions(name, values.pop("ray_address", None), values.pop("actors", None), device)
+
 
 list_format_option = click.option(
     "--format", "-f", "fmt", type=_choice(LIST_FORMATS), default="table", show_default=True, help="Output format."
