@@ -267,6 +267,11 @@ def check_output(output: Path | None, fmt: str, resume: bool) -> Existing | None
         if resume:
             raise UsageError("--resume needs --output FILE")
         return None
+    if output.is_dir():
+        from imgclass.shards import check_shards
+
+        check_shards(output, fmt, resume)
+        return None
     if fmt not in RESUMABLE and resume:
         raise UsageError(f"--resume works with {', '.join(RESUMABLE)} output, not {fmt}")
     try:
@@ -297,6 +302,10 @@ def open_target(output: Path | None, fmt: str, resume: bool, stdout: TextIO, exi
     if output is None:
         check_output(output, fmt, resume)
         return Target(stdout, "stdout", set(), True, owned=False)
+    if output.is_dir():
+        from imgclass.shards import open_shards
+
+        return open_shards(output, fmt, resume)
     if existing is None:
         existing = check_output(output, fmt, resume)
     if resume and existing is not None and existing.columns is not None:
