@@ -11,8 +11,10 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.options import (
     decode_options,
     display_options,
+    engine_options,
     list_format_option,
     model_options,
+    pop_engine_options,
     run_options,
     scoring_options,
 )
@@ -37,6 +39,7 @@ FAILURES_SHOWN = 20  # failed images listed in the table; --format json lists th
 @scoring_options
 @decode_options
 @run_options
+@engine_options
 @list_format_option
 @display_options
 @click.pass_obj
@@ -52,10 +55,12 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     """
     from imgclass.cli.loading import load_classifier
     from imgclass.datasets import check_dataset
+    from imgclass.engines import open_engine
     from imgclass.evaluate import EvaluateOptions, load_dataset
     from imgclass.evaluate import evaluate as run_evaluation
 
     check_dataset(dataset)  # before any model is resolved or downloaded
+    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     classifier = load_classifier(env, values)
     data = load_dataset(dataset, classifier)
     options = EvaluateOptions(values["batch_size"], values["workers"], worst, confusions, env.debug, threshold)
@@ -66,7 +71,7 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
         progress.start(len(data.samples))
     on_record = (lambda record: progress.advance()) if progress is not None else None
     try:
-        report = run_evaluation(classifier, data, options, on_record)
+        report = run_evaluation(classifier, data, options, on_record, engine)
     finally:
         if progress is not None:
             progress.clear()

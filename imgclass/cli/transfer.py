@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import Numbers, decode_options, display_options, model_options, run_options
+from imgclass.cli.options import (
+    Numbers,
+    decode_options,
+    display_options,
+    engine_options,
+    model_options,
+    pop_engine_options,
+    run_options,
+)
 
 EMBED_EXAMPLES = """\b
 Examples:
@@ -48,6 +55,7 @@ def _load(env: Environment, values: dict[str, Any]):
 @model_options
 @decode_options
 @run_options
+@engine_options
 @display_options
 @click.pass_obj
 def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: str | None, normalize: bool,
@@ -59,12 +67,16 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
     .jsonl: {"path", "model", "vector", "error"} per image, failures included.
     .parquet: the same columns (needs: pip install 'imgclass[parquet]').
     """
-    from imgclass.cli.classify import _check_output, _Events
+    from imgclass.cli.classify import _check_output, _Events, engine_line
+    from imgclass.engines import is_uri, open_engine
     from imgclass.jobs import JobOptions, run_job
     from imgclass.sources import check_inputs, record_key
     from imgclass.vectors import open_vectors, require_pyarrow, vector_format
 
-    check_inputs(list(inputs))  # before any model is resolved or downloaded
+    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
+    engine.check_inputs(list(inputs))
+    if not any(is_uri(item) for item in inputs):
+        check_inputs(list(inputs))  # before any model is resolved or downloaded
     _check_output(output, list(inputs))
     fmt = vector_format(fmt, output)
     if fmt == "parquet":
@@ -78,10 +90,11 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
     progress = progress_line(env, "embedding")
     options = JobOptions(recursive=recursive, batch_size=values["batch_size"], workers=values["workers"],
                          count_first=progress is not None, debug=env.debug)  # fmt: skip
-    produce = functools.partial(classifier.embed, normalize=normalize)
+    produce = engine.embedder(classifier, normalize)
     try:
         sink = guarded(env, target.sink, progress, output is None)
-        summary = run_job(classifier, list(inputs), sink, options, _Events(env, progress, human=False), done, produce)
+        events = _Events(env, progress, human=False)
+        summary = run_job(classifier, list(inputs), sink, options, events, done, produce, engine)
     finally:
         if progress is not None:
             progress.clear()
@@ -90,6 +103,8 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} embedded ({classifier.bottleneck.dim} values each), "
                  f"{summary.failed} failed{skipped}")  # fmt: skip
+    if summary.cluster is not None and not env.quiet:
+        env.note(engine_line(summary.images, summary.seconds.get("wall", 0.0), summary.cluster.describe()))
     if summary.signal is not None and not summary.broken_pipe:
         env.err(f"stopped by signal {summary.signal}; {summary.images} images written")
     return summary.exit_code
