@@ -276,3 +276,14 @@ def test_ray_placement_of_model_actors(cpus, gpus, device, threads, actors, expe
             engine.placement(device, threads)
     else:
         assert engine.placement(device, threads) == expected
+
+
+def test_ray_engine_refuses_ensembles_and_tta_before_starting_anything(make_model):
+    from imgclass.engines import Cluster, RunOptions
+    from imgclass.engines.ray import RayEngine
+
+    engine = RayEngine()
+    engine.cluster = Cluster(cpus=4)  # not connected: the refusal comes first
+    tta = imgclass.load(make_model("tiny", spatial=32), device="cpu", tta="flip")
+    with pytest.raises(UsageError, match="--engine local"):
+        engine.classify(tta, ["a.jpg"], RunOptions())
