@@ -32,7 +32,7 @@ BLOCK_RAY = (
     "class _NoRay:\n"
     "    def find_spec(self, name, path=None, target=None):\n"
     "        if name == 'ray' or name.startswith('ray.'):\n"
-    "            raise ImportError('ray is not installed (blocked by the test)')\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r} (blocked by the test)', name=name)\n"
     "        return None\n"
     "sys.meta_path.insert(0, _NoRay())\n"
 )
