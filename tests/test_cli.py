@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -33,7 +34,9 @@ def tiny(make_model):
 
 def test_version_through_console_script_and_module():
     assert run_cli("--version").stdout.strip() == f"imgclass {__version__}"
-    module = subprocess.run([sys.executable, "-m", "imgclass", "--version"], capture_output=True, text=True)
+    # cwd: away from the checkout, so that the installed package is the one `-m` finds
+    module = subprocess.run([sys.executable, "-m", "imgclass", "--version"], capture_output=True, text=True,
+                            cwd=os.path.expanduser("~"))
     assert module.returncode == 0 and module.stdout.strip() == f"imgclass {__version__}"
 
 
