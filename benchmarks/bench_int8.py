@@ -175,7 +175,9 @@ def prepare(work: Path, env: dict) -> tuple[Path, Path, dict]:
     return fp32, int8, info
 
 
-def contenders(fp32: Path, int8: Path, folder: Path, files: list[str], torch_python: str | None) -> dict[str, list[str]]:
+def contenders(
+    fp32: Path, int8: Path, folder: Path, files: list[str], torch_python: str | None
+) -> dict[str, list[str]]:
     out = str(folder.parent / "out.jsonl")
     runs = {
         "imgclass_fp32": [IMGCLASS, "batch", str(folder), "--model", str(fp32), "--output", out],
@@ -213,7 +215,9 @@ def main() -> None:
         figures.setdefault("load_average", []).append(os.getloadavg()[0])
         figures.setdefault("model_only_fp32", []).append(model_only(fp32))
         figures.setdefault("model_only_int8", []).append(model_only(int8))
-        out = subprocess.run([sys.executable, "-c", DECODE, *files[:64]], check=True, env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", DECODE, *files[:64]], check=True, env=env, capture_output=True, text=True
+        )
         figures.setdefault("decode", []).append(float(out.stdout))
         for key, cmd in runs.items():
             if key.startswith("torch") and index >= args.torch_rounds:

@@ -76,7 +76,9 @@ def timed(cmd: list[str], env: dict) -> float:
 
 
 def stages(model: str, image: str, env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", STAGES, model, image], check=True, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", STAGES, model, image], check=True, env=env, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

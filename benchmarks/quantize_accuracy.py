@@ -34,7 +34,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import dequantize  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "models" / "mobilenetv2-12-int8.onnx"
-CALIBRATION = ["astronaut.png", "coffee.png", "motorcycle_left.png", "retina.jpg", "grass.png", "color.png", "china.jpg"]
+CALIBRATION = [
+    "astronaut.png",
+    "coffee.png",
+    "motorcycle_left.png",
+    "retina.jpg",
+    "grass.png",
+    "color.png",
+    "china.jpg",
+]
 HELD_OUT = ["chelsea.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png", "gravel.png", "motorcycle_right.png",
             "flower.jpg"]  # fmt: skip
 
@@ -44,7 +52,9 @@ def photo(name: str) -> Path:
     import sklearn.datasets
 
     sklearn_images = Path(sklearn.datasets.__file__).parent / "images"
-    return sklearn_images / name if name in ("china.jpg", "flower.jpg") else Path(skimage.__file__).parent / "data" / name
+    return (
+        sklearn_images / name if name in ("china.jpg", "flower.jpg") else Path(skimage.__file__).parent / "data" / name
+    )
 
 
 def crops(names: list[str], folder: Path, per: int, seed: int) -> list[Path]:
@@ -68,7 +78,10 @@ def crops(names: list[str], folder: Path, per: int, seed: int) -> list[Path]:
 
 def top1(classifier, images: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     records = list(classifier.classify(images, top=1, expand_inputs=False))
-    return (np.array([r.predictions[0].index for r in records]), np.array([r.predictions[0].probability for r in records]))
+    return (
+        np.array([r.predictions[0].index for r in records]),
+        np.array([r.predictions[0].probability for r in records]),
+    )
 
 
 def model_only(path: Path, runs: int = 3) -> float:
@@ -109,7 +122,13 @@ def main() -> None:
     for method in args.methods.split(","):
         out = work / f"mobilenetv2-int8-{method}.onnx"
         start = time.perf_counter()
-        quantize(fp32_path, calibration, out, options=QuantizeOptions(method=method), load_options=imgclass.LoadOptions(device="cpu"))
+        quantize(
+            fp32_path,
+            calibration,
+            out,
+            options=QuantizeOptions(method=method),
+            load_options=imgclass.LoadOptions(device="cpu"),
+        )
         report[f"{method}_quantize_s"] = round(time.perf_counter() - start, 1)
         candidates[method] = out
     for name, path in candidates.items():

@@ -45,14 +45,15 @@ __all__ = [
     "Record",
     "UsageError",
     "load",
+    "load_ensemble",
 ]
 
 if TYPE_CHECKING:
-    from imgclass.classifier import Classifier, LoadOptions, load
+    from imgclass.classifier import Classifier, LoadOptions, load, load_ensemble
     from imgclass.presets import Overrides
 
 _LAZY = {"load": "imgclass.classifier", "Classifier": "imgclass.classifier", "LoadOptions": "imgclass.classifier",
-         "Overrides": "imgclass.presets"}  # fmt: skip
+         "Overrides": "imgclass.presets", "load_ensemble": "imgclass.classifier"}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,14 +21,20 @@ from typing import TYPE_CHECKING, Any
 from imgclass.errors import InputError, UsageError
 from imgclass.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
 from imgclass.model import LoadedModel, ModelSettings, load_model
-from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_size, default_workers
+from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_size, default_workers, rank_finite
 from imgclass.presets import Overrides
 from imgclass.records import Record
 from imgclass.runtime import parse_device
+from imgclass.scoring import Scored, Scorer
 from imgclass.sources import expand
+from imgclass.tta import check_tta
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from imgclass.download import Progress
+    from imgclass.embedding import Bottleneck
+    from imgclass.explain import Explanation
 
 MEMORY_PATH = "<memory>"  # the `path` of a record made from an in-memory image
 
@@ -47,6 +53,7 @@ class LoadOptions:
     max_pixels: int | None = None
     allow_truncated: bool = False
     activation: str | None = None  # softmax, sigmoid, logsoftmax, none; None/"auto": metadata, then the graph
+    tta: str = "none"  # test-time augmentation: none, flip, five-crop, ten-crop (probabilities averaged over the views)
 
 
 def load(
@@ -69,6 +76,7 @@ def load(
     from imgclass.cache import optimized_dir
 
     opts = _options(options, option_values)
+    check_tta(opts.tta)
     spec = os.fspath(model) if model is not None else os.environ.get("IMGCLASS_MODEL") or catalog.default_model()
     settings = ModelSettings(
         preset=opts.preset,
@@ -79,7 +87,6 @@ def load(
         optimized_dir=optimized_dir(),
         background_session=background,
         spinning=not background,
-        exact=opts.exact_decode,
         activation=opts.activation,
     )
     offline = store.offline_from_env() if opts.offline is None else opts.offline
@@ -87,6 +94,28 @@ def load(
     catalog_preset = resolved.entry.preset if resolved.entry else None
     loaded = load_model(resolved.path, resolved.name, settings, catalog_preset, resolved.sha256)
     return Classifier(loaded, opts)
+
+
+def load_ensemble(
+    models: Sequence[str | os.PathLike],
+    weights: Sequence[float] | None = None,
+    *,
+    options: LoadOptions | None = None,
+    download_progress: Progress | None = None,
+    background: bool = False,
+    **option_values: Any,
+) -> Classifier:
+    """Several models as one classifier: their probabilities averaged (weighted by `weights`, default equal).
+
+    Each model is loaded as `load` would (its own preset, unless `preset=` names one for all);
+    their label sets must match and they must all be single-label or all multi-label
+    (else ModelError). Records name every member: `"model": "a.onnx+b.onnx"`.
+    """
+    opts = _options(options, option_values)
+    if not models:
+        raise UsageError("an ensemble needs at least one model")
+    loaded = [load(m, options=opts, download_progress=download_progress, background=background).model for m in models]
+    return Classifier(loaded[0], opts, members=loaded, weights=weights)
 
 
 def _options(options: LoadOptions | None, values: dict[str, Any]) -> LoadOptions:
@@ -102,7 +131,7 @@ def _options(options: LoadOptions | None, values: dict[str, Any]) -> LoadOptions
 
 
 class Classification:
-    """The records of one `classify` call, in input order; `stats` fills in as they come."""
+    """The records of one `classify` (or Embeddings of one `embed`) call, in input order; `stats` fills in as they come."""
 
     def __init__(self, pipeline: Pipeline, paths: Iterable[str]):
         self._pipeline = pipeline
@@ -122,18 +151,38 @@ class Classification:
 class Classifier:
     """One loaded model: its preprocessing, labels and session, ready to classify."""
 
-    def __init__(self, model: LoadedModel, options: LoadOptions = LoadOptions()):
+    def __init__(self, model: LoadedModel, options: LoadOptions = LoadOptions(),
+                 members: Sequence[LoadedModel] | None = None, weights: Sequence[float] | None = None):  # fmt: skip
+        """`members`: an ensemble (`model` is its first member, whose labels all share); `weights` theirs."""
         self.model = model
         self.options = options
+        self.scorer = Scorer(members or [model], weights, options.tta)
+        sides = [m.transform.min_decode_side for m in self.scorer.models]
         self.decode = DecodeOptions(
             max_pixels=options.max_pixels if options.max_pixels is not None else DEFAULT_MAX_PIXELS,
             allow_truncated=options.allow_truncated,
-            draft_min_short_side=None if options.exact_decode else model.transform.min_decode_side,
+            draft_min_short_side=None if options.exact_decode or None in sides else max(s for s in sides if s),
         )
+        self._bottleneck: Bottleneck | None = None
 
     @property
     def name(self) -> str:
-        return self.model.name
+        """The model's name; an ensemble's members' names joined by '+'."""
+        return self.scorer.name
+
+    @property
+    def preset(self) -> str:
+        """The preset's name; an ensemble's members' presets joined by '+'."""
+        return self.scorer.preset
+
+    @property
+    def members(self) -> list[LoadedModel]:
+        """The models whose probabilities are averaged: one, or an ensemble's."""
+        return self.scorer.models
+
+    @property
+    def tta(self) -> str:
+        return self.scorer.tta
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -142,12 +191,19 @@ class Classifier:
     @property
     def multi_label(self) -> bool:
         """Independent per-class scores (a sigmoid head): they need not sum to one."""
-        return self.model.multi_label
+        return self.scorer.multi_label
 
     @property
     def info(self) -> dict[str, Any]:
-        """Resolved preset, signature, label source and providers, as JSON-ready plain data."""
-        return self.model.describe()
+        """Resolved preset, signature, label source and providers, as JSON-ready plain data.
+
+        An ensemble's is its first member's, with "members" (each one's) and "weights" added.
+        """
+        info = {**self.model.describe(), "tta": self.tta}
+        if len(self.members) > 1:
+            info["members"] = [m.describe() for m in self.members]
+            info["weights"] = list(self.scorer.weights)
+        return info
 
     def predict(self, image: Any, top: int = 5, threshold: float | None = None) -> Record:
         """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError.
@@ -156,10 +212,17 @@ class Classifier:
         """
         _check_top(top, threshold)
         path, img = self._open(image)
-        sample = self.model.transform(img)
-        outputs = self.model.runner.run(sample[None])
-        predictions = self.model.ranker(top, threshold).rank(outputs)[0]
-        return Record(path, self.model.name, self.model.preset.preset.name, predictions, None, self.multi_label)
+        if self.scorer.plain:
+            sample = self.model.transform(img)
+            outputs = self.model.runner.run(sample[None])
+            ranked = rank_finite(self.model.ranker(top, threshold), outputs)[0]
+        else:  # an ensemble and/or test-time augmentation
+            scored = Scored(self.scorer, self.model.ranker(top, threshold))
+            ranked = scored.run(scored.stack([self.scorer.prepare(img)]))[0]
+        if isinstance(ranked, str):
+            raise InputError(f"{path}: {ranked}")
+        tta = None if self.tta == "none" else self.tta
+        return Record(path, self.name, self.preset, ranked, None, self.multi_label, tta=tta)
 
     def classify(
         self,
@@ -176,24 +239,88 @@ class Classifier:
     ) -> Classification:
         """Records for files, directories and globs, in input order; a bad input is an error record."""
         _check_top(top, threshold)
+        options = self._pipeline_options(batch_size, workers, debug)
+        paths = self._paths(inputs, recursive, expand_inputs)
+        ranker = self.model.ranker(top, threshold)
+        scored = None if self.scorer.plain else Scored(self.scorer, ranker)  # an ensemble and/or TTA
+        return Classification(Pipeline(self.model, ranker, options, stop, scored), paths)
+
+    @property
+    def bottleneck(self) -> Bottleneck:
+        """The model cut at its bottleneck, the pooled vector its classifier reads (ModelError when it has none)."""
+        if self._bottleneck is None:
+            from imgclass.embedding import Bottleneck
+
+            self._bottleneck = Bottleneck(self.model, parse_device(self.options.device), self.options.threads)
+        return self._bottleneck
+
+    def vector(self, image: Any, normalize: bool = False) -> np.ndarray:
+        """The bottleneck vector of one image (a path, a PIL image or an HWC uint8 array): float32, `dim` values."""
+        _, img = self._open(image)
+        return self.bottleneck.run(self.model.transform(img)[None], normalize)[0]
+
+    def embed(
+        self,
+        inputs: Iterable[Any],
+        *,
+        normalize: bool = False,
+        recursive: bool = False,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        stop: threading.Event | None = None,
+        expand_inputs: bool = True,
+        debug: bool = False,
+        decode: DecodeOptions | None = None,
+    ) -> Classification:
+        """An `Embedding` per input (its bottleneck vector, or an error), in input order, through the batch pipeline.
+
+        `normalize`: vectors scaled to unit L2 norm. With `expand_inputs=False` an input may also be
+        an object with `.path` and `.view(image)` (an augmented view, see imgclass.features);
+        `decode`: other decoding options for this run (default: the classifier's).
+        """
+        from imgclass.embedding import EmbedOutputs
+
+        options = self._pipeline_options(batch_size, workers, debug, decode)
+        outputs = EmbedOutputs(self.bottleneck, normalize)
+        items = self._paths(inputs, recursive, expand_inputs)
+        return Classification(Pipeline(self.model, None, options, stop, outputs), items)
+
+    def _pipeline_options(
+        self, batch_size: int | None, workers: int | None, debug: bool, decode: DecodeOptions | None = None
+    ) -> PipelineOptions:
         if (batch_size is not None and batch_size < 1) or (workers is not None and workers < 1):
             raise UsageError("--batch-size and --workers must be at least 1")
-        names = (os.fspath(i) for i in inputs)
-        paths = expand(names, recursive=recursive) if expand_inputs else names
-        options = PipelineOptions(
+        return PipelineOptions(
             batch_size=batch_size or default_batch_size(self.model),
             workers=workers or default_workers(),
-            decode=self.decode,
+            decode=decode or self.decode,
             debug=debug,
         )
-        return Classification(Pipeline(self.model, self.model.ranker(top, threshold), options, stop), paths)
 
-    def _open(self, image: Any) -> tuple[str, Any]:
+    @staticmethod
+    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool) -> Iterable[Any]:
+        if not expand_inputs:
+            return (i if hasattr(i, "view") else os.fspath(i) for i in inputs)
+        return expand((os.fspath(i) for i in inputs), recursive=recursive)
+
+    def explain(self, image: Any, class_: int | str | None = None, **options: Any) -> Explanation:
+        """Where the model looked for `class_` (default: its top-1) in one image: a heat map.
+
+        `method="cam"` (default; networks ending in global average pooling + one linear
+        layer) or `"occlusion"` (any network); `top`, `threshold`, and for occlusion
+        `patch`, `stride`, `batch_size`, `progress`. The Explanation's `.map` is on the
+        model's input grid, `.on_original()` on the photo, `.overlay()` a coloured PIL image.
+        """
+        from imgclass.explain import explain
+
+        return explain(self, image, class_, **options)
+
+    def _open(self, image: Any, decode: DecodeOptions | None = None) -> tuple[str, Any]:
         from PIL import Image
 
         if isinstance(image, (str, bytes, os.PathLike)):
             path = os.fsdecode(image)
-            return display_path(path), load_rgb(path, self.decode)
+            return display_path(path), load_rgb(path, decode or self.decode)
         if isinstance(image, Image.Image):
             return MEMORY_PATH, to_rgb(image)
         shape = getattr(image, "shape", None)

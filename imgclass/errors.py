@@ -73,7 +73,8 @@ class MissingExtra(UsageError):
         self.extra = extra
 
 
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EDQUOT}
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EDQUOT, errno.EBADF,
+                       errno.EFBIG}
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
@@ -97,4 +98,8 @@ def describe_os_error(err: OSError) -> str:
         return "read-only file system"
     if err.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
+    if err.errno == errno.EBADF:
+        return "closed"
+    if err.errno == errno.EFBIG:
+        return "file too large (file size limit reached)"
     return (err.strerror or type(err).__name__).lower()

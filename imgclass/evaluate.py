@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from imgclass.classifier import Classifier
 from imgclass.datasets import ClassEntry, ClassNames, Dataset, Sample, read_dataset
+from imgclass.engines import Engine, RunOptions
 from imgclass.interrupt import stop_on_signals
 from imgclass.records import Record
 
@@ -247,6 +248,7 @@ def evaluate(
     dataset: Dataset,
     options: EvaluateOptions = EvaluateOptions(),
     on_record: Callable[[Record], None] | None = None,
+    engine: Engine | None = None,
 ) -> Report:
     """Classify every image of `dataset` (the pipelined batch, in order) and score it.
 
@@ -255,18 +257,12 @@ def evaluate(
     """
     tally = tally_for(classifier, options.threshold)
     classifier.model.runner  # noqa: B018 - wait for the session, so images/s leaves loading out
-    with stop_on_signals() as stop:
+    engine = engine or Engine()  # --engine ray: a Ray Data job, the same records
+    with engine, stop_on_signals() as stop:
         start = time.perf_counter()
-        records = classifier.classify(
-            [sample.path for sample in dataset.samples],
-            top=len(classifier.labels) if classifier.multi_label else TOP,
-            threshold=getattr(tally, "threshold", 0.0),
-            batch_size=options.batch_size,
-            workers=options.workers,
-            stop=stop.event,
-            expand_inputs=False,
-            debug=options.debug,
-        )
+        top = len(classifier.labels) if classifier.multi_label else TOP
+        run = RunOptions(top, getattr(tally, "threshold", 0.0), options.batch_size, options.workers, options.debug)
+        records = engine.classify(classifier, [sample.path for sample in dataset.samples], run, stop.event)
         read = 0
         for sample, record in zip(dataset.samples, records, strict=False):  # a stop ends the records early
             tally.add(sample, record)
@@ -274,10 +270,9 @@ def evaluate(
             if on_record is not None:
                 on_record(record)
         seconds = time.perf_counter() - start
-    model = classifier.model
     return Report(
-        model=model.name,
-        preset=model.preset.preset.name,
+        model=classifier.name,
+        preset=classifier.preset,
         dataset=dataset.root,
         layout=dataset.layout,
         model_classes=len(classifier.labels),

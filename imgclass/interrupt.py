@@ -52,3 +52,25 @@ def stop_on_signals() -> Iterator[StopState]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextmanager
+def raise_on_signals() -> Iterator[None]:
+    """Outside a run: SIGINT and SIGTERM raise Interrupted, so `finally` blocks still run.
+
+    Without this, SIGTERM would end the process on the spot and leave a download's
+    temporary file behind. `stop_on_signals` takes over while records are written.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

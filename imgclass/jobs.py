@@ -10,24 +10,26 @@ a Summary; it prints nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from imgclass.classifier import Classifier
+from imgclass.engines import Cluster, Engine, RunOptions
 from imgclass.errors import ExitCode
-from imgclass.images import display_path
 from imgclass.interrupt import stop_on_signals
 from imgclass.output import Sink
-from imgclass.records import Record
-from imgclass.sources import expand
+from imgclass.sources import path_key
 
 
 class Events(Protocol):
     """What a front end hears from a running job."""
 
     def started(self, total: int | None) -> None: ...
-    def record(self, record: Record) -> None: ...
+    def record(self, record: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class JobOptions:
     workers: int | None = None
     count_first: bool = False  # list every input before starting, so progress has a total
     debug: bool = False
+    null: bool = False  # the list on stdin ('-') is NUL-separated
+    stdin: Any = None  # where '-' reads from (default: sys.stdin)
 
 
 @dataclass
@@ -48,7 +52,8 @@ class Summary:
     skipped: int = 0  # already in the output (--resume)
     signal: int | None = None
     broken_pipe: bool = False
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # decode, preprocess, inference (summed), wall
+    cluster: Cluster | None = None  # what a distributed engine ran on
 
     @property
     def exit_code(self) -> int:
@@ -57,46 +62,64 @@ class Summary:
         return ExitCode.INPUT_FAILED if self.failed else ExitCode.OK
 
 
-def _pending(inputs: Iterable[str], recursive: bool, done: set[str], summary: Summary) -> Iterator[str]:
-    for path in expand(inputs, recursive=recursive):
-        if done and display_path(path) in done:
+def _pending(inputs: Iterable[str], options: JobOptions, engine: Engine, done: set[bytes], summary: Summary
+             ) -> Iterator[str]:  # fmt: skip
+    stdin = options.stdin if options.stdin is not None else sys.stdin
+    for path in engine.expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null):
+        if done and path_key(path) in done:
             summary.skipped += 1
             continue
         yield path
 
 
 def run_job(
-    classifier: Classifier, inputs: Iterable[str], sink: Sink, options: JobOptions, events: Events, done: set[str]
+    classifier: Classifier,
+    inputs: Iterable[str],
+    sink: Sink,
+    options: JobOptions,
+    events: Events,
+    done: set[bytes],
+    produce: Callable[..., Any] | None = None,
+    engine: Engine | None = None,
 ) -> Summary:
-    """Classify `inputs` into `sink`; `done` holds paths the output already has."""
-    summary = Summary()
-    paths: Iterable[str] = _pending(inputs, options.recursive, done, summary)
-    if options.count_first:
-        paths = list(paths)
-    events.started(len(paths) if isinstance(paths, list) else None)
-    with stop_on_signals() as stop:
-        records = classifier.classify(
-            paths,
-            top=options.top,
-            threshold=options.threshold,
-            batch_size=options.batch_size,
-            workers=options.workers,
-            stop=stop.event,
-            expand_inputs=False,
-            debug=options.debug,
-        )
-        try:
-            _write_all(records, sink, events, summary)
-        except BrokenPipeError:
-            summary.broken_pipe = True
-            stop.event.set()
-        summary.signal = stop.signal
-        stats = records.stats
-        summary.seconds = {"decode": stats.decode, "preprocess": stats.preprocess, "inference": stats.inference}
+    """Classify `inputs` into `sink` on `engine` (default: local); `done` holds the inputs (`sources.path_key`)
+    the output already has.
+
+    `produce`: what makes the records, called like `classifier.classify` without top/threshold
+    (e.g. `engine.embedder(classifier, normalize=True)` writes vectors instead).
+    """
+    engine = engine or Engine()
+    with engine:  # a distributed engine connects before the signal handlers go in, and leaves after
+        summary = Summary(cluster=engine.cluster)
+        paths: Iterable[str] = _pending(inputs, options, engine, done, summary)
+        if options.count_first:
+            paths = list(paths)
+        events.started(len(paths) if isinstance(paths, list) else None)
+        with stop_on_signals() as stop:
+            start = time.perf_counter()
+            records = _records(classifier, paths, options, produce, engine, stop.event)
+            try:
+                _write_all(records, sink, events, summary)
+            except BrokenPipeError:
+                summary.broken_pipe = True
+                stop.event.set()
+            summary.signal = stop.signal
+            stats = records.stats
+            summary.seconds = {"decode": stats.decode, "preprocess": stats.preprocess, "inference": stats.inference,
+                               "wall": time.perf_counter() - start}  # fmt: skip
     return summary
 
 
-def _write_all(records: Iterable[Record], sink: Sink, events: Events, summary: Summary) -> None:
+def _records(classifier: Classifier, paths: Iterable[str], options: JobOptions, produce: Callable[..., Any] | None,
+             engine: Engine, stop: threading.Event) -> Any:  # fmt: skip
+    if produce is None:
+        run = RunOptions(options.top, options.threshold, options.batch_size, options.workers, options.debug)
+        return engine.classify(classifier, paths, run, stop)
+    return produce(paths, batch_size=options.batch_size, workers=options.workers, stop=stop, expand_inputs=False,
+                   debug=options.debug)  # fmt: skip
+
+
+def _write_all(records: Iterable[Any], sink: Sink, events: Events, summary: Summary) -> None:
     started = False
     try:
         for record in records:

@@ -8,8 +8,8 @@ are already being decoded while the graph is optimised.
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from imgclass import modelindex
 from imgclass.activation import Activation, choose_activation
 from imgclass.errors import ModelError, UsageError
 from imgclass.labels import LabelSet, background_offset, choose_labels
+from imgclass.optimized import open_session
 from imgclass.postprocess import Ranker
 from imgclass.preprocess import Transform
 from imgclass.presets import Overrides, PresetChoice, choose_preset
@@ -36,7 +37,6 @@ class ModelSettings:
     optimized_dir: Path | None = None  # where to keep ONNX Runtime's optimised graphs
     background_session: bool = False
     spinning: bool = True  # ORT threads spin between ops; off when decode threads share the cores
-    exact: bool = True  # False: crop-aware resizing (see preprocess.Transform.fast)
     activation: str | None = None  # --activation; None: metadata, then the graph's head
 
 
@@ -92,6 +92,16 @@ class LoadedModel(Plan):
             self._runner = Runner(session, self.signature, providers)
         return self._runner
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the session is ready (or failed) within `timeout` seconds; never raises."""
+        if self._runner is not None:
+            return True
+        try:
+            self._session.exception(timeout=timeout)
+        except (TimeoutError, FutureTimeout):
+            return False
+        return True
+
     @property
     def providers(self) -> list[str]:
         return self.runner.providers
@@ -124,22 +134,6 @@ def input_size(signature: Signature, choice: PresetChoice, requested: int | None
     return side, side
 
 
-def optimized_path(folder: Path, sha256: str, device: Device) -> Path:
-    """Optimised graphs depend on the model, ONNX Runtime, the providers and the CPU's instruction set."""
-    import onnxruntime as ort
-
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            head = handle.read(16384)  # the first CPU's entry; the whole file is slow to generate
-        flags = next(line for line in head.splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        import platform
-
-        flags = platform.processor() or platform.machine()
-    cpu = hashlib.sha1(flags.encode()).hexdigest()[:8]
-    return folder / f"{sha256[:32]}-ort{ort.__version__}-{device}-{cpu}.onnx"
-
-
 def make_plan(path: Path, name: str, settings: ModelSettings, catalog_preset: str | None = None) -> Plan:
     """Resolve preset, input size, transform and labels for `path`: one rule for load, -v and info."""
     signature = inspect_file(path)
@@ -148,7 +142,7 @@ def make_plan(path: Path, name: str, settings: ModelSettings, catalog_preset: st
     preset = settings.overrides.apply(choice.preset, min(height, width))
     if preset is not choice.preset:
         choice = PresetChoice(preset, choice.source + " + overrides")
-    transform = Transform(preset, height, width, signature.layout, signature.dtype, fast=not settings.exact)
+    transform = Transform(preset, height, width, signature.layout, signature.dtype)
     activation = choose_activation(signature, settings.activation, str(path))
     plan = Plan(name, path, signature, choice, transform, LabelSet((), ""), 0, signature.classes, activation)
     if signature.classes is not None:
@@ -167,16 +161,18 @@ def _bind_labels(plan: Plan, settings: ModelSettings, classes: int) -> None:
 def load_model(
     path: Path, name: str, settings: ModelSettings, catalog_preset: str | None = None, sha256: str | None = None
 ) -> LoadedModel:
-    """Load `path`; `catalog_preset` and `sha256` come from the catalog for a model pulled by name."""
+    """Load `path`; `catalog_preset` and `sha256` (the bytes it must hold) come from the catalog or registry."""
     plan = make_plan(path, name, settings, catalog_preset)
     cache_graph = settings.optimized_dir is not None and not modelindex.has_external_data(path)
 
-    def start():  # on the session thread when there is one: a first start hashes the file while images decode
-        optimized = None
-        if settings.optimized_dir is not None and cache_graph:
-            digest = sha256 or modelindex.sha256_of(path)
-            optimized = optimized_path(settings.optimized_dir, digest, settings.device)
-        return create_session(path, settings.device, settings.threads, optimized, settings.spinning)
+    def start():
+        if not cache_graph:
+            return create_session(path, settings.device, settings.threads, name=path, spinning=settings.spinning)
+        digest = modelindex.sha256_of(path)
+        if sha256 is not None and digest != sha256.lower():
+            raise ModelError(f"{path}: the model file changed after it was verified; run again")
+        assert settings.optimized_dir is not None
+        return open_session(path, digest, settings.optimized_dir, settings.device, settings.threads, settings.spinning)
 
     session: Future = Future()
     if settings.background_session and plan.classes:

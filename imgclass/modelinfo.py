@@ -19,7 +19,7 @@ def _local_path(spec: str, info: dict[str, Any]) -> Path | None:
         return path
     registered = cache.registry().get(spec)
     if registered is not None:
-        info.update(sha256=registered.sha256, size=registered.size, source=registered.origin)
+        info.update(sha256=registered.sha256, size=registered.size, source=store.safe_origin(registered.origin))
         return registered.path if registered.path.is_file() else None
     entry = catalog.find(spec)
     if entry is not None:

@@ -10,19 +10,28 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+import os
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from imgclass.errors import OutputError, UsageError, describe_os_error
 from imgclass.records import Prediction, Record
+from imgclass.sources import record_key
 from imgclass.text import printable
 
 MACHINE_FORMATS = ("json", "jsonl", "csv", "tsv")
 FORMATS = ("table", *MACHINE_FORMATS)
-CSV_HEADER = ["path", "rank", "index", "label", "probability", "error"]
+BASE_COLUMNS = ["path", "rank", "index", "label", "probability", "error"]
+CSV_HEADER = [*BASE_COLUMNS, "path_bytes"]
 MULTI_LABEL_COLUMN = "multi_label"  # appended to the header, and `true` on every row, for multi-label models
+
+
+def csv_header(multi_label: bool) -> list[str]:
+    """Single-label files have the seven columns; multi-label ones add a `multi_label` column."""
+    return [*CSV_HEADER, MULTI_LABEL_COLUMN] if multi_label else list(CSV_HEADER)
 RESUMABLE = ("jsonl", "csv", "tsv")
 
 
@@ -79,25 +88,22 @@ class JsonSink(Sink):
         self._emit("\n]\n" if self._count else "]\n")
 
 
-def csv_header(multi_label: bool) -> list[str]:
-    """Single-label files keep the six columns; multi-label ones add a `multi_label` column."""
-    return [*CSV_HEADER, MULTI_LABEL_COLUMN] if multi_label else list(CSV_HEADER)
-
-
 class DelimitedSink(Sink):
     """csv / tsv: one row per prediction; a failed input is one row with `error` set."""
 
     def __init__(self, stream: TextIO, delimiter: str, header: bool = True, name: str = "stdout",
-                 multi_label: bool = False):  # fmt: skip
+                 columns: Sequence[str] | None = None, multi_label: bool = False):  # fmt: skip
         super().__init__(stream, name)
         self.delimiter = delimiter
         self.header = header
         self.multi_label = multi_label
+        # Appending to a file started with fewer columns (--resume) keeps its columns.
+        self.width = len(columns) if columns else len(csv_header(multi_label))
 
     def _rows(self, rows: Sequence[Sequence[object]]) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter=self.delimiter, lineterminator="\n")
-        writer.writerows(rows)
+        writer.writerows([row[: self.width] for row in rows])
         return buffer.getvalue()
 
     def start(self) -> None:
@@ -106,12 +112,13 @@ class DelimitedSink(Sink):
 
     def write(self, record: Record) -> None:
         rows: list[list[object]]
+        raw = record.path_bytes or ""
         if record.error is not None:
-            rows = [[record.path, "", "", "", "", record.error]]
+            rows = [[record.path, "", "", "", "", record.error, raw]]
         else:
-            rows = [[record.path, p.rank, p.index, p.label, repr(p.probability), ""] for p in record.predictions]
+            rows = [[record.path, p.rank, p.index, p.label, repr(p.probability), "", raw] for p in record.predictions]
         # An input with no prediction at or above --threshold still has its row.
-        rows = rows or [[record.path, "", "", "", "", ""]]
+        rows = rows or [[record.path, "", "", "", "", "", raw]]
         if self.multi_label:
             rows = [[*row, "true" if record.multi_label else "false"] for row in rows]
         self._emit(self._rows(rows))
@@ -124,31 +131,35 @@ def read_delimited(text: str, fmt: str, model: str = "", preset: str = "") -> li
     """
     reader = csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
     header = next(reader, None) or []
-    multi = header == csv_header(True)
+    flag_at = header.index(MULTI_LABEL_COLUMN) if MULTI_LABEL_COLUMN in header else None
     records: list[Record] = []
     for row in reader:
         if not row:
             continue
         path, rank, index, label, probability, error = row[:6]
+        raw = row[6] if len(row) > 6 and header[6:7] == ["path_bytes"] and row[6] else None
         if not records or records[-1].path != path:
-            flag = multi and len(row) > 6 and row[6] == "true"
-            records.append(Record(path, model, preset, [], error or None, flag))
+            flag = flag_at is not None and len(row) > flag_at and row[flag_at] == "true"
+            records.append(Record(path, model, preset, [], error or None, flag, raw))
         if rank:
             records[-1].predictions.append(Prediction(int(rank), int(index), label, float(probability)))
     return records
 
 
-def make_sink(fmt: str, stream: TextIO, header: bool = True, name: str = "stdout", multi_label: bool = False) -> Sink:
+def make_sink(fmt: str, stream: TextIO, header: bool = True, name: str = "stdout",
+              columns: Sequence[str] | None = None, multi_label: bool = False) -> Sink:  # fmt: skip
     """A sink for one of the machine formats (the table is the CLI's own renderer).
 
-    `multi_label`: the model's scores are independent (csv/tsv then carry a `multi_label` column).
+    `columns`: the header of a csv/tsv file being resumed; `multi_label`: the model's scores are
+    independent (csv/tsv then carry a `multi_label` column).
     """
     if fmt == "jsonl":
         return JsonlSink(stream, name)
     if fmt == "json":
         return JsonSink(stream, name)
     if fmt in ("csv", "tsv"):
-        return DelimitedSink(stream, "," if fmt == "csv" else "\t", header=header, name=name, multi_label=multi_label)
+        return DelimitedSink(stream, "," if fmt == "csv" else "\t", header=header, name=name, columns=columns,
+                             multi_label=multi_label)  # fmt: skip
     raise UsageError(f"--format {fmt!r}: choose one of {', '.join(MACHINE_FORMATS)}")
 
 
@@ -171,14 +182,25 @@ def format_from_extension(path: Path) -> str | None:
 
 
 @dataclass
+class Existing:
+    """What an output file already holds, learnt before a byte of it is changed."""
+
+    done: set[bytes]  # the inputs it has a complete record for (sources.path_key)
+    keep: int  # bytes to keep: a trailing incomplete record is cut off on --resume
+    size: int
+    columns: list[str] | None = None  # csv/tsv: the header it was started with
+
+
+@dataclass
 class Target:
-    """Where records go: a stream, the paths it already holds (--resume), whether it needs a header."""
+    """Where records go: a stream, the inputs it already holds (--resume), whether it needs a header."""
 
     stream: TextIO
     name: str
-    done: set[str]
+    done: set[bytes]
     fresh: bool
     owned: bool  # we opened it, so we close it
+    columns: list[str] | None = None
 
     def close(self) -> None:
         if self.owned:
@@ -188,71 +210,215 @@ class Target:
                 raise OutputError(f"{printable(self.name)}: cannot write records: {describe_os_error(err)}") from None
 
 
-def open_target(output: Path | None, fmt: str, resume: bool, stdout: TextIO, multi_label: bool = False) -> Target:
-    """Open --output (appending with --resume, after checking the file is ours), or use stdout.
+class RecordFile(io.TextIOBase):
+    """An output file that takes each record whole or not at all.
 
-    `multi_label`: csv/tsv rows get a `multi_label` column, so --resume refuses a file written without one
-    (and the other way round).
+    Each `write` is one record, sent with `os.write` until all of it is out; when the
+    disk fills up halfway, the file is cut back to where the record began, so a
+    failed run never leaves part of a record behind (and --resume never counts one).
+    """
+
+    def __init__(self, fd: int, name: str):
+        super().__init__()
+        self.fd, self._name = fd, name
+        st = os.fstat(fd)
+        self.regular = stat.S_ISREG(st.st_mode)
+        self.end = st.st_size if self.regular else 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, text: str) -> int:
+        encoded = text.encode("utf-8", "backslashreplace")
+        data, start = memoryview(encoded), self.end
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except BaseException:
+            if self.regular:
+                try:
+                    os.ftruncate(self.fd, start)
+                except OSError:
+                    pass
+            raise
+        self.end = start + len(encoded)
+        return len(text)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            os.close(self.fd)
+
+
+def check_output(output: Path | None, fmt: str, resume: bool) -> Existing | None:
+    """Before anything runs: what --output holds, and whether it may be written at all.
+
+    An existing file that is not an imgclass output (a photo, someone's spreadsheet) is
+    never overwritten or appended to; for --resume the whole file is checked.
     """
     if output is None:
         if resume:
             raise UsageError("--resume needs --output FILE")
-        return Target(stdout, "stdout", set(), True, owned=False)
+        return None
+    if output.is_dir():
+        from imgclass.shards import check_shards
+
+        check_shards(output, fmt, resume)
+        return None
     if fmt not in RESUMABLE and resume:
         raise UsageError(f"--resume works with {', '.join(RESUMABLE)} output, not {fmt}")
-    done = recorded_paths(output, fmt, multi_label) if resume else set()
-    fresh = not (resume and output.exists() and output.stat().st_size > 0)
     try:
-        handle = open(output, "a" if resume else "w", encoding="utf-8", newline="", errors="backslashreplace")
+        st = os.stat(output)
+    except FileNotFoundError:
+        return None
     except OSError as err:
         raise OutputError(f"--output {printable(str(output))}: {describe_os_error(err)}") from None
-    return Target(handle, str(output), done, fresh, owned=True)
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return None  # /dev/null, a pipe, an empty file: nothing to lose
+    if resume:
+        return read_existing(output, fmt)
+    if not _looks_like_ours(output):
+        raise UsageError(
+            f"--output {printable(str(output))} exists and is not an imgclass output; "
+            "refusing to overwrite it (remove it first, or choose another file)"
+        )
+    return None
 
 
-def recorded_paths(path: Path, fmt: str, multi_label: bool = False) -> set[str]:
-    """Paths already in an output file (for --resume); a trailing partial line is cut off.
+def open_target(output: Path | None, fmt: str, resume: bool, stdout: TextIO, existing: Existing | None = None,
+                multi_label: bool = False) -> Target:  # fmt: skip
+    """Open --output (appending with --resume, after checking the file is ours), or use stdout.
 
-    The whole file is checked to be an imgclass output before a byte of it is changed.
+    `multi_label`: csv/tsv rows carry a `multi_label` column, so --resume refuses a file written
+    without one (and the other way round) before a byte of it is changed.
     """
-    if not path.exists():
-        return set()
+    if output is None:
+        check_output(output, fmt, resume)
+        return Target(stdout, "stdout", set(), True, owned=False)
+    if output.is_dir():
+        from imgclass.shards import open_shards
+
+        return open_shards(output, fmt, resume)
+    if existing is None:
+        existing = check_output(output, fmt, resume)
+    if resume and existing is not None and existing.columns is not None:
+        held = MULTI_LABEL_COLUMN in existing.columns
+        if held != multi_label:
+            kinds = {True: "multi-label", False: "single-label"}
+            raise UsageError(f"{printable(str(output))}: holds {kinds[held]} rows and this model's scores are "
+                             f"{kinds[multi_label]}; write to another file")  # fmt: skip
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if resume else os.O_TRUNC)
+    try:
+        fd = os.open(output, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+        if resume and existing is not None and existing.keep < existing.size:
+            os.ftruncate(fd, existing.keep)  # a trailing record that was cut short is written again
+    except OSError as err:
+        raise OutputError(f"--output {printable(str(output))}: {describe_os_error(err)}") from None
+    fresh = not (resume and existing is not None and existing.keep > 0)
+    done = existing.done if resume and existing is not None else set()
+    columns = existing.columns if resume and existing is not None else None
+    stream = cast(TextIO, RecordFile(fd, str(output)))
+    return Target(stream, str(output), done, fresh, owned=True, columns=columns)
+
+
+def _looks_like_ours(path: Path) -> bool:
+    """The head of `path` is one of our formats: a csv/tsv header, a JSON record line, a JSON array of them."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError as err:
+        raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    if any(first.split(d)[: len(BASE_COLUMNS)] == [c.encode() for c in BASE_COLUMNS] for d in (b",", b"\t")):
+        return True
+    stripped = head.lstrip()
+    if stripped.startswith(b"[") and (stripped[1:].lstrip().startswith((b'{"path"', b"]")) or not stripped[1:].strip()):
+        return True
+    try:
+        Record.from_dict(json.loads(first))
+        return True
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def read_existing(path: Path, fmt: str) -> Existing:
+    """The inputs an output file already has a complete record for (for --resume).
+
+    The whole file is checked to be an imgclass output first; nothing is changed here.
+    A record cut short by a crash (the file does not end with a newline) is not
+    counted, and `keep` says where it began.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as err:
         raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
     complete = data[: data.rfind(b"\n") + 1]
-    text = complete.decode("utf-8", errors="replace")
-    done = _jsonl_paths(text, path) if fmt == "jsonl" else _delimited_paths(text, path, fmt, multi_label)
-    if len(complete) != len(data):
-        with open(path, "rb+") as handle:
-            handle.truncate(len(complete))
-    return done
+    text = complete.decode("utf-8", errors="surrogateescape")
+    if fmt == "jsonl":
+        return Existing(_jsonl_keys(text, path), len(complete), len(data))
+    return _delimited_existing(text, data[len(complete) :], path, fmt, len(data))
 
 
-def _jsonl_paths(text: str, path: Path) -> set[str]:
-    done: set[str] = set()
+def recorded_paths(path: Path, fmt: str) -> set[bytes]:
+    """The inputs already in an output file (see `read_existing`)."""
+    return read_existing(path, fmt).done if path.exists() else set()
+
+
+def _jsonl_keys(text: str, path: Path) -> set[bytes]:
+    done: set[bytes] = set()
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            done.add(Record.from_dict(json.loads(line)).path)
+            record = Record.from_dict(json.loads(line))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UsageError(
                 f"{printable(str(path))}:{number}: not an imgclass jsonl record; cannot resume into it"
             ) from None
+        done.add(record_key(record.path, record.path_bytes))
     return done
 
 
-def _delimited_paths(text: str, path: Path, fmt: str, multi_label: bool) -> set[str]:
-    reader = csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
-    header = next(reader, None)
-    if header is not None:
-        held = {tuple(csv_header(False)): "single-label", tuple(csv_header(True)): "multi-label"}.get(tuple(header))
-        if held is None:
-            raise UsageError(f"{printable(str(path))}: not an imgclass {fmt} file (unexpected header); cannot resume into it")
-        if header != csv_header(multi_label):
-            now = "multi-label" if multi_label else "single-label"
-            raise UsageError(f"{printable(str(path))}: holds {held} rows and this model's scores are {now}; "
-                             "write to another file")  # fmt: skip
-    return {row[0] for row in reader if row}
+def _delimited_existing(text: str, partial: bytes, path: Path, fmt: str, size: int) -> Existing:
+    """csv/tsv: a record is the run of rows for one input; one cut short by a crash is dropped whole."""
+    delimiter = "," if fmt == "csv" else "\t"
+    lines = [line + "\n" for line in text.split("\n")[:-1]]
+    header = next(csv.reader(lines[:1], delimiter=delimiter), None)
+    if header is not None and header[: len(BASE_COLUMNS)] != BASE_COLUMNS:
+        raise UsageError(f"{printable(str(path))}: not an imgclass {fmt} file (unexpected header); cannot resume into it")
+    keys: list[bytes] = []
+    starts: list[int] = []
+    consumed, last_path = 1, ""
+
+    def feed() -> Iterator[str]:
+        nonlocal consumed
+        for line in lines[1:]:
+            consumed += 1
+            yield line
+
+    starts.append(consumed)
+    for row in csv.reader(feed(), delimiter=delimiter):
+        keys.append(record_key(row[0], row[6] if len(row) > 6 else None) if row else b"")
+        last_path = row[0] if row else ""
+        starts.append(consumed)  # where the next row begins, in lines
+    done = {k for k in keys if k}
+    keep = size - len(partial)
+    if partial and keys:
+        cut = next(csv.reader([partial.decode("utf-8", "replace")], delimiter=delimiter), [])
+        last = keys[-1]
+        if len(cut) < 2 or cut[0] == last_path:
+            # The cut line may belong to the last record: its earlier rows are not the whole of it.
+            first = len(keys)
+            while first > 0 and keys[first - 1] == last:
+                first -= 1
+            keep -= sum(len(line.encode("utf-8", "surrogateescape")) for line in lines[starts[first] :])
+            done.discard(last)
+    return Existing(done, keep, size, header)

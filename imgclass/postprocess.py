@@ -25,7 +25,10 @@ class Ranker:
         return self.activation.probabilities(outputs)
 
     def rank(self, outputs: np.ndarray) -> list[list[Prediction]]:
-        probs = self.probabilities(outputs)[:, self.offset :]
+        return self.rank_probabilities(self.probabilities(outputs)[:, self.offset :])
+
+    def rank_probabilities(self, probs: np.ndarray) -> list[list[Prediction]]:
+        """Top-k of probabilities over the labels (background class already left out)."""
         k = min(self.top, probs.shape[1])
         results = []
         for row in probs:

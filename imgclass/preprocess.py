@@ -14,8 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from imgclass.images import DRAFT_INFO
 from imgclass.presets import Preset
 
+# Resizes that pick pixels instead of averaging them: never fed a draft (reduced-scale) decode.
+_SAMPLING = ("nearest", "tf-bilinear")
 _PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -35,9 +38,9 @@ class Transform:
     width: int
     layout: str = "NCHW"
     dtype: str = "float32"
-    # fast: resize only the pixels the centre crop keeps (Pillow's `box`); equal to the full
-    # resize but for rounding, which moves about 1 pixel in 10,000 by one grey level.
-    fast: bool = False
+    # There is no crop-aware resize: Pillow holds `box=` as float32, which moved up to a third
+    # of the pixels of ordinary photos by one grey level, and Pillow 13 picks the order of its
+    # two resize passes by the scale factors, so no crop-aware shortcut stays bit-exact.
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -46,9 +49,16 @@ class Transform:
         return (self.height, self.width, 3)
 
     @property
-    def min_decode_side(self) -> int:
-        """Draft decoding must keep the short side at least twice what the resize needs."""
+    def min_decode_side(self) -> int | None:
+        """Draft decoding must keep the short side at least twice what the resize needs.
+
+        None (decode in full) for resizes that sample pixels without averaging them
+        (nearest, TF's legacy bilinear): a reduced-scale decode has already averaged
+        blocks of pixels, so it cannot give what those rules pick from the full image.
+        """
         p = self.preset
+        if p.interpolation in _SAMPLING:
+            return None
         need = min(self.height, self.width)
         if p.resize == "central-fraction":
             need = int(np.ceil(need / p.crop_pct))
@@ -57,7 +67,10 @@ class Transform:
         return 2 * need
 
     def __call__(self, img: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
-        pixels = self.geometry(img)
+        return self.finish(self.geometry(img), out)
+
+    def finish(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The pixel transform of one (height, width, 3) crop: channel order, dtype, normalisation, layout."""
         if self.preset.channel_order == "BGR":
             pixels = pixels[..., ::-1]
         if self.dtype == "uint8":
@@ -76,26 +89,38 @@ class Transform:
     def geometry(self, img: Image.Image) -> np.ndarray:
         """Resize and crop to (height, width, 3): uint8, or float32 for TF's float resize."""
         p = self.preset
+        # A draft decode: sizes follow the full image, and the resize reads exactly its extent.
+        w, h, box = img.info.get(DRAFT_INFO) or (img.width, img.height, None)
         if p.resize == "central-fraction":
-            arr = np.asarray(img, dtype=np.float32)
+            arr = np.asarray(_within(img, box), dtype=np.float32)
             arr = tf_central_crop(arr, p.crop_pct)
             return resize_array(arr, self.width, self.height, p.interpolation)
+        return center_crop(self.resized(img), self.height, self.width, p.crop_offset)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the whole image after the resize that the crop is taken from."""
+        p = self.preset
+        if p.resize == "central-fraction":  # the whole image at the scale that makes its central fraction the input
+            return max(round(self.width / p.crop_pct), 1), max(round(self.height / p.crop_pct), 1)
         if p.resize == "squash":
-            side_h = p.resize_size(self.height)
-            side_w = p.resize_size(self.width)
-            resized = resize_image(img, side_w, side_h, p.interpolation)
-        else:
-            short = p.resize_size(min(self.height, self.width))
-            w, h = img.size
-            if w <= h:
-                new_w, new_h = short, int(short * h / w)
-            else:
-                new_w, new_h = int(short * w / h), short
-            new_w, new_h = max(new_w, 1), max(new_h, 1)
-            if self.fast and p.interpolation in _PIL_FILTERS and new_w >= self.width and new_h >= self.height:
-                return _resize_crop(img, new_w, new_h, self.width, self.height, p.interpolation, p.crop_offset)
-            resized = resize_image(img, new_w, new_h, p.interpolation)
-        return center_crop(resized, self.height, self.width, p.crop_offset)
+            return p.resize_size(self.width), p.resize_size(self.height)
+        short = p.resize_size(min(self.height, self.width))
+        if width <= height:
+            return short, max(int(short * height / width), 1)
+        return max(int(short * width / height), 1), short
+
+    def resized(self, img: Image.Image) -> np.ndarray:
+        """The whole image resized: what `geometry` centre-crops (and test-time augmentation crops).
+
+        For central-fraction presets (which crop first, then resize) this is the whole image at
+        the scale that makes its central fraction the model's input: float32, like their geometry.
+        """
+        p = self.preset
+        w, h, box = img.info.get(DRAFT_INFO) or (img.width, img.height, None)
+        new_w, new_h = self.resized_size(w, h)
+        if p.resize == "central-fraction":
+            return resize_array(np.asarray(_within(img, box), dtype=np.float32), new_w, new_h, p.interpolation)
+        return resize_image(img, new_w, new_h, p.interpolation, box)
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
         p = self.preset
@@ -116,39 +141,41 @@ def crop_offsets(h: int, w: int, height: int, width: int, rounding: str) -> tupl
     return (h - height) // 2, (w - width) // 2
 
 
-def _resize_crop(img: Image.Image, new_w: int, new_h: int, width: int, height: int, interpolation: str, rounding: str):
-    """Resize to (new_w, new_h) and centre-crop, computing only the pixels the crop keeps.
-
-    Pillow's `box` places each output pixel's filter exactly where the full resize
-    would, so this equals resizing everything and cropping after (checked against
-    the golden arrays), at a fraction of the cost for wide or tall images.
-    """
-    top, left = crop_offsets(new_h, new_w, height, width, rounding)
-    sx, sy = img.width / new_w, img.height / new_h
-    box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
-    return np.asarray(img.resize((width, height), _PIL_FILTERS[interpolation], box=box))
+def _within(img: Image.Image, box: tuple | None) -> Image.Image:
+    """The part of a draft-decoded image that `box` covers, to the nearest whole pixel."""
+    if box is None:
+        return img
+    return img.crop(tuple(round(v) for v in box))
 
 
-def resize_image(img: Image.Image, width: int, height: int, interpolation: str) -> np.ndarray:
-    """Resize an RGB image to (height, width, 3) uint8 with the named rule."""
+def resize_image(img: Image.Image, width: int, height: int, interpolation: str, box: tuple | None = None) -> np.ndarray:
+    """Resize an RGB image (or its `box`, in pixels) to (height, width, 3) uint8 with the named rule."""
     if interpolation in _PIL_FILTERS:
-        if img.size == (width, height):
+        if box is None and img.size == (width, height):
             return np.asarray(img)
-        return np.asarray(img.resize((width, height), _PIL_FILTERS[interpolation]))
-    arr = np.asarray(img)
-    out = resize_array(arr.astype(np.float32), width, height, interpolation)
+        return np.asarray(img.resize((width, height), _PIL_FILTERS[interpolation], box=box))
+    out = resize_array(np.asarray(img).astype(np.float32), width, height, interpolation, box)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def resize_array(arr: np.ndarray, width: int, height: int, interpolation: str) -> np.ndarray:
-    """Float resize for the rules Pillow does not have: 'area' and 'tf-bilinear'."""
+def resize_array(arr: np.ndarray, width: int, height: int, interpolation: str, box: tuple | None = None) -> np.ndarray:
+    """Float resize for the rules Pillow does not have: 'area' and 'tf-bilinear'.
+
+    `box` (x0, y0, x1, y1), in pixels, is the part of `arr` to resize (a draft decode's
+    extent): exact for 'area' downscaling, to the nearest whole pixel otherwise.
+    """
+    downscale = arr.shape[0] >= height and arr.shape[1] >= width
+    if box is not None and not (interpolation == "area" and downscale):
+        x0, y0, x1, y1 = (round(v) for v in box)
+        arr, box, downscale = arr[y0:y1, x0:x1], None, y1 - y0 >= height and x1 - x0 >= width
     if interpolation == "tf-bilinear":
         return _tf_legacy_bilinear(arr, height, width)
     if interpolation == "area":
-        if arr.shape[0] < height or arr.shape[1] < width:
+        if not downscale:
             # OpenCV's INTER_AREA upsamples like INTER_LINEAR (half-pixel centres).
             return _linear_half_pixel(arr, height, width)
-        return _area_axis(_area_axis(arr, height, axis=0), width, axis=1)
+        x0, y0, x1, y1 = box or (0, 0, arr.shape[1], arr.shape[0])
+        return _area_axis(_area_axis(arr, height, 0, y0, y1), width, 1, x0, x1)
     if interpolation in _PIL_FILTERS:
         img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
         return np.asarray(img.resize((width, height), _PIL_FILTERS[interpolation]), dtype=np.float32)
@@ -195,15 +222,19 @@ def _tf_legacy_bilinear(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     return top + (bottom - top) * dy
 
 
-def _area_axis(arr: np.ndarray, out_len: int, axis: int) -> np.ndarray:
-    """OpenCV INTER_AREA along one axis: each output cell is the overlap-weighted mean of its inputs."""
+def _area_axis(arr: np.ndarray, out_len: int, axis: int, start: float = 0, stop: float | None = None) -> np.ndarray:
+    """OpenCV INTER_AREA along one axis: each output cell is the overlap-weighted mean of its inputs.
+
+    [start, stop) is the stretch of the axis to resize, in pixels (default: all of it).
+    """
     in_len = arr.shape[axis]
-    if in_len == out_len:
+    stop = in_len if stop is None else stop
+    if in_len == out_len and (start, stop) == (0, in_len):
         return arr.astype(np.float32)
     data = np.moveaxis(arr.astype(np.float64), axis, 0)
     prefix = np.concatenate([np.zeros((1,) + data.shape[1:]), np.cumsum(data, axis=0)])
-    scale = in_len / out_len
-    edges = np.minimum(np.arange(out_len + 1) * scale, in_len)
+    scale = (stop - start) / out_len
+    edges = np.minimum(start + np.arange(out_len + 1) * scale, in_len)
 
     def integral(x: np.ndarray) -> np.ndarray:
         whole = np.floor(x).astype(np.int64)

@@ -75,6 +75,8 @@ def _validate(preset: Preset, origin: str, error: type[ImgclassError] = UsageErr
         problems.append("crop_pct must be in (0, 1.5]")
     if len(preset.mean) != 3 or len(preset.std) != 3 or any(s == 0 for s in preset.std):
         problems.append("mean and std need 3 values each, std non-zero")
+    elif not all(math.isfinite(v) for v in (*preset.mean, *preset.std, preset.scale)):
+        problems.append("mean, std and scale must be finite numbers (not NaN or infinity)")
     if preset.channel_order not in ("RGB", "BGR"):
         problems.append("channel_order must be RGB or BGR")
     if problems:
@@ -158,10 +160,21 @@ def _own_sidecar(record: Any, origin: str) -> Preset | None:
         overrides = {**base_name, **overrides}
         base_name = base_name.get("name")
     base = get_preset(base_name, origin, ConfigError) if isinstance(base_name, str) else None
+    if base is not None:  # a record that restates a built-in preset's values keeps its name
+        overrides = {k: v for k, v in overrides.items() if k == "name" or not _restates(base, k, v, origin)}
+        overrides.pop("name", None)
     if base is None and not overrides:
         return None
     name = base.name if base and not overrides else (base.name + "+sidecar" if base else "sidecar")
     return _from_record(name, overrides, base=base or Preset(name=name), origin=origin, error=ConfigError)
+
+
+def _restates(base: Preset, key: str, value: Any, origin: str) -> bool:
+    """Whether `key: value` is what `base` has already (a full preset record written by imgclass itself)."""
+    try:
+        return _from_record(base.name, {key: value}, base=base, origin=origin, error=ConfigError) == base
+    except ConfigError:
+        return False
 
 
 def preset_from_hf(cfg: Mapping[str, Any], origin: str) -> Preset:
@@ -273,6 +286,7 @@ def detect_preset(signature: Signature) -> PresetChoice:
         "classes": signature.classes,
         "size": signature.size,
         "softmax": signature.softmax,
+        "transform_input": signature.transform_input,
     }
     for rule in data["detect"]:
         if all(facts.get(key) == value for key, value in rule["when"].items()):

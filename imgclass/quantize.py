@@ -147,7 +147,7 @@ class QuantizeResult:
 
 
 def precision_of(model) -> str:
-    """"int8" for a graph with quantised ops, "fp16" for a float16 input, else "fp32" (a parsed ONNX model)."""
+    """ "int8" for a graph with quantised ops, "fp16" for a float16 input, else "fp32" (a parsed ONNX model)."""
     ops = {node.op_type for node in model.graph.node}
     if ops & QUANTIZED_OPS:
         return "int8"
@@ -164,7 +164,9 @@ def _check_targets(output: Path | None, name: str | None, force: bool) -> None:
         raise UsageError("give --output OUT.onnx, --name NAME, or both")
     if output is not None:
         if output.is_dir():
-            raise UsageError(f"--output {output}: is a directory; give a file name such as {output / 'model-int8.onnx'}")
+            raise UsageError(
+                f"--output {output}: is a directory; give a file name such as {output / 'model-int8.onnx'}"
+            )
         folder = output.resolve().parent
         if not folder.is_dir():
             raise UsageError(f"--output {output}: folder {folder} does not exist")
@@ -282,7 +284,9 @@ def _prepare(source: Path, folder: Path) -> Path:
         try:
             model = onnx.version_converter.convert_version(model, 13)
         except Exception as err:  # noqa: BLE001 - the converter raises several types
-            raise ModelError(f"{source}: cannot raise opset {opset} to 13 for per-channel quantisation: {_first(err)}") from None
+            raise ModelError(
+                f"{source}: cannot raise opset {opset} to 13 for per-channel quantisation: {_first(err)}"
+            ) from None
     prepared = folder / "prepared.onnx"
     try:
         quant_pre_process(model, os.fspath(prepared), skip_symbolic_shape=True)
@@ -419,8 +423,11 @@ def provenance(source: str, sha256: str, used: Sequence[str], options: QuantizeO
         "reduce_range": options.reduce_range,
         "method": options.method,
         "float_nodes": head,
-        "calibration": {"images": len(used), "sha256": _digest(used),
-                        "sha256_of": "sorted sha256 of each image file, one per line"},  # fmt: skip
+        "calibration": {
+            "images": len(used),
+            "sha256": _digest(used),
+            "sha256_of": "sorted sha256 of each image file, one per line",
+        },  # fmt: skip
         "onnxruntime": ort.__version__,
         "imgclass": _version(),
         "date": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
@@ -596,16 +603,25 @@ def _commit(candidate: Path, output: Path | None, name: str | None, force: bool,
 
 
 def model_precision(path: Path, name: str) -> str:
-    """"int8" or "fp32" for a model file: its catalog entry, imgclass's provenance, else its ops."""
+    """ "int8" or "fp32" for a model file: its catalog entry, imgclass's provenance, else its ops."""
     from imgclass import catalog, modelindex
     from imgclass.modelfile import read_graph
 
     entry = catalog.find(name)
     if entry is not None:
         return entry.precision
-    if PROVENANCE_KEY in modelindex.signature_of(path).metadata:
+    if _quantized_by_imgclass(modelindex.signature_of(path).metadata) is not None:
         return "int8"
     return precision_of(read_graph(path))
+
+
+def _quantized_by_imgclass(metadata: dict[str, str]) -> dict[str, Any] | None:
+    """This module's provenance record (not another tool's, such as `imgclass train`'s), or None."""
+    try:
+        record = json.loads(metadata.get(PROVENANCE_KEY) or "{}")
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "quantizer" in record else None
 
 
 def counterpart(path: Path, name: str) -> str | None:
@@ -623,11 +639,11 @@ def counterpart(path: Path, name: str) -> str | None:
             return source.name if source and store.is_cached(source) else None
         quantized = [e for e in catalog.entries() if e.quantized_from == entry.name and store.is_cached(e)]
         return quantized[0].name if quantized else None
-    raw = modelindex.signature_of(path).metadata.get(PROVENANCE_KEY)
+    record = _quantized_by_imgclass(modelindex.signature_of(path).metadata)
     try:
-        source = json.loads(raw or "{}")["source"]
+        source = (record or {})["source"]
         sha256, recorded = str(source["sha256"]), str(source["model"])
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
     known = catalog.by_sha256(sha256)
     if known is not None and store.is_cached(known):

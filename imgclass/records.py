@@ -33,20 +33,29 @@ class Record:
     predictions: list[Prediction] = field(default_factory=list)
     error: str | None = None
     multi_label: bool = False  # independent per-class probabilities (sigmoid head): they need not sum to one
+    # base64 of the file name's bytes, only when they are not UTF-8: `path` then shows
+    # them escaped (\udcff) and cannot be turned back into the name; these bytes can.
+    path_bytes: str | None = None
+    tta: str | None = None  # test-time augmentation the probabilities are averaged over (flip, five-crop, ten-crop)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "model": self.model,
-            "preset": self.preset,
-            "multi_label": self.multi_label,
-            "predictions": [p.to_dict() for p in self.predictions],
-            "error": self.error,
-        }
+        data: dict[str, Any] = {"path": self.path}
+        if self.path_bytes is not None:
+            data["path_bytes"] = self.path_bytes
+        data.update(
+            model=self.model,
+            preset=self.preset,
+            multi_label=self.multi_label,
+            predictions=[p.to_dict() for p in self.predictions],
+            error=self.error,
+        )
+        if self.tta is not None:
+            data["tta"] = self.tta
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
@@ -54,5 +63,9 @@ class Record:
         multi_label = data.get("multi_label", False)  # absent in records written before it existed
         if not isinstance(multi_label, bool):
             raise ValueError(f"multi_label must be true or false, not {multi_label!r}")
+        raw = data.get("path_bytes")
+        tta = data.get("tta")
+        if tta is not None and not isinstance(tta, str):
+            raise ValueError(f"tta must be a string, not {tta!r}")
         return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"),
-                   multi_label)  # fmt: skip
+                   multi_label, str(raw) if raw is not None else None, tta)  # fmt: skip

@@ -69,25 +69,26 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK)
-
-
 def create_session(
-    path: Path, device: Device, threads: int | None = None, optimized_path: Path | None = None, spinning: bool = True
+    source: Path | bytes,
+    device: Device,
+    threads: int | None = None,
+    *,
+    name: Path,
+    optimized: bool = False,
+    save_to: Path | None = None,
+    spinning: bool = True,
 ):
-    """Create an InferenceSession; returns (session, providers actually in use).
+    """Create an InferenceSession from a file or its bytes; returns (session, providers actually in use).
 
-    With `optimized_path`, the graph ONNX Runtime optimised on an earlier run is
-    loaded as it is (no optimisation pass), or saved there for the next run.
+    `optimized=True`: `source` is a graph ONNX Runtime optimised earlier, loaded as it is
+    (no optimisation pass). `save_to`: ONNX Runtime writes the optimised graph there.
     `spinning=False` lets idle model threads sleep, leaving the cores to decoders.
+    `name` is the model file that error messages name.
     """
     import onnxruntime as ort
 
+    quiet_runtime_logs()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads or default_threads()
@@ -95,35 +96,36 @@ def create_session(
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    source = path
-    if optimized_path is not None and optimized_path.is_file():
-        source = optimized_path
+    if optimized:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     else:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if optimized_path is not None and not _writable(optimized_path.parent):
-            optimized_path = None  # a read-only or full cache: run without saving the optimised graph
-        if optimized_path is not None:
-            options.optimized_model_filepath = os.fspath(optimized_path.with_suffix(f".tmp{os.getpid()}"))
+    if save_to is not None:
+        options.optimized_model_filepath = os.fspath(save_to)
     planned = plan_providers(device, available_providers())
     try:
-        session = ort.InferenceSession(os.fspath(source), sess_options=options, providers=planned)
+        session = ort.InferenceSession(
+            source if isinstance(source, bytes) else os.fspath(source), sess_options=options, providers=planned
+        )
     except Exception as err:  # noqa: BLE001 - ORT raises several private exception types
-        if optimized_path is not None and source != path:  # a damaged optimised cache: use the model itself
-            optimized_path.unlink(missing_ok=True)
-            return create_session(path, device, threads, optimized_path, spinning)  # and save a good one
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {first[:200]}") from None
-    if source == path and optimized_path is not None:
-        tmp = optimized_path.with_suffix(f".tmp{os.getpid()}")
-        try:
-            if tmp.is_file():
-                os.replace(tmp, optimized_path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+        raise ModelError(f"{name}: ONNX Runtime cannot load this model: {first[:200]}") from None
     in_use = session.get_providers()
     check_providers(device, in_use)
     return session, list(in_use)
+
+
+_quiet = False
+
+
+def quiet_runtime_logs() -> None:
+    """ONNX Runtime's own log lines (warnings, errors it raises anyway) never reach stderr."""
+    global _quiet
+    if not _quiet:
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(4)
+        _quiet = True
 
 
 class Runner:

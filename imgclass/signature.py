@@ -25,6 +25,9 @@ class Signature:
     classes: int | None  # None: dynamic, known after the first run
     head: str  # the op that produces the output, shape-only ops looked through ("Softmax", "Sigmoid", "Gemm", ...)
     metadata: dict[str, str] = field(default_factory=dict)
+    # The graph starts by re-normalising each channel from ImageNet mean/std to mean = std = 0.5:
+    # torchvision's Inception v3 with transform_input=True (see _transform_input).
+    transform_input: bool = False
 
     @property
     def softmax(self) -> bool:
@@ -48,6 +51,7 @@ class Signature:
             "classes": self.classes,
             "softmax_in_graph": self.softmax,
             "head": self.head,
+            "transform_input": self.transform_input,
         }
 
 
@@ -92,6 +96,7 @@ def inspect(model, path: Path) -> Signature:
         classes=out_dims[1],
         head=_head(graph, output.name),
         metadata={p.key: p.value for p in model.metadata_props},
+        transform_input=_transform_input(graph, image.name, 1 if layout == "NCHW" else 3),
     )
 
 
@@ -117,3 +122,109 @@ def _head(graph, name: str) -> str:
             return op
         name = node.input[0]
     return op
+
+
+# --- torchvision's transform_input ---------------------------------------------------------
+# torchvision's Inception v3 (transform_input=True) starts its forward pass with, per channel c,
+#     x_c = unsqueeze(x[:, c], 1) * (std_c / 0.5) + (mean_c - 0.5) / 0.5
+# and concatenates the three: inputs normalised with ImageNet mean/std are turned into the
+# mean = std = 0.5 inputs the weights were trained on. torch.onnx writes Gather (one index on
+# the channel axis) -> Unsqueeze -> Mul -> Add per channel, then Concat; other exporters slice.
+_SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Identity"}
+
+
+def _transform_input(graph, input_name: str, channel_axis: int) -> bool:
+    """True when the graph input feeds torchvision's transform_input block, with its constants."""
+    constants = _constants(graph)
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    branches = {}
+    for node in consumers.get(input_name, []):
+        channel = _selected_channel(node, constants, channel_axis)
+        if channel is not None:
+            branches[channel] = _affine_branch(node, consumers, constants)
+    if sorted(branches) != [0, 1, 2] or any(b is None for b in branches.values()):
+        return False
+    concats = {id(b[2]) for b in branches.values()}
+    concat = branches[0][2]
+    if len(concats) != 1 or concat.op_type != "Concat" or _axis(concat, 4) != channel_axis:
+        return False
+    if [branches[c][3] for c in range(3)] != list(concat.input):
+        return False
+    return _is_imagenet_to_half([branches[c][0] for c in range(3)], [branches[c][1] for c in range(3)])
+
+
+def _constants(graph) -> dict:
+    """One-element constant tensors by name, from initializers and Constant nodes, as numbers."""
+    from onnx import TensorProto, numpy_helper
+
+    def one(tensor) -> bool:
+        return all(d == 1 for d in tensor.dims) and tensor.data_location != TensorProto.EXTERNAL
+
+    found = {t.name: numpy_helper.to_array(t).item() for t in graph.initializer if one(t)}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            attr = node.attribute[0]
+            if attr.name == "value" and one(attr.t):
+                found[node.output[0]] = numpy_helper.to_array(attr.t).item()
+            elif attr.name in ("value_float", "value_int"):
+                found[node.output[0]] = attr.f if attr.name == "value_float" else attr.i
+            elif attr.name == "value_ints" and len(attr.ints) == 1:
+                found[node.output[0]] = attr.ints[0]
+    return found
+
+
+def _axis(node, rank: int, default: int = 0) -> int:
+    axis = next((a.i for a in node.attribute if a.name == "axis"), default)
+    return axis % rank
+
+
+def _selected_channel(node, constants: dict, channel_axis: int) -> int | None:
+    """The one channel a Gather or Slice on the channel axis picks out, else None."""
+    if node.op_type == "Gather" and len(node.input) == 2 and _axis(node, 4) == channel_axis:
+        index = constants.get(node.input[1])
+        return int(index) % 3 if index is not None else None
+    if node.op_type == "Slice" and len(node.input) >= 4:
+        starts, ends, axes = (constants.get(name) for name in node.input[1:4])
+        steps = constants.get(node.input[4]) if len(node.input) > 4 and node.input[4] else 1
+        if starts is None or ends is None or axes is None:
+            return None
+        if axes % 4 == channel_axis and steps == 1 and ends == starts + 1:
+            return int(starts)
+    return None
+
+
+def _affine_branch(node, consumers: dict, constants: dict):
+    """Follow one channel through shape-only ops, Mul and Add: (scale, bias, next node, its input)."""
+    scale, bias, name = 1.0, 0.0, node.output[0]
+    seen: set[str] = set()
+    while True:
+        following = consumers.get(name, [])
+        if len(following) != 1:
+            return None
+        nxt = following[0]
+        if nxt.op_type in _SHAPE_ONLY:
+            name = nxt.output[0]
+            continue
+        if nxt.op_type not in ("Mul", "Add") or nxt.op_type in seen:
+            return (scale, bias, nxt, name) if seen == {"Mul", "Add"} else None
+        other = nxt.input[1] if nxt.input[0] == name else nxt.input[0]
+        value = constants.get(other)
+        if value is None:
+            return None
+        scale, bias = (scale * value, bias * value) if nxt.op_type == "Mul" else (scale, bias + value)
+        seen.add(nxt.op_type)
+        name = nxt.output[0]
+
+
+def _is_imagenet_to_half(scales: list[float], biases: list[float]) -> bool:
+    """Do the per-channel x * scale + bias map ImageNet-normalised inputs to mean = std = 0.5?"""
+    from imgclass.resources import load_json
+
+    imagenet = load_json("presets.json")["presets"]["torchvision"]
+    expected_scales = [s / 0.5 for s in imagenet["std"]]
+    expected_biases = [(m - 0.5) / 0.5 for m in imagenet["mean"]]
+    pairs = zip(scales + biases, expected_scales + expected_biases, strict=True)
+    return all(abs(got - want) < 1e-4 for got, want in pairs)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import glob
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from imgclass.errors import UsageError
 from imgclass.text import printable
@@ -28,11 +29,64 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def read_stdin_paths(stream: TextIO) -> Iterator[str]:
-    for line in stream:
-        path = line.rstrip("\r\n")
-        if path:
-            yield path
+def path_bytes(path: str) -> str | None:
+    """The file name's bytes in base64 when they are not UTF-8 (a record's `path` cannot hold them), else None."""
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii")
+    return None
+
+
+def path_key(path: str) -> bytes:
+    """What identifies an input in an output file: the exact bytes of its name."""
+    return os.fsencode(path)
+
+
+def record_key(path: str, raw: str | None) -> bytes:
+    """The input a record was written for: `path_bytes` when the record has them, else `path` as UTF-8."""
+    if raw:
+        try:
+            return base64.b64decode(raw, validate=True)
+        except ValueError:
+            pass
+    return path.encode("utf-8", "surrogateescape")
+
+
+def read_stdin_paths(stream: TextIO | BinaryIO | None, null: bool = False) -> Iterator[str]:
+    """Paths from a list on stdin, any bytes allowed: one per line (a trailing CR dropped), or NUL-separated.
+
+    Names are read as bytes and decoded like the file system does, so a name that is
+    not UTF-8 still names its file. The list is read as it arrives (`find | imgclass`).
+    """
+    if stream is None:
+        raise UsageError("'-' reads paths from stdin, but stdin is closed")
+    separator = b"\0" if null else b"\n"
+    pending = b""
+    for chunk in _chunks(stream):
+        pending += chunk
+        *items, pending = pending.split(separator)
+        yield from _names(items, null)
+    yield from _names([pending], null)
+
+
+def _chunks(stream) -> Iterator[bytes]:
+    binary = getattr(stream, "buffer", stream)
+    read = getattr(binary, "read1", None) or binary.read
+    while True:
+        chunk = read(1 << 16)
+        if not chunk:
+            return
+        yield chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "surrogateescape")
+
+
+def _names(items: list[bytes], null: bool) -> Iterator[str]:
+    for item in items:
+        if not null and item.endswith(b"\r"):
+            item = item[:-1]
+        if item:
+            yield os.fsdecode(item)
 
 
 def _exists(item: str) -> bool:
@@ -53,18 +107,21 @@ def check_inputs(inputs: Sequence[str]) -> None:
     raise UsageError(f"no input: {shown}: no such file or directory")
 
 
-def expand(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | None = None) -> Iterator[str]:
+def expand(
+    inputs: Iterable[str], recursive: bool = False, stdin: TextIO | BinaryIO | None = None, null: bool = False
+) -> Iterator[str]:
     """Yield image paths in a stable order: each argument in turn, each directory sorted.
 
     Explicit files are kept whatever their extension; directory and glob members
     are kept when Pillow knows their extension (case-insensitive). A path seen
-    twice is yielded once. A missing path, or a pattern that matches nothing, is
+    twice is yielded once. `-` reads a list of paths from `stdin` (NUL-separated with
+    `null`, as `find -print0` writes them). A missing path, or a pattern that matches nothing, is
     yielded as it is: reading it fails, and that input gets an error record.
     """
     seen: set[str] = set()
     for item in inputs:
         if item == "-":
-            paths: Iterable[str] = read_stdin_paths(stdin or sys.stdin)
+            paths: Iterable[str] = read_stdin_paths(stdin if stdin is not None else sys.stdin, null)
         elif os.path.isdir(item):
             paths = _walk(item, recursive)
         elif _GLOB_CHARS & set(item) and not os.path.lexists(item):

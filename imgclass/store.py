@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgclass import cache, catalog
 from imgclass.catalog import Entry
-from imgclass.errors import ModelError, UsageError
+from imgclass.errors import CacheError, ModelError, UsageError, describe_os_error
 
 ENV_MIRROR = "IMGCLASS_MIRROR"
 ENV_OFFLINE = "IMGCLASS_OFFLINE"
@@ -52,16 +53,40 @@ def _how_to_get(entry: Entry) -> str:
     )
 
 
-def pull_entry(entry: Entry, offline: bool = False, progress=None) -> Path:
-    """The cached file of a catalog model, fetched and verified first if it is not there."""
+def intact(path: Path, sha256: str) -> bool:
+    """Whether `path` holds the bytes `sha256` names (remembered for an unchanged file)."""
+    from imgclass import modelindex
+
+    try:
+        return modelindex.sha256_of(path) == sha256.lower()
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read model: {describe_os_error(err)}") from None
+
+
+def damaged(name: str, path: Path, remedy: str) -> ModelError:
+    return ModelError(f"{name}: the cached model {path} is damaged (its sha256 is not the one recorded); {remedy}")
+
+
+def pull_entry(entry: Entry, offline: bool = False, progress=None, replace_damaged: bool = False) -> Path:
+    """The cached file of a catalog model, verified; fetched first if it is not there.
+
+    A cached copy is used without taking a lock (a read-only cache works). A damaged
+    copy is an error, or with `replace_damaged` (what `models pull` does) fetched again.
+    """
     from imgclass.download import DownloadFailed, fetch
 
     dest = cached_path(entry)
-    with cache.lock(dest):
-        if is_cached(entry):
+    if is_cached(entry):
+        if intact(dest, entry.sha256):
             return dest
-        if offline:
-            raise ModelError(f"{entry.name} is not in the cache and offline mode is on; {_how_to_get(entry)}")
+        if not replace_damaged:
+            raise damaged(entry.name, dest, f"fetch a fresh copy with: imgclass models pull {entry.name}")
+    if offline:
+        state = "damaged in the cache" if dest.exists() else "not in the cache"
+        raise ModelError(f"{entry.name} is {state} and offline mode is on; {_how_to_get(entry)}")
+    with cache.lock(dest):
+        if is_cached(entry) and intact(dest, entry.sha256):
+            return dest  # another process fetched it meanwhile
         try:
             fetch(urls_for(entry), dest, entry.sha256, entry.size, progress, subject=entry.name)
         except DownloadFailed as err:
@@ -88,23 +113,34 @@ def _check_free(name: str, force: bool) -> None:
 
 
 def pull_url(url: str, name: str, sha256: str | None = None, progress=None, force: bool = False) -> cache.Registered:
-    from imgclass.download import fetch
+    from imgclass.download import display_url, fetch
 
     cache.check_name(name)
-    _check_free(name, force)
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
         raise UsageError(f"--sha256 {sha256!r}: expected 64 hex digits")
+    if not force and (same := _already_pulled(name, sha256)) is not None:
+        return same  # the very bytes asked for are there (another pull of them just finished)
+    _check_free(name, force)
     dest = cache.models_dir() / f"{name}.onnx"
     with cache.lock(dest):
+        if not force and (same := _already_pulled(name, sha256)) is not None:
+            return same
         size = None
         known = catalog.find(name)
         if known and sha256 is None:
             sha256, size = known.sha256, known.size
         digest = fetch([url], dest, sha256, size, progress)
         _check_onnx(dest)
-        entry = cache.Registered(name, dest.name, digest, dest.stat().st_size, url)
+        entry = cache.Registered(name, dest.name, digest, dest.stat().st_size, display_url(url))
         cache.register(entry)
     return entry
+
+
+def _already_pulled(name: str, sha256: str | None) -> cache.Registered | None:
+    registered = cache.registry().get(name)
+    if sha256 is None or registered is None or registered.sha256 != sha256.lower() or not registered.path.is_file():
+        return None
+    return registered if intact(registered.path, registered.sha256) else None
 
 
 def import_file(source: Path, name: str, force: bool = False) -> cache.Registered | Path:
@@ -128,6 +164,11 @@ def import_file(source: Path, name: str, force: bool = False) -> cache.Registere
             if cache.sha256_file(tmp) != digest:
                 raise ModelError(f"{source}: changed while it was being copied; try again")
             os.replace(tmp, dest)
+        except OSError as err:
+            raise CacheError(
+                f"cannot copy {source.name} into the cache {dest.parent}: {describe_os_error(err)}; "
+                f"free some space or set {cache.ENV_HOME} to a folder on another disk"
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
     if entry is not None:
@@ -143,18 +184,39 @@ def remove(name: str) -> list[Path]:
     removed = []
     registered = cache.unregister(name)
     if registered is not None:
-        if registered.path.exists():
-            registered.path.unlink()
-            removed.append(registered.path)
-        removed += cache.remove_optimized(registered.sha256)
+        removed += _remove_file(registered.path, registered.sha256)
     entry = catalog.find(name)
     if entry is not None and cached_path(entry).exists():
-        cached_path(entry).unlink()
-        removed.append(cached_path(entry))
-        removed += cache.remove_optimized(entry.sha256)
+        removed += _remove_file(cached_path(entry), entry.sha256)
     if not removed and registered is None:
         raise UsageError(f"{name}: not in the cache")
     return removed
+
+
+def _remove_file(path: Path, sha256: str) -> list[Path]:
+    """A cached model, with the graphs built from its recorded bytes and from what it holds now."""
+    from imgclass import modelindex
+
+    digests = {sha256}
+    removed = []
+    if path.exists():
+        try:
+            digests.add(modelindex.sha256_of(path))
+        except OSError:
+            pass
+        path.unlink()
+        removed.append(path)
+    for digest in sorted(digests):
+        removed += cache.remove_optimized(digest)
+    return removed
+
+
+def safe_origin(origin: str) -> str:
+    """Where a pulled model came from, fit to show: a URL without credentials or query (older
+    registries may hold them)."""
+    from imgclass.download import display_url
+
+    return display_url(origin) if origin.lower().startswith(("http://", "https://")) else origin
 
 
 def listing() -> list[dict]:
@@ -162,7 +224,7 @@ def listing() -> list[dict]:
     rows = [{**e.to_dict(), "cached": is_cached(e), "path": str(cached_path(e))} for e in catalog.entries()]
     rows += [
         {"name": r.name, "aliases": [], "family": "", "file": r.file, "urls": [], "sha256": r.sha256, "size": r.size,
-         "preset": None, "labels": None, "license": None, "source": r.origin, "accuracy": None,
+         "preset": None, "labels": None, "license": None, "source": safe_origin(r.origin), "accuracy": None,
          "cached": r.path.is_file(), "path": str(r.path)}
         for r in cache.registry().values()
     ]  # fmt: skip
@@ -170,15 +232,41 @@ def listing() -> list[dict]:
 
 
 def verify() -> list[dict]:
-    """Re-hash every cached model; report each with ok true/false and the problem."""
+    """Re-hash every cached model and optimised graph; report each with ok true/false, the problem and the remedy."""
     report = []
     for entry in catalog.entries():
         path = cached_path(entry)
         if path.exists():
-            report.append(_verify_one(entry.name, path, entry.sha256, entry.size))
+            row = _verify_one(entry.name, path, entry.sha256, entry.size)
+            report.append({**row, "kind": "model", "remedy": None if row["ok"] else f"imgclass models pull {entry.name}"})
     for reg in cache.registry().values():
-        report.append(_verify_one(reg.name, reg.path, reg.sha256, reg.size))
-    return report
+        row = _verify_one(reg.name, reg.path, reg.sha256, reg.size)
+        report.append({**row, "kind": "model", "remedy": None if row["ok"] else remedy_for(reg)})
+    return report + _verify_graphs()
+
+
+def remedy_for(reg: cache.Registered) -> str:
+    """The command that puts the right bytes back for a pulled or imported model."""
+    if reg.origin.startswith("file "):
+        return f"imgclass models pull --file {shlex.quote(reg.origin[5:])} --name {reg.name} --force"
+    if reg.origin.endswith("?...") or not reg.origin.startswith(("http://", "https://")):
+        return f"pull it again from its URL: imgclass models pull --url URL --name {reg.name} --force"
+    return f"imgclass models pull --url {reg.origin} --name {reg.name} --force"
+
+
+def _verify_graphs() -> list[dict]:
+    """Every optimised graph must be intact and bound to the model bytes it was built from."""
+    from imgclass.optimized import check_graph, read_binding
+
+    names = {e.sha256: e.name for e in catalog.entries()} | {r.sha256: r.name for r in cache.registry().values()}
+    rows = []
+    for path in sorted(cache.optimized_dir().glob("*.onnx")) if cache.optimized_dir().is_dir() else []:
+        source = (read_binding(path) or {}).get("source_sha256", "")
+        problem = check_graph(path, rehash=True)
+        rows.append({"name": f"optimised graph of {names.get(source) or (source[:12] or 'an unknown model')}",
+                     "path": str(path), "ok": problem is None, "problem": problem, "kind": "optimized",
+                     "remedy": None if problem is None else "imgclass cache prune (graphs are rebuilt on use)"})  # fmt: skip
+    return rows
 
 
 def _verify_one(name: str, path: Path, sha256: str, size: int) -> dict:
@@ -194,17 +282,37 @@ def _verify_one(name: str, path: Path, sha256: str, size: int) -> dict:
     return {"name": name, "path": str(path), "ok": problem is None, "problem": problem}
 
 
+def _check_if_cached(path: Path) -> str | None:
+    """A cache file given by its path is verified like the same model given by name."""
+    try:
+        if path.resolve().parent != cache.models_dir().resolve():
+            return None
+    except OSError:
+        return None
+    for reg in cache.registry().values():
+        if reg.file == path.name:
+            if not intact(path, reg.sha256):
+                raise damaged(reg.name, path, f"put the right bytes back with: {remedy_for(reg)}")
+            return reg.sha256
+    entry = next((e for e in catalog.entries() if e.file == path.name), None)
+    if entry is not None and not intact(path, entry.sha256):
+        raise damaged(entry.name, path, f"fetch a fresh copy with: imgclass models pull {entry.name}")
+    return entry.sha256 if entry else None
+
+
 def resolve(spec: str, offline: bool = False, progress=None) -> Resolved:
     """A --model value (path, pulled name, catalog name or alias) as a local file."""
     path = Path(spec).expanduser()
     if path.is_file():
-        return Resolved(path, spec)
+        return Resolved(path, spec, None, _check_if_cached(path))
     if path.exists():
         raise ModelError(f"{spec}: is a directory, not an ONNX model file")
     if os.sep in spec or spec.lower().endswith(".onnx"):
         raise ModelError(f"{spec}: no such model file")
     registered = cache.registry().get(spec)
     if registered is not None and registered.path.is_file():
+        if not intact(registered.path, registered.sha256):
+            raise damaged(spec, registered.path, f"put the right bytes back with: {remedy_for(registered)}")
         return Resolved(registered.path, spec, catalog.by_sha256(registered.sha256), registered.sha256)
     entry = catalog.find(spec)
     if entry is not None:

@@ -16,8 +16,15 @@ class Behaviour:
     ranges: bool = True  # honour Range requests
     cut_after: int | None = None  # close the connection after this many body bytes...
     cut_times: int = 0  # ...for this many responses
-    delay: float = 0.0  # seconds between 64 KiB chunks
+    delay: float = 0.0  # seconds between chunks
+    chunk: int = 65536  # bytes sent at a time
+    flaky: dict[str, list] = field(default_factory=dict)  # path -> statuses to answer first, in turn
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers on error answers (Retry-After)
+    reasons: dict[int, str] = field(default_factory=dict)  # status -> reason phrase to send
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location
+    no_length: bool = False  # send no Content-Length: the body ends when the connection closes
     requests: list = field(default_factory=list)  # (path, Range header or None)
+    authorizations: list = field(default_factory=list)  # Authorization header of each request, or None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -30,9 +37,19 @@ class _Handler(BaseHTTPRequestHandler):
         b: Behaviour = self.server.behaviour
         header = self.headers.get("Range")
         b.requests.append((self.path, header))
+        b.authorizations.append(self.headers.get("Authorization"))
         body = b.files.get(self.path)
-        if body is None or self.path in b.statuses:
-            self.send_response(b.statuses.get(self.path, 404))
+        if self.path in b.redirects:
+            self.send_response(302)
+            self.send_header("Location", b.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        status = b.flaky[self.path].pop(0) if b.flaky.get(self.path) else b.statuses.get(self.path)
+        if body is None or status is not None:
+            self.send_response(status or 404, b.reasons.get(status or 404))
+            for key, value in b.headers.items():
+                self.send_header(key, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -45,7 +62,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         payload = body[start:]
-        self.send_header("Content-Length", str(len(payload)))
+        if b.no_length:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(payload)))
         self.send_header("Accept-Ranges", "bytes" if b.ranges else "none")
         self.end_headers()
         limit = len(payload)
@@ -54,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
             limit = min(limit, b.cut_after)
         sent = 0
         while sent < limit:
-            chunk = payload[sent : min(limit, sent + 65536)]
+            chunk = payload[sent : min(limit, sent + b.chunk)]
             self.wfile.write(chunk)
             self.wfile.flush()
             sent += len(chunk)
@@ -78,7 +98,7 @@ class Server:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.thread.start()
         return self
 

@@ -38,6 +38,10 @@ class Signature:
     behind: tuple[str, ...] = ()  # ops after the head: Identity, Reshape, Flatten, Cast, Transpose, Squeeze, QDQ
     metadata: tuple[tuple[str, str], ...] = ()  # ONNX metadata_props (key, value)
 
+    # torchvision's Inception v3 with transform_input=True starts by re-normalising each channel
+    # (see transform_input below): "gather" as torch.onnx writes it, "slice" as other exporters do.
+    transform_input: str | None = None
+
 
 HEAD_OPS = {"logits": None, "softmax": "Softmax", "logsoftmax": "LogSoftmax", "sigmoid": "Sigmoid"}
 
@@ -103,6 +107,36 @@ class GraphBuilder:
         return self.node("Gemm", [pooled, self.init("fc.weight", w), self.init("fc.bias", b)], "fc", transB=1)
 
 
+# torchvision/models/inception.py, Inception3._transform_input, per channel:
+#     torch.unsqueeze(x[:, c], 1) * (std_c / 0.5) + (mean_c - 0.5) / 0.5
+TORCHVISION_TRANSFORM_INPUT = [
+    (0.229 / 0.5, (0.485 - 0.5) / 0.5),
+    (0.224 / 0.5, (0.456 - 0.5) / 0.5),
+    (0.225 / 0.5, (0.406 - 0.5) / 0.5),
+]
+
+
+def transform_input(g: GraphBuilder, x: str, select: str = "gather") -> str:
+    """torchvision's transform_input block as an export writes it: per channel, select it
+    (Gather + Unsqueeze, as torch.onnx does, or Slice), Mul, Add; then Concat on channels."""
+
+    def const(value, dtype) -> str:
+        name = g.name("const")
+        g.nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value, dtype))))
+        return name
+
+    channels = []
+    for c, (scale, bias) in enumerate(TORCHVISION_TRANSFORM_INPUT):
+        if select == "gather":
+            picked = g.node("Gather", [x, const(c, np.int64)], axis=1)
+            picked = g.node("Unsqueeze", [picked, const([1], np.int64)])
+        else:
+            picked = g.node("Slice", [x, *(const([v], np.int64) for v in (c, c + 1, 1))])
+        scaled = g.node("Mul", [picked, const(scale, np.float32)])
+        channels.append(g.node("Add", [scaled, const(bias, np.float32)]))
+    return g.node("Concat", channels, axis=1)
+
+
 def _wrap(builder: GraphBuilder, body, sig: Signature, name: str) -> onnx.ModelProto:
     batch = sig.batch if sig.batch is not None else "N"
     h = w = sig.spatial if sig.spatial is not None else None
@@ -115,6 +149,8 @@ def _wrap(builder: GraphBuilder, body, sig: Signature, name: str) -> onnx.ModelP
         x = builder.node("Mul", [x, builder.init("input_scale", np.array(1 / 255, np.float32))])
     if sig.layout == "NHWC":
         x = builder.node("Transpose", [x], perm=[0, 3, 1, 2])
+    if sig.transform_input:
+        x = transform_input(builder, x, sig.transform_input)
     logits = body(builder, x)
     _head(builder, logits, sig)
     builder.nodes[-1].output[0] = sig.output_name
@@ -164,7 +200,7 @@ def resnet50(sig: Signature = Signature(), seed: int = 0) -> onnx.ModelProto:
         y = g.conv_bn(x, 3, 64, 7, stride=2, pad=3, name="stem")
         y = g.pool("MaxPool", y, 3, 2, 1)
         cin = 64
-        for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+        for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), strict=False), start=1):
             for block in range(blocks):
                 stride = 2 if block == 0 and stage > 1 else 1
                 name = f"layer{stage}.{block}"

@@ -213,18 +213,18 @@ def test_a_multi_label_record_round_trips_in_every_format(make_model, photos, ho
     for fmt in ("csv", "tsv"):
         text = by_format[fmt].stdout
         rows = list(csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t"))
-        assert rows[0] == ["path", "rank", "index", "label", "probability", "error", "multi_label"]
-        assert all(row[6] == "true" for row in rows[1:])
+        assert rows[0] == ["path", "rank", "index", "label", "probability", "error", "path_bytes", "multi_label"]
+        assert all(row[7] == "true" for row in rows[1:])
         assert read_delimited(text, fmt, str(model), "torchvision") == library
 
 
-def test_single_label_csv_keeps_its_six_columns_and_resume_refuses_a_mix(make_model, photos, home, tmp_path):
+def test_single_label_csv_has_no_multi_label_column_and_resume_refuses_a_mix(make_model, photos, home, tmp_path):
     single = make_model("tiny", seed=5, spatial=32)
     multi = make_model("tiny", seed=5, spatial=32, head="sigmoid")
     out = tmp_path / "out.csv"
     assert run_cli("batch", photos["china.jpg"], "-m", single, "-o", out).returncode == 0
     text = out.read_text()
-    assert text.splitlines()[0] == "path,rank,index,label,probability,error"
+    assert text.splitlines()[0] == "path,rank,index,label,probability,error,path_bytes"
     assert [r.multi_label for r in read_delimited(text, "csv")] == [False]
     result = run_cli("batch", photos["coffee.png"], "-m", multi, "-o", out, "--resume")
     assert result.returncode == 2 and "holds single-label rows" in result.stderr and "multi-label" in result.stderr

@@ -1,8 +1,7 @@
-import pytest
 import numpy as np
-import onnxruntime as ort
-
 import onnx_builders as b
+import onnxruntime as ort
+import pytest
 
 
 @pytest.mark.slow

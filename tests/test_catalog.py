@@ -1,4 +1,3 @@
-import pytest
 """The model catalog: well-formed, unique, matching the zoo's checksum table, shipped in the wheel."""
 
 import csv
@@ -8,7 +7,9 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 from conftest import HERE, run_cli
+
 from imgclass import catalog
 from imgclass.presets import builtin_presets
 

@@ -3,13 +3,15 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
 import onnx
 import pytest
-from onnx import TensorProto, helper
 from conftest import jsonl, run_cli
+from onnx import TensorProto, helper
+
 from imgclass import __version__
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
@@ -32,7 +34,9 @@ def tiny(make_model):
 
 def test_version_through_console_script_and_module():
     assert run_cli("--version").stdout.strip() == f"imgclass {__version__}"
-    module = subprocess.run([sys.executable, "-m", "imgclass", "--version"], capture_output=True, text=True)
+    # cwd: away from the checkout, so that the installed package is the one `-m` finds
+    module = subprocess.run([sys.executable, "-m", "imgclass", "--version"], capture_output=True, text=True,
+                            cwd=os.path.expanduser("~"))
     assert module.returncode == 0 and module.stdout.strip() == f"imgclass {__version__}"
 
 
@@ -59,7 +63,7 @@ def test_json_csv_tsv_parse_and_agree(tiny, photos, home):
     assert as_json == as_jsonl
     for fmt, delimiter in (("csv", ","), ("tsv", "\t")):
         rows = list(csv.DictReader(io.StringIO(run_cli(*base, "-f", fmt).stdout), delimiter=delimiter))
-        assert list(rows[0]) == ["path", "rank", "index", "label", "probability", "error"]
+        assert list(rows[0]) == ["path", "rank", "index", "label", "probability", "error", "path_bytes"]
         assert len(rows) == 6
         flat = [(r["path"], int(r["rank"]), int(r["index"]), r["label"], float(r["probability"])) for r in rows]
         expected = [(rec["path"], p["rank"], p["index"], p["label"], p["probability"]) for rec in as_jsonl for p in rec["predictions"]]
@@ -70,7 +74,7 @@ def test_output_file_format_from_extension(tiny, photos, tmp_path, home):
     out = tmp_path / "res.csv"
     result = run_cli("predict", photos["china.jpg"], "--model", tiny, "--output", out)
     assert result.returncode == 0 and result.stdout == ""
-    assert out.read_text().splitlines()[0] == "path,rank,index,label,probability,error"
+    assert out.read_text().splitlines()[0] == "path,rank,index,label,probability,error,path_bytes"
 
 
 def test_top_threshold_and_all_classes(tiny, photos, home):

@@ -4,7 +4,6 @@ import json
 
 import onnx
 import pytest
-
 from conftest import run_cli
 
 

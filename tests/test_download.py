@@ -5,9 +5,9 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import imgclass_command, jsonl, run_cli
 from http_server import Behaviour, Server
+
 from imgclass import cache, store
 from imgclass.catalog import Entry
 from imgclass.download import DownloadFailed, display_url, fetch, forget_failures
@@ -144,7 +144,7 @@ def test_verify_and_remove(model_bytes, tmp_path, home):
     assert run_cli("models", "verify").returncode == 0
     (home / "models" / "local.onnx").write_bytes(model_bytes[:-1] + b"\x00")
     damaged = run_cli("models", "verify", "--format", "json")
-    assert damaged.returncode == 1
+    assert damaged.returncode == 3
     assert json.loads(damaged.stdout)[0]["ok"] is False and "local" in damaged.stderr
     assert run_cli("models", "remove", "local").returncode == 0
     assert leftovers(home) == ["registry.json"]
@@ -214,7 +214,7 @@ def test_connection_trouble_and_server_errors_are_asked_again(model_bytes, home,
     with Server(behaviour) as server:
         for _ in range(2):
             with pytest.raises(DownloadFailed, match="server-error"):
-                fetch([f"{server.url}/busy"], tmp_path / "a.onnx", sha(model_bytes))
+                fetch([f"{server.url}/busy"], tmp_path / "a.onnx", sha(model_bytes), retries=0)
         with pytest.raises(DownloadFailed, match="interrupted"):
             fetch([f"{server.url}/m"], tmp_path / "b.onnx", sha(model_bytes), retries=0)
         fetch([f"{server.url}/m"], tmp_path / "b.onnx", sha(model_bytes), retries=0)
@@ -237,3 +237,108 @@ def test_a_query_token_stays_out_of_the_error(home, tmp_path):
         f"  {server.url}/m.onnx?...: not-found (HTTP 404 Not Found)",
         "  ftp://host/m.onnx: unsupported (only http and https URLs can be downloaded)",
     ]
+
+
+# --- bounded downloads -------------------------------------------------------------------------
+
+from imgclass.download import Limits  # noqa: E402
+
+
+def test_5xx_and_429_are_asked_again_honouring_retry_after(model_bytes, home):
+    behaviour = Behaviour(files={"/m.onnx": model_bytes}, flaky={"/m.onnx": [503, 429, 502]},
+                          headers={"Retry-After": "1"})  # fmt: skip
+    with Server(behaviour) as server:
+        result = run_cli("models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine")
+    assert result.returncode == 0, result.stderr
+    assert paths(behaviour) == ["/m.onnx"] * 4
+
+
+def test_server_errors_give_up_after_the_retries(model_bytes, tmp_path):
+    behaviour = Behaviour(files={"/m.onnx": model_bytes}, statuses={"/m.onnx": 500})
+    with Server(behaviour) as server, pytest.raises(DownloadFailed, match="server-error"):
+        fetch([f"{server.url}/m.onnx"], tmp_path / "m.onnx", retries=2)
+    assert paths(behaviour) == ["/m.onnx"] * 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_retry_after_past_the_deadline_fails_at_once(model_bytes, tmp_path):
+    behaviour = Behaviour(files={"/m.onnx": model_bytes}, statuses={"/m.onnx": 503}, headers={"Retry-After": "86400"})
+    with Server(behaviour) as server, pytest.raises(DownloadFailed, match="retry after 86400 s"):
+        fetch([f"{server.url}/m.onnx"], tmp_path / "m.onnx")
+    assert paths(behaviour) == ["/m.onnx"]
+
+
+def test_a_trickling_server_is_given_up_at_the_deadline(model_bytes, home):
+    """1 byte every 0.2 s would take hours; the deadline ends it, and no .part file stays."""
+    behaviour = Behaviour(files={"/m.onnx": model_bytes}, chunk=1, delay=0.2)
+    with Server(behaviour) as server:
+        result = run_cli("models", "pull", "--url", f"{server.url}/m.onnx", "--name", "slow",
+                         env={"IMGCLASS_DOWNLOAD_TIMEOUT": "2"}, timeout=60)  # fmt: skip
+    assert result.returncode == 3
+    assert "too-slow (not done within 2 s (set IMGCLASS_DOWNLOAD_TIMEOUT for longer))" in result.stderr
+    assert leftovers(home) == []
+
+
+def test_a_transfer_below_the_minimum_rate_is_given_up(model_bytes, tmp_path):
+    behaviour = Behaviour(files={"/m.onnx": model_bytes}, chunk=50, delay=0.1)  # 500 bytes/s
+    with Server(behaviour) as server, pytest.raises(DownloadFailed, match="too-slow") as failed:
+        fetch([f"{server.url}/m.onnx"], tmp_path / "m.onnx", limits=Limits(deadline=60, min_rate=2000, window=1.0))
+    assert "below the minimum of 2000" in str(failed.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_redirects_are_followed_to_http_only(model_bytes, tmp_path):
+    behaviour = Behaviour(files={"/new.onnx": model_bytes}, redirects={"/ftp": "ftp://me:pw@host/m.onnx"})
+    with Server(behaviour) as server:
+        behaviour.redirects["/old"] = f"{server.url}/new.onnx"
+        with_password = server.url.replace("http://", "http://me:pw@")
+        assert fetch([f"{with_password}/old"], tmp_path / "a.onnx", sha(model_bytes)) == sha(model_bytes)
+        assert behaviour.authorizations[1:] == [None]  # credentials are never carried across a redirect
+        with pytest.raises(DownloadFailed) as failed:
+            fetch([f"{server.url}/ftp"], tmp_path / "b.onnx")
+    assert "unsupported (redirected to ftp://host/m.onnx; only http and https are followed)" in str(failed.value)
+    assert "pw" not in str(failed.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_full_disk_says_no_space_and_leaves_nothing(model_bytes, home, announced):
+    """A real full disk: a 32 KiB tmpfs over the models folder, in a private mount namespace."""
+    import sandbox
+
+    models = home / "models"
+    models.mkdir(parents=True)
+    behaviour = Behaviour(files={"/m.onnx": model_bytes}, no_length=not announced)
+    with Server(behaviour) as server:
+        result = sandbox.run_in(sandbox.full_disk(models, 32), "models", "pull", "--url", f"{server.url}/m.onnx",
+                                "--name", "big", after=f"ls -A {models} >&2")  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert "no space left on device" in result.stderr and "connection" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[1:] == []  # one line, and `ls` found nothing left behind
+    if announced:
+        assert f"needs {len(model_bytes)} bytes" in result.stderr
+
+
+def test_reason_phrases_from_a_server_reach_the_terminal_inert(home):
+    behaviour = Behaviour(statuses={"/m.onnx": 404}, reasons={404: "Not Found \x1b]0;pwned\x07[bold red]x"})
+    with Server(behaviour) as server:
+        result = run_cli("models", "pull", "--url", f"{server.url}/m.onnx", "--name", "x")
+    assert result.returncode == 3
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "Not Found \\x1b]0;pwned\\x07[bold red]x" in result.stderr
+
+
+def test_credentials_and_tokens_are_never_stored_or_shown(model_bytes, home):
+    behaviour = Behaviour(files={"/m.onnx?token=s3cret&sig=abc": model_bytes})
+    with Server(behaviour) as server:
+        url = server.url.replace("http://", "http://me:pa55word@") + "/m.onnx?token=s3cret&sig=abc"
+        result = run_cli("models", "pull", "--url", url, "--name", "signed")
+    assert result.returncode == 0, result.stderr
+    assert behaviour.authorizations == ["Basic bWU6cGE1NXdvcmQ="]  # me:pa55word, as Basic authentication
+    registry = (home / "models" / "registry.json").read_text()
+    shown = [run_cli("models", "info", "signed").stdout, run_cli("models", "list", "-f", "json").stdout,
+             run_cli("models", "info", "signed", "-f", "json").stdout, registry, result.stdout, result.stderr]  # fmt: skip
+    for text in shown:
+        assert "s3cret" not in text and "pa55word" not in text and "sig=" not in text
+    assert json.loads(registry)["signed"]["origin"] == f"{server.url}/m.onnx?..."

@@ -4,8 +4,8 @@ import os
 import stat
 
 import pytest
-
 from conftest import run_cli
+
 from imgclass.errors import ExitCode
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image, TiffImagePlugin
+from PIL import Image
 
 from imgclass.errors import InputError
 from imgclass.images import BACKGROUND, DecodeOptions, display_path, load_rgb

@@ -5,10 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import REAL_MODEL, jsonl, real_model, run_cli
 from PIL import Image
 
 import imgclass
-from conftest import REAL_MODEL, jsonl, real_model, run_cli
 
 
 @pytest.fixture

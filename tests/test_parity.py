@@ -9,8 +9,8 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from conftest import GOLDEN, jsonl, photo_paths, run_cli
+
 from imgclass.postprocess import softmax
 
 pytestmark = pytest.mark.slow  # ResNet-50 / Inception v3 graphs end to end
@@ -75,11 +75,35 @@ def test_same_weights_behind_three_signatures_agree(make_model, photos, kind, si
     for name in ("nhwc-softmax", "background-1001"):
         assert [v[0] for v in results[name].values()] == [v[0] for v in base.values()], name
         assert list(results[name]) == list(base), name
-    for index, (label, prob) in base.items():
+    for index, (_label, prob) in base.items():
         assert abs(results["nhwc-softmax"][index][1] - prob) < 1e-5
     # The 1001-class export adds a background logit: the softmax is taken over one more output,
     # so every probability shrinks by the same factor and the ratios between classes stay.
     top = next(iter(base))
-    for index, (label, prob) in base.items():
+    for index, (_label, prob) in base.items():
         ratio = results["background-1001"][index][1] / results["background-1001"][top][1]
         assert abs(ratio - prob / base[top][1]) < 1e-5 * max(1.0, prob / base[top][1])
+
+
+def test_torchvision_inception_with_transform_input_matches_torchvision(make_model, home):
+    """An export of torchvision's inception_v3(weights=...) re-normalises inside the graph: it takes
+    torchvision's own preprocessing, detected without --preset, and gives its probabilities."""
+    data = np.load(GOLDEN / "torchvision_299_chelsea.npz")
+    golden, meta = data["tensor"], json.loads(str(data["meta"]))
+    model = make_model("inception_v3", spatial=299, transform_input="gather")
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    reference = softmax(session.run(None, {"x": golden[None]})[0])[0]
+
+    result = run_cli("predict", photo_paths()[meta["image"]], "--model", model, "--top", "1000",
+                     "--format", "jsonl", "--device", "cpu", "-v")
+    assert result.returncode == 0, result.stderr
+    assert "[detected (torchvision Inception v3: transform_input at the graph input)]" in result.stderr
+    (record,) = jsonl(result.stdout)
+    assert record["preset"] == "torchvision"
+    ours = np.zeros(1000)
+    for p in record["predictions"]:
+        ours[p["index"]] = p["probability"]
+    np.testing.assert_allclose(ours, reference, atol=1e-4, rtol=0)
+    info = json.loads(run_cli("models", "info", model, "--format", "json").stdout)
+    assert info["preset"] == "torchvision" and "transform_input" in info["preset_source"]
+    assert info["signature"]["transform_input"] is True

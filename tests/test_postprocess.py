@@ -1,6 +1,7 @@
 """Softmax once, the background class, top-k order, thresholds, labels."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,14 +38,34 @@ def test_ties_keep_index_order_and_threshold_cuts():
     assert [p.index for p in preds] == [0, 1, 2, 3]
 
 
-def test_imagenet_labels_come_from_the_generated_file():
-    labels = imagenet()
-    assert len(labels) == 1000 and len(set(labels.names)) >= 998
+def _label_data() -> dict:
     from importlib import resources
 
-    data = json.loads(resources.files("imgclass.models").joinpath("imagenet1k_labels.json").read_text())
-    assert data["wnids"][0] == "n01440764" and labels.names[0] == "tench"
-    assert data["wnids"][281] == "n02123045" and data["synonyms"][281].startswith("tabby")
+    return json.loads(resources.files("imgclass.models").joinpath("imagenet1k_labels.json").read_text())
+
+
+def test_imagenet_labels_are_first_wordnet_lemmas_and_unique():
+    names = imagenet().names
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert [names[i] for i in (0, 281, 282, 285, 450, 744, 968)] == [
+        "tench", "tabby", "tiger cat", "Egyptian cat", "bobsled", "projectile", "cup"]
+    assert [names[i] for i in (134, 517, 638, 639)] == [
+        "crane (bird)", "crane (machine)", "maillot (tights)", "maillot (swimsuit)"]
+    data = _label_data()
+    assert data["wnids"][281] == "n02123045" and data["synonyms"][281] == "tabby, tabby cat"
+    qualified = [i for i, name in enumerate(names) if name != data["synonyms"][i].split(",")[0]]
+    assert qualified == [134, 517, 638, 639]
+
+
+def test_label_file_is_what_the_script_makes_from_its_synonyms():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_labels.py"
+    spec = importlib.util.spec_from_file_location("make_labels", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = _label_data()
+    assert module.display_names(data["synonyms"], data["wnids"]) == data["names"]
 
 
 def test_labels_files(tmp_path):

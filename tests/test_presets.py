@@ -5,8 +5,8 @@ import json
 import numpy as np
 import onnx
 import pytest
-
 from conftest import GOLDEN, photo_paths
+
 from imgclass.errors import UsageError
 from imgclass.images import load_rgb
 from imgclass.model import inspect_file
@@ -104,3 +104,58 @@ def test_unknown_preset_and_bad_values_are_usage_errors():
         get_preset("nope")
     with pytest.raises(UsageError, match="interpolation"):
         Overrides(interpolation="cubic-spline").apply(get_preset("torchvision"), 224)
+
+
+@pytest.mark.parametrize("select", ["gather", "slice"])
+def test_torchvision_inception_transform_input_selects_torchvision(make_model, select):
+    path = make_model("tiny", spatial=299, transform_input=select)
+    signature = inspect_file(path)
+    assert signature.transform_input is True
+    choice = choose_preset(path, signature, None)
+    assert choice.preset.name == "torchvision"
+    assert choice.source == "detected (torchvision Inception v3: transform_input at the graph input)"
+
+
+def _edited(path, tmp_path, edit):
+    model = onnx.load(str(path))
+    edit(model.graph)
+    out = tmp_path / "edited.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def test_only_torchvisions_transform_input_counts(make_model, tmp_path):
+    """Graphs that look alike but do something else keep the timm Inception preset."""
+    path = make_model("tiny", spatial=299, transform_input="gather")
+
+    def other_constant(graph):  # channel 0 scaled by 1: not ImageNet std / 0.5
+        mul = next(n for n in graph.node if n.op_type == "Mul")
+        const = next(n for n in graph.node if n.output[0] == mul.input[1])
+        const.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(np.array(1.0, np.float32)))
+
+    def channels_swapped(graph):  # Concat takes the channels as B, G, R
+        concat = next(n for n in graph.node if n.op_type == "Concat")
+        concat.input[0], concat.input[2] = concat.input[2], concat.input[0]
+
+    for edit in (other_constant, channels_swapped):
+        edited = _edited(path, tmp_path, edit)
+        signature = inspect_file(edited)
+        assert signature.transform_input is False, edit.__name__
+        assert choose_preset(edited, signature, None).preset.name == "timm-inception", edit.__name__
+
+
+def test_cached_inspection_from_before_transform_input_is_redone(make_model, tmp_path, home, monkeypatch):
+    from imgclass import modelindex
+
+    monkeypatch.setattr(modelindex, "RACY_SECONDS", 0.0)  # the file counts as settled at once
+    path = tmp_path / "tv.onnx"
+    path.write_bytes(make_model("tiny", spatial=299, transform_input="gather").read_bytes())
+    assert modelindex.signature_of(path).transform_input is True
+    modelindex._memo.clear()  # a new process: what it knows comes from the file
+    entry = modelindex._entry_path(path)
+    data = json.loads(entry.read_text())
+    del data["signature"]["transform_input"]
+    data["version"] = 1  # what an older imgclass wrote
+    entry.write_text(json.dumps(data))
+    assert modelindex.signature_of(path).transform_input is True
+    assert json.loads(entry.read_text())["version"] == modelindex.VERSION

@@ -84,7 +84,9 @@ def agreement(a, b, images) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, spatial", [("resnet50", 224), ("inception_v3", 299)])
-def test_int8_agrees_with_fp32_and_predict_needs_no_flags(kind, spatial, make_model, calibration, held_out, tmp_path, home):
+def test_int8_agrees_with_fp32_and_predict_needs_no_flags(
+    kind, spatial, make_model, calibration, held_out, tmp_path, home
+):
     source = make_model(kind, spatial=spatial)
     out = tmp_path / f"{kind}-int8.onnx"
     done = run_cli("models", "quantize", source, "--calibrate", calibration, "--output", out, "--format", "json")
@@ -287,7 +289,7 @@ def test_real_model_fp32_against_int8_end_to_end(photos, tmp_path, home):
     fp32_path = dequantize.dequantize(REAL_MODEL, tmp_path / "mobilenetv2-fp32.onnx")
     assert precision_of(onnx.load(str(fp32_path))) == "fp32"
     labelled = tmp_path / "labelled"
-    for name, label in (("coffee.png", "espresso"), ("chelsea.png", "Egyptian Mau")):
+    for name, label in (("coffee.png", "967"), ("chelsea.png", "285")):  # espresso, Egyptian cat (class indices)
         (labelled / label).mkdir(parents=True)
         for path in crops(photos, tmp_path / "crops", 3, names=[name], seed=3):
             path.rename(labelled / label / path.name)
@@ -335,13 +337,18 @@ def test_bench_and_info_put_int8_beside_the_fp32_it_came_from(make_model, photos
     assert result["precision"] == "int8" and result["compared_with"]["precision"] == "fp32"
     assert result["compared_with"]["model"] == str(source)
     ratio = result["int8_vs_fp32"]["model_only_ratio"]
-    assert ratio == pytest.approx(result["model_only_images_per_s"] / result["compared_with"]["model_only_images_per_s"])
+    assert ratio == pytest.approx(
+        result["model_only_images_per_s"] / result["compared_with"]["model_only_images_per_s"]
+    )
     assert "compared_with" not in json.loads(inprocess("bench", "--model", out, "--synthetic", "8", "-f", "json",
                                                        "--compare", "none")[1])  # fmt: skip
     explicit = json.loads(inprocess("bench", "--model", source, "--synthetic", "8", "-f", "json", "--compare", out)[1])
     assert explicit["int8_vs_fp32"]["model_only_ratio"] > 0 and explicit["compared_with"]["model"] == str(out)
     info = json.loads(inprocess("models", "info", out, "-f", "json")[1])
-    assert info["precision"] == "int8" and json.loads(inprocess("models", "info", source, "-f", "json")[1])["precision"] == "fp32"
+    assert (
+        info["precision"] == "int8"
+        and json.loads(inprocess("models", "info", source, "-f", "json")[1])["precision"] == "fp32"
+    )
     source.write_bytes(make_model("tiny", seed=11, spatial=32).read_bytes())  # not the file it was made from any more
     assert "compared_with" not in json.loads(inprocess("bench", "--model", out, "--synthetic", "8", "-f", "json")[1])
 
@@ -380,3 +387,23 @@ def test_an_evaluation_folder_that_cannot_be_scored_is_refused_before_calibratin
     code, _, stderr = inprocess("models", "quantize", source, "--calibrate", cal, "-o", tmp_path / "o.onnx",
                                 "--evaluate", tmp_path / "bad")  # fmt: skip
     assert code == 2 and "not a class at all" in stderr
+
+
+def test_only_this_tools_provenance_marks_a_model_int8(make_model, tmp_path, home):
+    from imgclass.quantize import _quantized_by_imgclass, model_precision
+
+    trained = {"imgclass.provenance": json.dumps({"source_model": "resnet50", "source_sha256": "ab" * 32})}
+    assert (
+        _quantized_by_imgclass(trained) is None and _quantized_by_imgclass({"imgclass.provenance": "not json"}) is None
+    )
+    assert _quantized_by_imgclass({"imgclass.provenance": json.dumps({"quantizer": "x"})}) == {"quantizer": "x"}
+    source = make_model("tiny", seed=14, spatial=32, metadata=tuple(trained.items()))
+    assert model_precision(source, str(source)) == "fp32"
+
+
+def test_one_model_at_a_time(make_model, photos, tmp_path, home):
+    a, b = make_model("tiny", seed=15, spatial=32), make_model("tiny", seed=16, spatial=32)
+    code, _, stderr = inprocess(
+        "models", "quantize", a, "--model", b, "--calibrate", tmp_path, "-o", tmp_path / "o.onnx"
+    )
+    assert code == 2 and "one at a time" in stderr

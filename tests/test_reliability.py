@@ -1,20 +1,22 @@
 """Odd and broken inputs in one batch, interrupts and resume, closed pipes, hostile models."""
 
+import base64
+import csv
+import io
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
-import sys
 import time
 
 import numpy as np
 import onnx
 import pytest
+from conftest import imgclass_command, jsonl, run_cli
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-
-from conftest import imgclass_command, jsonl, run_cli
 
 
 def make_corpus(root, photos):
@@ -28,7 +30,7 @@ def make_corpus(root, photos):
         good.append(name)
 
     keep("cmyk.jpg", china.convert("CMYK"))
-    keep("grey16.png", Image.fromarray((np.asarray(china.convert("L"), np.uint16) * 257)))
+    keep("grey16.png", Image.fromarray(np.asarray(china.convert("L"), np.uint16) * 257))
     keep("grey8.png", china.convert("L"))
     keep("rgba.png", china.convert("RGBA"))
     keep("la.png", china.convert("LA"))
@@ -77,8 +79,35 @@ def make_corpus(root, photos):
     bad["socket.png"] = "cannot read file"
     raw_name = os.fsencode(root) + b"/caf\xe9.jpg"  # not valid UTF-8
     china.save(os.fsdecode(raw_name), format="JPEG")
-    good.append("caf\\udce9.jpg")
+    good.append("caf\udce9.jpg")
+    add_hostile(root, china, good, bad)
     return good, bad
+
+
+def add_hostile(root, china, good, bad):
+    """Names and files made to break things: each must still get exactly one record."""
+    small = china.resize((64, 48))
+    for name in ("caf\\udce9.jpg",  # what the Latin-1 name above is shown as: a different file
+                 "[bold red]x[.jpg", "[link=x]y[reverse].jpg", "esc \x1b]0;pwned\x07.jpg", "two\nlines.jpg", "bom\ufeff.jpg"):
+        small.save(root / name, format="JPEG")
+        good.append(name)
+    os.mkfifo(root / "fifo.jpg")  # reading it would wait for a writer forever
+    bad["fifo.jpg"] = "FIFO"
+    buffer = io.BytesIO()
+    Image.new("L", (4000, 4000), 7).save(buffer, format="PNG")  # 16 M pixels behind a 16x16 icon header
+    png = buffer.getvalue()
+    header = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22)
+    (root / "nested.ico").write_bytes(header + png)
+    bad["nested.ico"] = "over the limit"
+    deep = np.asarray(china.convert("L"), np.uint16) * 257
+    Image.fromarray(np.tile(deep, (4, 4))).save(root / "deep16.png")  # 16-bit, 2.5 M pixels
+    good.append("deep16.png")
+
+
+def record_name(record):
+    """The file name a record is for, exactly (its raw bytes when the name is not UTF-8)."""
+    raw = base64.b64decode(record["path_bytes"]) if record.get("path_bytes") else record["path"].encode()
+    return os.fsdecode(os.path.basename(raw))
 
 
 def test_batch_classifies_the_good_and_reports_each_bad_file(make_model, photos, tmp_path, home):
@@ -87,8 +116,8 @@ def test_batch_classifies_the_good_and_reports_each_bad_file(make_model, photos,
     result = run_cli("batch", tmp_path / "corpus", "--model", model, "--max-pixels", 10_000_000, "--top", "2")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    records = {os.path.basename(r["path"]): r for r in jsonl(result.stdout)}
-    assert set(records) == set(good) | set(bad)
+    records = {record_name(r): r for r in jsonl(result.stdout)}
+    assert len(records) == len(jsonl(result.stdout)) and set(records) == set(good) | set(bad)
     for name in good:
         assert records[name]["error"] is None, (name, records[name]["error"])
         assert len(records[name]["predictions"]) == 2
@@ -234,3 +263,36 @@ def test_truncated_and_rejected_models_exit_3(make_model, photos, tmp_path, home
         assert len(result.stderr.strip().splitlines()) == 1
     debug = run_cli("predict", photos["china.jpg"], "--model", rejected, "--debug")
     assert debug.returncode == 3 and "Traceback" in debug.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "tsv", "table"])
+def test_acceptance_every_hostile_input_gets_one_whole_record_in_every_format(make_model, photos, tmp_path, home, fmt):
+    """Good images mixed with every hostile case: bounded time, one record per input, valid output, exit 1."""
+    good, bad = make_corpus(tmp_path / "corpus", photos)
+    model = make_model("tiny", spatial=None)
+    out = tmp_path / f"out.{fmt}"
+    args = ["batch", tmp_path / "corpus", "--model", model, "--max-pixels", 10_000_000, "--top", "2", "-f", fmt]
+    result = run_cli(*args, *(["-o", out] if fmt != "table" else []), timeout=180)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    text = result.stdout if fmt == "table" else out.read_text(encoding="utf-8")
+    names = set(good) | set(bad)
+    if fmt in ("jsonl", "json"):
+        records = jsonl(text) if fmt == "jsonl" else json.loads(text)
+        assert sorted(record_name(r) for r in records) == sorted(names)
+        assert all(len(r["predictions"]) == (0 if record_name(r) in bad else 2) for r in records)
+    elif fmt in ("csv", "tsv"):
+        table = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t"))
+        per_input: dict = {}
+        for row in table:
+            per_input.setdefault(record_name(row), []).append(row)
+        assert set(per_input) == names
+        assert all(len(rows) == (1 if name in bad else 2) for name, rows in per_input.items())
+        assert all([r["rank"] for r in per_input[name]] == ["1", "2"] for name in good)
+    else:
+        lines = text.splitlines()
+        assert len(lines) == len(names)  # one line each, even for a name with a newline in it
+        assert "\x1b" not in text and "\x07" not in text and "[bold red]x[" in text and "[link=x]y[reverse].jpg" in text
+    for name, fragment in bad.items():
+        assert sum(fragment in line and name in line for line in result.stderr.splitlines()) >= (0 if fmt == "table" else 1)

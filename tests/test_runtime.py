@@ -4,11 +4,9 @@ import json
 import random
 import time
 
-import numpy as np
 import pytest
-
 from conftest import run_cli
-from imgclass import runtime
+
 from imgclass.errors import ModelError, UsageError
 from imgclass.runtime import CPU, CUDA, Device, check_providers, parse_device, plan_providers
 
@@ -60,7 +58,7 @@ def test_fixed_batch_of_one_runs_each_image(make_model, photos, home):
     files = [photos[n] for n in ("china.jpg", "coffee.png", "chelsea.png")]
     a = run_cli("predict", *files, "--model", fixed, "--top", "3").stdout
     b = run_cli("predict", *files, "--model", dynamic, "--top", "3").stdout
-    strip = lambda text: [[(p["index"], round(p["probability"], 6)) for p in json.loads(l)["predictions"]] for l in text.splitlines()]
+    strip = lambda text: [[(p["index"], round(p["probability"], 6)) for p in json.loads(line)["predictions"]] for line in text.splitlines()]
     assert strip(a) == strip(b) and len(strip(a)) == 3
 
 

@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import jsonl, run_cli
 from PIL import Image
 
 import imgclass
-from conftest import jsonl, run_cli
 from imgclass.postprocess import softmax
 from imgclass.preprocess import Transform
 from imgclass.presets import Overrides, get_preset

@@ -8,11 +8,14 @@ into 1 and Ctrl-C into its own abort). Every exception goes through
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO, cast
 
 import click
 
@@ -20,10 +23,13 @@ from imgclass import __version__
 from imgclass.cli.cache import cache
 from imgclass.cli.classify import batch, predict
 from imgclass.cli.environment import Environment
+from imgclass.cli.explain import explain
 from imgclass.cli.learn import evaluate
 from imgclass.cli.models import models
 from imgclass.cli.tools import bench, info
+from imgclass.cli.transfer import embed, train
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
+from imgclass.interrupt import Interrupted, raise_on_signals
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -41,7 +47,7 @@ def app() -> None:
     """Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs."""
 
 
-for _command in (predict, batch, evaluate, models, cache, bench, info):
+for _command in (predict, batch, evaluate, explain, embed, train, models, cache, bench, info):
     app.add_command(_command)
 
 
@@ -49,11 +55,12 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
     """Run one command line; returns the exit code (never raises, never exits)."""
     env = env or Environment()
     args = list(sys.argv[1:] if argv is None else argv)
+    warnings.simplefilter("ignore")  # Pillow's and numpy's warnings are for developers: --debug shows them
     try:
         if not args:
             env.stdout.write(app.get_help(click.Context(app, info_name="imgclass")) + "\n")
             return ExitCode.OK
-        with app.make_context("imgclass", args, obj=env) as ctx:
+        with raise_on_signals(), app.make_context("imgclass", args, obj=env) as ctx:
             return int(app.invoke(ctx) or 0)
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -78,7 +85,9 @@ def _report(env: Environment, exc: BaseException) -> int:
         return code
     if env.debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=env.stderr)
-    if isinstance(exc, ImgclassError):
+    if isinstance(exc, Interrupted):
+        env.err(str(exc))
+    elif isinstance(exc, ImgclassError):
         env.err(f"error: {exc}")
     elif isinstance(exc, KeyboardInterrupt):
         pass
@@ -98,20 +107,69 @@ def _silence_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
+
+
+class ClosedStream(io.TextIOBase):
+    """Stands for a standard stream that was closed when imgclass started: writing to it is an error (exit 4)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._name = name
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "closed", self._name)
+
+    def flush(self) -> None:
+        pass
+
+
+def _hold_standard_fds() -> None:
+    """Keep descriptors 0-2 taken (on /dev/null) when they were closed at start.
+
+    Otherwise the first file imgclass opens would become "stdout" or "stderr", and a
+    library that writes there (ONNX Runtime, libpng) would write into it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                held = os.open(os.devnull, os.O_RDWR)
+                if held != fd:
+                    os.dup2(held, fd)
+                    os.close(held)
+            except OSError:
+                pass
 
 
 def main() -> NoReturn:
     """Console-script entry point."""
+    _hold_standard_fds()
     if hasattr(sys.stdout, "reconfigure"):
         try:
             sys.stdout.reconfigure(errors="backslashreplace")
         except (OSError, ValueError):
             pass
-    code = run()
+    stdout = sys.stdout if sys.stdout is not None else cast(TextIO, ClosedStream("stdout"))
+    code = run(env=Environment(stdin=sys.stdin, stdout=stdout, stderr=sys.stderr))
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except (OSError, ValueError):
         _silence_stdout()
+    if code > 128:
+        # Stopped by a signal: records and files are closed already; do not wait for a
+        # decode or a model run still going on another thread.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
     sys.exit(code)

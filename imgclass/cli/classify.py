@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import classify_options, pop_load_options
+from imgclass.cli.options import classify_options, engine_options, pop_engine_options
 from imgclass.errors import UsageError
 from imgclass.output import Sink
 from imgclass.records import Record
@@ -23,11 +23,20 @@ Examples:
 BATCH_EXAMPLES = """\b
 Examples:
   imgclass batch photos/ --recursive --output results.jsonl
-  find photos -name '*.jpg' | imgclass batch - --format csv > results.csv"""
+  find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
+  find photos -type f -print0 | imgclass batch - --null -o results.jsonl
+  imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl
+  imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
+
+
+null_option = click.option(
+    "--null", "-0", is_flag=True, help="The list '-' reads from stdin is NUL-separated (find -print0)."
+)
 
 
 @click.command(epilog=PREDICT_EXAMPLES)
 @click.argument("images", nargs=-1, required=True)
+@null_option
 @classify_options
 def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
     """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
@@ -38,45 +47,64 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
+@null_option
+@engine_options
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).",
+)
 @classify_options
-def batch(env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, **values: Any) -> int:
+def batch(
+    env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any
+) -> int:
     """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
-    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume)
+    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
 
 
-def _check_output(output: Path | None, inputs: list[str]) -> None:
+def _check_output(output: Path | None, inputs: list[str], option: str = "--output") -> None:
     """Never overwrite an input: refuse an --output that is one of the files given."""
     if output is None or not output.exists():
         return
     for item in inputs:
         try:
             if os.path.isfile(item) and os.path.samefile(item, output):
-                raise UsageError(f"--output {printable(str(output))} is one of the inputs; it would be overwritten")
+                raise UsageError(f"{option} {printable(str(output))} is one of the inputs; it would be overwritten")
         except OSError:
             continue
 
 
 def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
-             resume: bool = False) -> int:  # fmt: skip
-    import imgclass
+             resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
+    from imgclass.cli.loading import load_classifier
+    from imgclass.cli.render import progress_line
+    from imgclass.engines import is_uri, open_engine
     from imgclass.jobs import JobOptions, run_job
-    from imgclass.output import choose_format, open_target
+    from imgclass.output import check_output, choose_format, open_target
     from imgclass.sources import check_inputs
 
-    check_inputs(inputs)  # before any model is resolved or downloaded
+    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
+    engine.check_inputs(inputs)
+    if not any(is_uri(item) for item in inputs):
+        check_inputs(inputs)  # before any model is resolved or downloaded
     _check_output(values["output"], inputs)
-    spec, load_options = pop_load_options(values)
+    _check_output(report, inputs, "--report")
+    if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
+        raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
-    classifier = imgclass.load(spec, options=load_options, download_progress=_download_bar(env), background=True)
-    if env.verbose:
-        env.note(describe_model(classifier.info))
-    target = open_target(values["output"], fmt, resume, env.stdout, classifier.multi_label)
-    progress = _progress(env, view)
+    existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
+    classifier = load_classifier(env, values)
+    target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
+    progress = progress_line(env) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
-                         count_first=progress is not None, debug=env.debug)  # fmt: skip
+                         count_first=progress is not None, debug=env.debug, null=values["null"],
+                         stdin=env.stdin)  # fmt: skip
     try:
         sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
-        summary = run_job(classifier, inputs, sink, options, _Events(env, progress, human=fmt == "table"), target.done)
+        if report is not None:
+            sink = _with_report(sink, report, classifier, values["workers"])
+        events = _Events(env, progress, human=fmt == "table")
+        summary = run_job(classifier, inputs, sink, options, events, target.done, engine=engine)
     finally:
         if progress is not None:
             progress.clear()
@@ -84,55 +112,40 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if env.verbose or progress is not None:
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
+    if summary.cluster is not None and not env.quiet:
+        env.note(engine_line(summary.images, summary.seconds.get("wall", 0.0), summary.cluster.describe()))
     if summary.signal is not None and not summary.broken_pipe:
         env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
     return summary.exit_code
 
 
-def describe_model(info: dict[str, Any]) -> str:
-    sig = info["signature"]
-    height, width = info["input_size"]
-    background = " (background at 0)" if info["background_class"] else ""
-    return (
-        f"model {info['name']} ({info['path']}); preset {info['preset']} [{info['preset_source']}]; "
-        f"input {sig['layout']} {height}x{width} {sig['dtype']}; {info['classes']} classes{background}; "
-        f"labels {info['labels']}; scores {_scores(info)}; providers {', '.join(info['providers'])}"
-    )
-
-
-def _scores(info: dict[str, Any]) -> str:
-    """`sigmoid (multi-label, applied: none) [detected (Sigmoid at the output)]`: what -v says about scores."""
-    kind = "multi-label, independent" if info["multi_label"] else "single-label"
-    return f"{info['activation']} ({kind}; applied: {info['activation_applied']}) [{info['activation_source']}]"
-
-
-def _download_bar(env: Environment):
-    if not env.progress:
-        return None
-    from imgclass.terminal import DownloadBar
-
-    return DownloadBar()
-
-
-def _progress(env: Environment, view: str):
-    if view != "batch" or not env.progress:
-        return None
-    from imgclass.cli.render import ProgressLine
-
-    return ProgressLine(env)
+def engine_line(images: int, seconds: float, cluster: str) -> str:
+    rate = images / seconds if seconds > 0 else 0.0
+    return f"ray: {images} images in {seconds:.1f} s ({rate:.1f} images/s) on {cluster}"
 
 
 def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
-    from imgclass.cli.render import BatchRows, GuardedSink, PredictTable
+    from imgclass.cli.render import BatchRows, PredictTable, guarded
     from imgclass.output import make_sink
 
     sink: Sink
     if fmt == "table":
         sink = PredictTable(env) if view == "predict" else BatchRows(env)
     else:
-        sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, multi_label=multi_label)
-    shares_terminal = progress is not None and target.stream is env.stdout and env.stdout_isatty
-    return GuardedSink(sink, progress) if shares_terminal else sink
+        sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, columns=target.columns,
+                         multi_label=multi_label)  # fmt: skip
+    return guarded(env, sink, progress, target.stream is env.stdout)
+
+
+def _with_report(sink: Sink, path: Path, classifier, workers: int | None) -> Sink:
+    from imgclass.pipeline import default_workers
+    from imgclass.report import ReportOptions, ReportSink, TeeSink
+
+    tta = f" · TTA {classifier.tta}" if classifier.tta != "none" else ""
+    options = ReportOptions(
+        subtitle=f"{classifier.name} · {classifier.preset}{tta}", workers=workers or default_workers()
+    )
+    return TeeSink(sink, ReportSink(path, options))
 
 
 class _Events:

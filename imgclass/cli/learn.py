@@ -11,10 +11,12 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.options import (
     decode_options,
     display_options,
+    engine_options,
     list_format_option,
     model_options,
-    pop_load_options,
+    pop_engine_options,
     run_options,
+    scoring_options,
 )
 from imgclass.errors import ExitCode
 
@@ -34,8 +36,10 @@ FAILURES_SHOWN = 20  # failed images listed in the table; --format json lists th
 @click.option("--mapping", is_flag=True, help="Show the folder/label → class index map (always in --format json).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Multi-label models: a class counts as predicted at or above it (default 0.5).")
 @model_options
+@scoring_options
 @decode_options
 @run_options
+@engine_options
 @list_format_option
 @display_options
 @click.pass_obj
@@ -49,23 +53,25 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     Images that fail are counted and listed, not scored; the exit code is then 1.
     A multi-label (sigmoid) model is scored per class: precision and recall at --threshold.
     """
-    import imgclass
-    from imgclass.cli.classify import describe_model
+    from imgclass.cli.loading import load_classifier
     from imgclass.datasets import check_dataset
+    from imgclass.engines import open_engine
     from imgclass.evaluate import EvaluateOptions, load_dataset
     from imgclass.evaluate import evaluate as run_evaluation
 
     check_dataset(dataset)  # before any model is resolved or downloaded
-    spec, load_options = pop_load_options(values)
-    classifier = imgclass.load(spec, options=load_options, download_progress=_download_bar(env), background=True)
-    if env.verbose:
-        env.note(describe_model(classifier.info))
+    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
+    classifier = load_classifier(env, values)
     data = load_dataset(dataset, classifier)
     options = EvaluateOptions(values["batch_size"], values["workers"], worst, confusions, env.debug, threshold)
-    progress = _progress(env, len(data.samples))
+    from imgclass.cli.render import progress_line
+
+    progress = progress_line(env, "evaluating")
+    if progress is not None:
+        progress.start(len(data.samples))
     on_record = (lambda record: progress.advance()) if progress is not None else None
     try:
-        report = run_evaluation(classifier, data, options, on_record)
+        report = run_evaluation(classifier, data, options, on_record, engine)
     finally:
         if progress is not None:
             progress.clear()
@@ -79,24 +85,6 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     if report.signal is not None:
         return 128 + report.signal
     return ExitCode.INPUT_FAILED if report.failed else ExitCode.OK
-
-
-def _download_bar(env: Environment):
-    if not env.progress:
-        return None
-    from imgclass.terminal import DownloadBar
-
-    return DownloadBar()
-
-
-def _progress(env: Environment, total: int):
-    if not env.progress:
-        return None
-    from imgclass.cli.render import ProgressLine
-
-    line = ProgressLine(env, "evaluating")
-    line.start(total)
-    return line
 
 
 def _notes(env: Environment, report) -> None:
@@ -165,7 +153,8 @@ def show_report(env: Environment, report, mapping: bool) -> None:
     """The report for people: summary lines, then the worst classes, confusions, failures (and the map)."""
     from imgclass.cli.render import print_fields, print_table
 
-    print_fields(env, _summary(report), width=9)
+    summary = _summary(report)
+    print_fields(env, summary, width=max(8, *map(len, summary)))
     if mapping:
         _heading(env, "classes (name → index)")
         names = [(m.name, m.index, m.label, m.matched_by, m.images) for m in report.mapping]

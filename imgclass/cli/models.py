@@ -10,6 +10,7 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.options import display_options, listing_options
 from imgclass.cli.render import print_fields, print_json, print_table
 from imgclass.errors import ExitCode, UsageError
+from imgclass.text import printable
 
 
 @click.group(epilog="\b\nExamples:\n  imgclass models list\n  imgclass models pull resnet50")
@@ -75,7 +76,7 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
                 sha256: str | None, force: bool, offline: bool) -> None:  # fmt: skip
     """Fetch a catalog model, a URL, or import a local file into the cache."""
     from imgclass import catalog, store
-    from imgclass.cli.classify import _download_bar
+    from imgclass.cli.loading import download_bar
 
     if sum(x is not None for x in (name, url, file)) != 1:
         raise UsageError("give one of: NAME, --url URL --name NAME, --file PATH --name NAME")
@@ -85,14 +86,14 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
             raise UsageError("--url and --file need --name NAME")
         if url is not None and offline:
             raise UsageError("--url cannot be used offline")
-        result = (store.pull_url(url, as_name, sha256, _download_bar(env), force) if url is not None
+        result = (store.pull_url(url, as_name, sha256, download_bar(env), force) if url is not None
                   else store.import_file(file, as_name, force))  # type: ignore[arg-type]  # fmt: skip
         env.stdout.write(f"{result if isinstance(result, Path) else result.path}\n")
         return
     entry = catalog.find(name)  # type: ignore[arg-type]
     if entry is None:
         raise UsageError(f"{name}: not in the catalog (see: imgclass models list); use --url or --file for others")
-    env.stdout.write(f"{store.pull_entry(entry, offline, _download_bar(env))}\n")
+    env.stdout.write(f"{store.pull_entry(entry, offline, download_bar(env), replace_damaged=True)}\n")
 
 
 @models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")
@@ -119,7 +120,7 @@ def models_path(env: Environment) -> None:
 @models.command("verify", epilog="\b\nExample:\n  imgclass models verify --format json")
 @listing_options
 def models_verify(env: Environment, fmt: str) -> int:
-    """Re-hash every cached model; exit 1 if any is damaged."""
+    """Re-hash every cached model and optimised graph; exit 3 if any is damaged."""
     from imgclass import store
 
     report = store.verify()
@@ -127,12 +128,12 @@ def models_verify(env: Environment, fmt: str) -> int:
         print_json(env, report)
     else:
         for row in report:
-            env.stdout.write(f"{'ok' if row['ok'] else 'DAMAGED':8} {row['name']:28} {row['problem'] or row['path']}\n")
+            text = f"{'ok' if row['ok'] else 'DAMAGED':8} {row['name']:28} {row['problem'] or row['path']}"
+            env.stdout.write(printable(text) + "\n")
     damaged = [r for r in report if not r["ok"]]
     for row in damaged:
-        env.err(f"{row['name']}: damaged ({row['problem']}); run: imgclass models remove {row['name']} && "
-                f"imgclass models pull {row['name']}")  # fmt: skip
-    return ExitCode.INPUT_FAILED if damaged else ExitCode.OK
+        env.err(f"{row['name']}: damaged ({row['problem']}); run: {row['remedy']}")
+    return ExitCode.MODEL if damaged else ExitCode.OK
 
 
 from imgclass.cli.quantize import quantize as _quantize  # noqa: E402 - registered last, after the group exists

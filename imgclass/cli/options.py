@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from imgclass.activation import ACTIVATIONS
 from imgclass.output import FORMATS
 from imgclass.presets import INTERPOLATIONS
 from imgclass.resources import load_json
+from imgclass.tta import TTA_MODES
 
 PRESETS = tuple(load_json("presets.json")["presets"])
 LIST_FORMATS = ("table", "json")
@@ -42,10 +44,11 @@ class DeviceType(click.ParamType):
         return text
 
 
-class Triple(click.ParamType):
-    """Three numbers, e.g. 0.485,0.456,0.406 (one per RGB channel)."""
+class Numbers(click.ParamType):
+    """Numbers separated by commas: exactly `count` of them (e.g. one per RGB channel), or any (positive) ones."""
 
-    name = "R,G,B"
+    def __init__(self, name: str, count: int | None = None, example: str = "0.5,0.5,0.5", positive: bool = True):
+        self.name, self.count, self.example, self.positive = name, count, example, positive
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
         if isinstance(value, tuple):
@@ -54,9 +57,16 @@ class Triple(click.ParamType):
             numbers = tuple(float(v) for v in str(value).replace(" ", ",").split(",") if v)
         except ValueError:
             numbers = ()
-        if len(numbers) != 3:
-            self.fail(f"{value!r}: give three numbers, e.g. 0.5,0.5,0.5", param, ctx)
+        if self.count is not None and len(numbers) != self.count:
+            self.fail(f"{value!r}: give {self.count} numbers, e.g. {self.example}", param, ctx)
+        if self.count is None and (not numbers or (self.positive and any(not n > 0 for n in numbers))):
+            kind = "positive numbers" if self.positive else "numbers"
+            self.fail(f"{value!r}: give {kind} separated by commas, e.g. {self.example}", param, ctx)
         return numbers
+
+
+def Triple() -> Numbers:  # noqa: N802 - reads as the type it builds
+    return Numbers("R,G,B", 3)
 
 
 def _stack(*decorators: Callable) -> Callable:
@@ -73,7 +83,7 @@ def _choice(values: tuple[str, ...]) -> click.Choice:
 
 
 model_options = _stack(
-    click.option("--model", "-m", envvar="IMGCLASS_MODEL", help="ONNX file, catalog name or alias (default: inception-v3)."),
+    click.option("--model", "-m", multiple=True, help="ONNX file, catalog name or alias (default: IMGCLASS_MODEL, else inception-v3)."),
     click.option("--preset", type=_choice(PRESETS), help="Preprocessing preset (see `imgclass models presets`)."),
     click.option("--size", type=click.IntRange(min=8), help="Input size for models with a dynamic spatial size."),
     click.option("--resize", type=click.IntRange(min=1), help="Resize the short side to N before cropping."),
@@ -96,6 +106,12 @@ decode_options = _stack(
     click.option("--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels (default: Pillow's)."),
 )
 
+scoring_options = _stack(
+    click.option("--tta", type=_choice(TTA_MODES), default="none", show_default=True,
+                 help="Test-time augmentation: average over the image and its mirror (flip), or the standard 5 or 10 crops."),
+    click.option("--weights", type=Numbers("W1,W2,...", example="2,1", positive=False), help="With --model given several times (an ensemble): one weight per model (default: equal)."),
+)  # fmt: skip
+
 run_options = _stack(
     click.option("--batch-size", type=click.IntRange(min=1), help="Images per model run (default from the model)."),
     click.option("--workers", type=click.IntRange(min=1), help="Decode threads (default: 2, or half the cores up to 8)."),
@@ -105,8 +121,31 @@ record_options = _stack(
     click.option("--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image."),
     click.option("--threshold", type=click.FloatRange(0, 1), help="Leave out predictions below this probability (default: 0; 0.5 for multi-label models)."),
     click.option("--format", "-f", "fmt", type=_choice(FORMATS), help="Default: table on a terminal, else jsonl (or the --output extension)."),
-    click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Write records to FILE instead of stdout."),
+    click.option("--output", "-o", type=click.Path(path_type=Path), help="Write records to FILE instead of stdout (a folder: jsonl shards)."),
 )
+
+engine_options = _stack(
+    click.option("--engine", type=_choice(("local", "ray")), default="local", show_default=True, help="Run here, or as a Ray Data job (pip install 'imgclass[ray]')."),
+    click.option("--ray-address", metavar="ADDRESS", help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a new local instance)."),
+    click.option("--actors", type=click.IntRange(min=1), help="With --engine ray: model actors (default: one per GPU, else half the CPUs)."),
+)
+
+
+def pop_engine_options(values: dict[str, Any]):
+    """Take --engine, --ray-address and --actors out of a command's keyword arguments.
+
+    With a distributed engine --device is the model actors'; the driver's own copy of the
+    model (it checks the model and answers -v) runs on the CPU, so a head node without a
+    GPU can still send --device cuda work to the nodes that have one.
+    """
+    from imgclass.engines import EngineOptions
+
+    name = values.pop("engine", "local").lower()
+    device = None
+    if name != "local" and "device" in values:
+        device, values["device"] = values["device"], "cpu"
+    return EngineOptions(name, values.pop("ray_address", None), values.pop("actors", None), device)
+
 
 list_format_option = click.option(
     "--format", "-f", "fmt", type=_choice(LIST_FORMATS), default="table", show_default=True, help="Output format."
@@ -123,6 +162,8 @@ def display_options(function: Callable) -> Callable:
         env = click.get_current_context().obj
         for name in _DISPLAY:
             setattr(env, name, kwargs.pop(name))
+        if env.debug:
+            warnings.simplefilter("default")
         return function(*args, **kwargs)
 
     return _stack(
@@ -133,16 +174,29 @@ def display_options(function: Callable) -> Callable:
     )(wrapper)
 
 
+def pop_models(values: dict[str, Any]) -> tuple[list[str], tuple[float, ...] | None]:
+    """Take every --model (several: an ensemble) and --weights out of a command's keyword arguments."""
+    models = values.pop("model", None) or ()
+    return [models] if isinstance(models, str) else list(models), values.pop("weights", None)
+
+
 def pop_load_options(values: dict[str, Any]):
-    """Take the model and decode options out of a command's keyword arguments."""
+    """Take the model and decode options out of a command's keyword arguments (one --model at most)."""
     from imgclass.classifier import LoadOptions
+    from imgclass.errors import UsageError
     from imgclass.presets import Overrides
+
+    model = values.pop("model", None)
+    if isinstance(model, (tuple, list)):
+        if len(model) > 1:
+            raise UsageError(f"--model given {len(model)} times: only predict, batch and evaluate average an ensemble")
+        model = model[0] if model else None
 
     overrides = Overrides(**{k: values.pop(k, None) for k in ("size", "resize", "crop_pct", "interpolation", "mean", "std")},
                           bgr=values.pop("bgr", False))  # fmt: skip
     offline = values.pop("offline", False)
     activation = str(values.pop("activation", "auto")).lower()
-    return values.pop("model", None), LoadOptions(
+    return model, LoadOptions(
         preset=values.pop("preset", None),
         overrides=overrides,
         labels=values.pop("labels", None),
@@ -153,6 +207,7 @@ def pop_load_options(values: dict[str, Any]):
         exact_decode=values.pop("exact_decode", False),
         max_pixels=values.pop("max_pixels", None),
         allow_truncated=values.pop("allow_truncated", False),
+        tta=values.pop("tta", None) or "none",
     )
 
 
@@ -163,4 +218,5 @@ def listing_options(function: Callable) -> Callable:
 
 def classify_options(function: Callable) -> Callable:
     """The options `predict` and `batch` share: model, decoding, batching, records, display."""
-    return _stack(model_options, decode_options, run_options, record_options, display_options, click.pass_obj)(function)
+    return _stack(model_options, scoring_options, decode_options, run_options, record_options, display_options,
+                  click.pass_obj)(function)  # fmt: skip

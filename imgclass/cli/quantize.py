@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,41 @@ Examples:
 
 @click.command("quantize", epilog=QUANTIZE_EXAMPLES)
 @click.argument("source", metavar="MODEL", required=False)
-@click.option("--calibrate", type=click.Path(path_type=Path), required=True,
-              help="A folder of photos like the ones the model will see (100-500 is plenty; read recursively).")
+@click.option(
+    "--calibrate",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A folder of photos like the ones the model will see (100-500 is plenty; read recursively).",
+)
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the int8 model to this file.")
 @click.option("--name", help="Also put the int8 model in the cache under this name.")
 @click.option("--force", is_flag=True, help="Replace a cached model of that --name.")
-@click.option("--method", type=click.Choice(("entropy", "percentile", "minmax"), case_sensitive=False), default="entropy",
-              show_default=True, help="How activation ranges are calibrated (minmax is fastest; entropy kept the most accuracy here).")
-@click.option("--limit", type=click.IntRange(min=1), default=500, show_default=True, help="Use at most N calibration images.")
-@click.option("--reduce-range", is_flag=True, help="7-bit weights, for CPUs without VNNI where int8 products can saturate.")
-@click.option("--evaluate", "evaluate_on", type=click.Path(path_type=Path),
-              help="Labelled images (as `imgclass evaluate` reads them): compare fp32 and int8 before writing.")
-@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="With --evaluate: refuse to write (exit 3) when top-1 falls by more points than this.")
+@click.option(
+    "--method",
+    type=click.Choice(("entropy", "percentile", "minmax"), case_sensitive=False),
+    default="entropy",
+    show_default=True,
+    help="How activation ranges are calibrated (minmax is fastest; entropy kept the most accuracy here).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=500, show_default=True, help="Use at most N calibration images."
+)
+@click.option(
+    "--reduce-range", is_flag=True, help="7-bit weights, for CPUs without VNNI where int8 products can saturate."
+)
+@click.option(
+    "--evaluate",
+    "evaluate_on",
+    type=click.Path(path_type=Path),
+    help="Labelled images (as `imgclass evaluate` reads them): compare fp32 and int8 before writing.",
+)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="With --evaluate: refuse to write (exit 3) when top-1 falls by more points than this.",
+)
 @model_options
 @decode_options
 @list_format_option
@@ -53,7 +76,9 @@ def quantize(env: Environment, source: str | None, calibrate: Path, output: Path
 
     model = _model(source, values)
     _, load_options = pop_load_options(values)
-    options = QuantizeOptions(method=method.lower(), reduce_range=reduce_range, limit=limit, max_drop=max_drop, force=force)
+    options = QuantizeOptions(
+        method=method.lower(), reduce_range=reduce_range, limit=limit, max_drop=max_drop, force=force
+    )
     if output is None and name is None:
         raise UsageError("give --output OUT.onnx, --name NAME, or both")
     progress = _Progress(env)
@@ -73,14 +98,16 @@ def _model(source: str | None, values: dict[str, Any]) -> str:
     """MODEL as an argument, or --model / IMGCLASS_MODEL; both on the command line must agree."""
     from imgclass.errors import UsageError
 
-    flag = values.get("model")
-    ctx = click.get_current_context()
-    given = ctx.get_parameter_source("model") == click.core.ParameterSource.COMMANDLINE
-    if source and flag and given and flag != source:
-        raise UsageError(f"two models given: {source} and --model {flag}; give one")
-    model = source or flag
+    flags = values.get("model") or ()
+    flags = [flags] if isinstance(flags, str) else list(flags)
+    if len(flags) + bool(source) > 1:
+        raise UsageError(
+            f"several models given ({', '.join([*([source] if source else []), *flags])}); quantise one at a time"
+        )
+    model = source or (flags[0] if flags else None) or os.environ.get("IMGCLASS_MODEL")
     if not model:
         raise UsageError("give the model to quantise: imgclass models quantize MODEL --calibrate DIR --output OUT.onnx")
+    values["model"] = None
     return model
 
 

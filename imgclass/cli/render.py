@@ -91,6 +91,17 @@ class ProgressLine:
             self._shown = False
 
 
+def progress_line(env: Environment, label: str = "classifying") -> ProgressLine | None:
+    """A progress line on a terminal (never with --quiet), else None."""
+    return ProgressLine(env, label) if env.progress else None
+
+
+def guarded(env: Environment, sink: Sink, progress: ProgressLine | None, to_stdout: bool) -> Sink:
+    """`sink`, with the progress line cleared around each write when both share the terminal."""
+    shares_terminal = progress is not None and to_stdout and bool(env.stdout_isatty)
+    return GuardedSink(sink, progress) if shares_terminal and progress is not None else sink
+
+
 class GuardedSink(Sink):
     """Any sink, with the progress line cleared around each write to a shared terminal."""
 

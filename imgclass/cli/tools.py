@@ -14,7 +14,6 @@ from imgclass.cli.options import (
     list_format_option,
     listing_options,
     model_options,
-    pop_load_options,
     run_options,
 )
 from imgclass.cli.render import print_fields, print_json
@@ -33,13 +32,13 @@ from imgclass.cli.render import print_fields, print_json
 @click.pass_obj
 def bench(env: Environment, images: Path | None, synthetic: int, compare_with: str, fmt: str, **values: Any) -> None:
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
-    import imgclass
     from imgclass import bench as benchmark
+    from imgclass.cli.loading import load_classifier
     from imgclass.quantize import counterpart, model_precision
     from imgclass.sources import expand
 
-    spec, options = pop_load_options(values)
-    classifier = imgclass.load(spec, options=options)
+    same_options = dict(values)  # the compared model is loaded with the same options
+    classifier = load_classifier(env, values, background=False)
     paths = list(expand([str(images)])) if images else []
     settings = benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic)
     result = {**benchmark.run(classifier, paths, settings), "precision": model_precision(classifier.model.path, classifier.name)}
@@ -47,7 +46,7 @@ def bench(env: Environment, images: Path | None, synthetic: int, compare_with: s
     if compare_with.lower() == "auto":
         other = counterpart(classifier.model.path, classifier.name)
     if other:
-        second = imgclass.load(other, options=options)
+        second = load_classifier(env, {**same_options, "model": (other,)}, background=False)
         theirs = {**benchmark.run(second, paths, settings), "precision": model_precision(second.model.path, second.name)}
         ours = result.copy()
         result = {**ours, "compared_with": theirs, "ratios": benchmark.compare(ours, theirs)}

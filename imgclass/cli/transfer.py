@@ -1,0 +1,239 @@
+"""`imgclass embed` and `imgclass train`: bottleneck vectors, and a new head for your own classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imgclass.cli.environment import Environment
+from imgclass.cli.options import (
+    Numbers,
+    decode_options,
+    display_options,
+    engine_options,
+    model_options,
+    pop_engine_options,
+    run_options,
+)
+
+EMBED_EXAMPLES = """\b
+Examples:
+  imgclass embed photos/ -r --model resnet50 --output vectors.npy    # + vectors.paths.txt
+  imgclass embed photos/*.jpg --normalize --output vectors.jsonl --resume"""
+
+TRAIN_EXAMPLES = """\b
+Examples:
+  imgclass train flowers/ --model inception-v3 --output flowers.onnx
+  imgclass train data/ --augment 4 --val-split 0.25 --format json > report.json
+  imgclass predict rose.jpg --model flowers.onnx"""
+
+FAILURES_SHOWN = 20
+
+
+def _load(env: Environment, values: dict[str, Any]):
+    from imgclass.cli.loading import load_classifier
+
+    classifier = load_classifier(env, values)
+    head = classifier.bottleneck.head  # ModelError (exit 3) when the graph has no bottleneck
+    if env.verbose:
+        env.note(f"bottleneck {head.pooled.name} ({head.dim} values, {head.pool} of {head.feature_map.name}, "
+                 f"then {head.linear})")  # fmt: skip
+    return classifier
+
+
+@click.command(epilog=EMBED_EXAMPLES)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="FILE.npy (+ FILE.paths.txt), FILE.jsonl or FILE.parquet (default: jsonl on stdout).")  # fmt: skip
+@click.option("--format", "-f", "fmt", type=click.Choice(("npy", "jsonl", "parquet"), case_sensitive=False),
+              help="Default: from the --output extension.")  # fmt: skip
+@click.option("--normalize", is_flag=True, help="Scale each vector to unit L2 norm.")
+@click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
+@click.option("--resume", is_flag=True, help="With --output .npy or .jsonl: skip images already in it, add the rest.")
+@model_options
+@decode_options
+@run_options
+@engine_options
+@display_options
+@click.pass_obj
+def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: str | None, normalize: bool,
+          recursive: bool, resume: bool, **values: Any) -> int:  # fmt: skip
+    """One bottleneck vector per image: the pooled features the model's classifier reads ('-' reads paths from stdin).
+
+    \b
+    .npy: a float32 array, row i for line i of FILE.paths.txt (failed images get no row).
+    .jsonl: {"path", "model", "vector", "error"} per image, failures included.
+    .parquet: the same columns (needs: pip install 'imgclass[parquet]').
+    """
+    from imgclass.cli.classify import _check_output, _Events, engine_line
+    from imgclass.engines import is_uri, open_engine
+    from imgclass.jobs import JobOptions, run_job
+    from imgclass.sources import check_inputs, record_key
+    from imgclass.vectors import open_vectors, require_pyarrow, vector_format
+
+    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
+    engine.check_inputs(list(inputs))
+    if not any(is_uri(item) for item in inputs):
+        check_inputs(list(inputs))  # before any model is resolved or downloaded
+    _check_output(output, list(inputs))
+    fmt = vector_format(fmt, output)
+    if fmt == "parquet":
+        require_pyarrow()  # before any model is loaded
+    classifier = _load(env, values)
+    target = open_vectors(output, fmt, resume, env.stdout, classifier.bottleneck.dim)
+    held = target.done or getattr(target.sink, "done", set())
+    done = {record_key(path, None) for path in held}  # what the job compares inputs with
+    from imgclass.cli.render import guarded, progress_line
+
+    progress = progress_line(env, "embedding")
+    options = JobOptions(recursive=recursive, batch_size=values["batch_size"], workers=values["workers"],
+                         count_first=progress is not None, debug=env.debug)  # fmt: skip
+    produce = engine.embedder(classifier, normalize)
+    try:
+        sink = guarded(env, target.sink, progress, output is None)
+        events = _Events(env, progress, human=False)
+        summary = run_job(classifier, list(inputs), sink, options, events, done, produce, engine)
+    finally:
+        if progress is not None:
+            progress.clear()
+        target.close()
+    if env.verbose or progress is not None:
+        skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
+        env.note(f"{summary.images - summary.failed} embedded ({classifier.bottleneck.dim} values each), "
+                 f"{summary.failed} failed{skipped}")  # fmt: skip
+    if summary.cluster is not None and not env.quiet:
+        env.note(engine_line(summary.images, summary.seconds.get("wall", 0.0), summary.cluster.describe()))
+    if summary.signal is not None and not summary.broken_pipe:
+        env.err(f"stopped by signal {summary.signal}; {summary.images} images written")
+    return summary.exit_code
+
+
+@click.command(epilog=TRAIN_EXAMPLES)
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The new model (ONNX): the backbone, your classes' head, labels and preprocessing inside.")  # fmt: skip
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="Fraction of each class held out for validation when DATA has no val/ folder.")  # fmt: skip
+@click.option("--augment", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Random-resized, flipped crops per training image, besides the image itself.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the crops and the folds.")
+@click.option("--c", "cs", type=Numbers("C,C,...", example="0.1,1,10"), default="0.01,0.1,1,10,100", show_default=True,
+              help="Inverse regularisation strengths cross-validation chooses from.")  # fmt: skip
+@click.option(
+    "--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds (at most)."
+)
+@click.option("--max-iter", type=click.IntRange(min=1), default=1000, show_default=True, help="Solver iterations.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor keep bottleneck vectors in the cache.")
+@model_options
+@decode_options
+@run_options
+@click.option("--format", "-f", "fmt", type=click.Choice(("table", "json"), case_sensitive=False), default="table",
+              show_default=True, help="The report's format.")  # fmt: skip
+@display_options
+@click.pass_obj
+def train(env: Environment, data: Path, output: Path, val_split: float, augment: int, seed: int, cs: tuple[float, ...],
+          folds: int, max_iter: int, no_cache: bool, fmt: str, **values: Any) -> int:  # fmt: skip
+    """Train a classifier for your own classes on a model's frozen bottleneck; write a standalone ONNX model.
+
+    \b
+    DATA: one folder per class (the folder name is the label), or DATA/train and DATA/val.
+    Without val/, --val-split of each class is held out (seeded, stratified). A class needs
+    at least 5 training images. The head is a multinomial logistic regression, its C chosen
+    by cross-validation; bottleneck vectors are cached, so a second run with other settings
+    does not run the model again. `imgclass predict x.jpg --model OUTPUT` then prints your labels.
+    """
+    from imgclass.errors import ExitCode
+    from imgclass.train import TrainOptions, read_training_data, require_sklearn
+    from imgclass.train import train as train_head
+
+    require_sklearn()
+    split = read_training_data(data, val_split, seed)  # refusals before any model is loaded
+    classifier = _load(env, values)
+    options = TrainOptions(val_split, augment, seed, cs, folds, max_iter, not no_cache, values["batch_size"],
+                           values["workers"], env.debug)  # fmt: skip
+    from imgclass.cli.render import progress_line
+
+    progress = progress_line(env, "features")
+    try:
+        result = train_head(classifier, split, output, options, _TrainEvents(progress))
+    finally:
+        if progress is not None:
+            progress.clear()
+    report = result.report
+    if fmt == "json":
+        from imgclass.cli.render import print_json
+
+        print_json(env, report.to_dict())
+    elif report.signal is None:
+        show_train_report(env, report)
+    if report.signal is not None:
+        env.err(f"stopped by signal {report.signal} while reading features; no model written")
+        return 128 + report.signal
+    if report.failed:
+        env.note(f"{report.failed} unreadable image(s) skipped (listed in the report); model written to {output}")
+        return ExitCode.INPUT_FAILED
+    env.note(f"model written to {output}; try: imgclass predict IMAGE --model {output}")
+    return ExitCode.OK
+
+
+class _TrainEvents:
+    def __init__(self, progress):
+        self.progress = progress
+
+    def started(self, total: int) -> None:
+        if self.progress is not None:
+            self.progress.start(total)
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.advance()
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _summary(report) -> dict[str, str]:
+    best = report.cv_scores.get(f"{report.c:g}", {})
+    correct = sum(report.confusion[i][i] for i in range(len(report.confusion)))
+    head = report.bottleneck
+    return {
+        "model": f"{report.model} → {report.output}",
+        "dataset": f"{report.dataset} ({report.layout}; {len(report.classes)} classes: {report.train_images} training "
+        f"images × {1 + report.augment} views, {report.val_images} validation images)",
+        "bottleneck": f"{head['pooled']} ({report.dim} values; {head['pool']}, then {head['linear']})",
+        "C": f"{report.c:g} ({report.folds}-fold CV: accuracy {_percent(best.get('accuracy'))}, "
+        f"log-loss {best.get('log_loss', float('nan')):.3f})",
+        "val top-1": f"{_percent(report.val_top1)}  ({correct}/{report.val_images})",
+        "skipped": f"{report.failed} unreadable image(s)",
+        "cache": f"{report.cache['hits']} vectors read, {report.cache['computed']} computed by the model"
+        + ("" if report.cache["enabled"] else " (cache off)"),
+        "seconds": ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()),
+    }
+
+
+def show_train_report(env: Environment, report) -> None:
+    from imgclass.cli.learn import _heading, _lines
+    from imgclass.cli.render import print_fields, print_table
+
+    print_fields(env, _summary(report), width=10)
+    _heading(env, "per class (validation)")
+    rows = [(str(i), c.label, str(c.train_images), str(c.val_images), _percent(c.precision), _percent(c.recall))
+            for i, c in enumerate(report.per_class)]  # fmt: skip
+    columns = (("index", "right"), ("label", "left"), ("train", "right"), ("val", "right"),
+               ("precision", "right"), ("recall", "right"))  # fmt: skip
+    print_table(env, columns, rows, keep="label")
+    _heading(env, "confusion matrix (rows: true class, columns: predicted class index)")
+    header = (("true", "left"), *((str(i), "right") for i in range(len(report.classes))))
+    matrix = [
+        (f"{i} {label}", *row) for i, (label, row) in enumerate(zip(report.classes, report.confusion, strict=True))
+    ]
+    print_table(env, header, matrix, keep="true")
+    if report.failures:
+        _heading(env, "skipped images")
+        lines = [f"{path}: {error}" for path, error in report.failures[:FAILURES_SHOWN]]
+        if len(report.failures) > FAILURES_SHOWN:
+            lines.append(f"... and {len(report.failures) - FAILURES_SHOWN} more (--format json lists them all)")
+        _lines(env, lines)
