@@ -102,7 +102,9 @@ SEQUENTIAL = textwrap.dedent(
 def sequential(model: Path, kind: str, files: list[Path]) -> float:
     out = subprocess.run(
         [sys.executable, "-c", SEQUENTIAL, str(model), str(SIZES[kind]), str(RESIZE[kind]), *map(str, files)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return float(out.stdout.strip())
 
@@ -110,8 +112,12 @@ def sequential(model: Path, kind: str, files: list[Path]) -> float:
 def imgclass_batch(model: Path, folder: Path, count: int, env: dict, extra=()) -> float:
     out = folder.parent / f"{folder.name}.jsonl"
     start = time.perf_counter()
-    subprocess.run([*IMGCLASS, "batch", str(folder), "--model", str(model), "--output", str(out), *extra],
-                   check=True, env=env, capture_output=True)
+    subprocess.run(
+        [*IMGCLASS, "batch", str(folder), "--model", str(model), "--output", str(out), *extra],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     elapsed = time.perf_counter() - start
     assert sum(1 for _ in open(out)) == count
     return count / elapsed
@@ -141,8 +147,11 @@ def cold_start(model: Path, kind: str, image: Path, env: dict, repeats: int = 5)
     for _ in range(repeats):
         ours.append(timed([*IMGCLASS, "predict", str(image), "--model", str(model)]))
         minimal.append(timed([sys.executable, "-c", MINIMAL, str(model), str(image), str(SIZES[kind])]))
-    return {"imgclass_s": statistics.median(ours), "minimal_s": statistics.median(minimal),
-            "ratio": statistics.median(ours) / statistics.median(minimal)}
+    return {
+        "imgclass_s": statistics.median(ours),
+        "minimal_s": statistics.median(minimal),
+        "ratio": statistics.median(ours) / statistics.median(minimal),
+    }
 
 
 def memory(model: Path, folder: Path, env: dict, count: int = 2000) -> dict:
@@ -154,8 +163,12 @@ def memory(model: Path, folder: Path, env: dict, count: int = 2000) -> dict:
         if not link.exists():
             os.symlink(source[i % len(source)], link)
     out = folder / "many.jsonl"
-    proc = subprocess.Popen([*IMGCLASS, "batch", str(many), "--model", str(model), "--output", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*IMGCLASS, "batch", str(many), "--model", str(model), "--output", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     samples = []
 
     def rss() -> int | None:
@@ -175,9 +188,12 @@ def memory(model: Path, folder: Path, env: dict, count: int = 2000) -> dict:
         time.sleep(0.2)
     early = [kb for done, kb in samples if count * 0.2 <= done <= count * 0.3]
     late = [kb for done, kb in samples if done >= count * 0.9]
-    return {"images": count, "rss_mb_at_20_30pct": max(early) / 1024 if early else None,
-            "rss_mb_at_90_100pct": max(late) / 1024 if late else None,
-            "rss_mb_max": max(kb for _, kb in samples) / 1024}
+    return {
+        "images": count,
+        "rss_mb_at_20_30pct": max(early) / 1024 if early else None,
+        "rss_mb_at_90_100pct": max(late) / 1024 if late else None,
+        "rss_mb_max": max(kb for _, kb in samples) / 1024,
+    }
 
 
 def main() -> None:

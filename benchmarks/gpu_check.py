@@ -73,7 +73,12 @@ def main() -> int:
     bench = run("bench", "--model", str(model), "--images", str(images), "--device", args.device, "--format", "json")
     if bench.returncode == 0:
         data = json.loads(bench.stdout)
-        print("  bench:", json.dumps({k: data[k] for k in ("providers", "model_only_images_per_s", "end_to_end_images_per_s", "latency_ms")}))
+        print(
+            "  bench:",
+            json.dumps(
+                {k: data[k] for k in ("providers", "model_only_images_per_s", "end_to_end_images_per_s", "latency_ms")}
+            ),
+        )
         if data["providers"][0] != want:
             failures.append(f"bench: providers {data['providers']}")
     else:

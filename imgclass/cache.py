@@ -1,10 +1,10 @@
 """Where models live on disk: a per-user cache, overridable with IMGCLASS_HOME.
 
-    <home>/models/<file>            catalog models, named as the zoo names them
-    <home>/models/<name>.onnx       models pulled by URL or imported from a file
-    <home>/models/registry.json     name -> file, sha256, size, origin of those
-    <home>/optimized/               ONNX Runtime's optimised graphs (cold-start cache)
-    <home>/index/                   what was learnt about model files (signature, sha256)
+<home>/models/<file>            catalog models, named as the zoo names them
+<home>/models/<name>.onnx       models pulled by URL or imported from a file
+<home>/models/registry.json     name -> file, sha256, size, origin of those
+<home>/optimized/               ONNX Runtime's optimised graphs (cold-start cache)
+<home>/index/                   what was learnt about model files (signature, sha256)
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def _writable_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CacheError(f"cache folder {folder}: {describe_os_error(err)}; set {ENV_HOME} to a writable folder") from None
+        raise CacheError(
+            f"cache folder {folder}: {describe_os_error(err)}; set {ENV_HOME} to a writable folder"
+        ) from None
 
 
 @contextmanager
@@ -142,7 +144,9 @@ def registry() -> dict[str, Registered]:
 def _write_registry(entries: dict[str, Registered]) -> None:
     path = _registry_path()
     _writable_dir(path.parent)
-    data = {n: {"file": r.file, "sha256": r.sha256, "size": r.size, "origin": r.origin} for n, r in sorted(entries.items())}
+    data = {
+        n: {"file": r.file, "sha256": r.sha256, "size": r.size, "origin": r.origin} for n, r in sorted(entries.items())
+    }
     tmp = path.with_name(f"registry.json.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -316,7 +316,9 @@ def _open_retrying(url: str, start: int, attempt: _Attempt):
                 raise busy.error from None
             wait = busy.retry_after if busy.retry_after is not None else BACKOFF * 2 ** (tries - 1)
             if wait > min(MAX_WAIT, attempt.limits.left()):
-                raise DownloadError(busy.error.reason, f"{busy.error.detail}; asked to retry after {wait:g} s") from None
+                raise DownloadError(
+                    busy.error.reason, f"{busy.error.detail}; asked to retry after {wait:g} s"
+                ) from None
             time.sleep(wait)
 
 

@@ -73,8 +73,16 @@ class MissingExtra(UsageError):
         self.extra = extra
 
 
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EDQUOT, errno.EBADF,
-                       errno.EFBIG}
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EDQUOT,
+    errno.EBADF,
+    errno.EFBIG,
+}
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:

@@ -101,7 +101,9 @@ def labels_from_hf_config(model_path: Path) -> LabelSet | None:
     return None
 
 
-def choose_labels(model_path: Path, metadata: Mapping[str, str], labels_file: Path | None, classes: int | None) -> LabelSet:
+def choose_labels(
+    model_path: Path, metadata: Mapping[str, str], labels_file: Path | None, classes: int | None
+) -> LabelSet:
     """--labels wins, then ONNX metadata, then config.json id2label, then ImageNet-1k."""
     if labels_file is not None:
         return read_labels_file(labels_file)

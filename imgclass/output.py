@@ -32,6 +32,8 @@ MULTI_LABEL_COLUMN = "multi_label"  # appended to the header, and `true` on ever
 def csv_header(multi_label: bool) -> list[str]:
     """Single-label files have the seven columns; multi-label ones add a `multi_label` column."""
     return [*CSV_HEADER, MULTI_LABEL_COLUMN] if multi_label else list(CSV_HEADER)
+
+
 RESUMABLE = ("jsonl", "csv", "tsv")
 
 
@@ -178,7 +180,9 @@ def choose_format(fmt: str | None, output: Path | None, stdout_isatty: bool) -> 
 
 
 def format_from_extension(path: Path) -> str | None:
-    return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(path.suffix.lower())
+    return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(
+        path.suffix.lower()
+    )
 
 
 @dataclass
@@ -393,7 +397,9 @@ def _delimited_existing(text: str, partial: bytes, path: Path, fmt: str, size: i
     lines = [line + "\n" for line in text.split("\n")[:-1]]
     header = next(csv.reader(lines[:1], delimiter=delimiter), None)
     if header is not None and header[: len(BASE_COLUMNS)] != BASE_COLUMNS:
-        raise UsageError(f"{printable(str(path))}: not an imgclass {fmt} file (unexpected header); cannot resume into it")
+        raise UsageError(
+            f"{printable(str(path))}: not an imgclass {fmt} file (unexpected header); cannot resume into it"
+        )
     keys: list[bytes] = []
     starts: list[int] = []
     consumed, last_path = 1, ""

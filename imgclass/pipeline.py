@@ -206,7 +206,9 @@ class Pipeline:
         self.options = options
         self.stop = stop or threading.Event()
         self.stats = Stats()
-        self._buffer = np.empty((options.batch_size,) + model.transform.sample_shape, dtype=np.dtype(model.transform.dtype))
+        self._buffer = np.empty(
+            (options.batch_size,) + model.transform.sample_shape, dtype=np.dtype(model.transform.dtype)
+        )
         self._transform = getattr(self.outputs, "prepare", model.transform)
 
     def _prepare(self, item: Any) -> _Prepared:
@@ -300,7 +302,9 @@ class Pipeline:
                 ranked = self._infer(batch)
                 results = {id(item): preds for item, preds in zip(good, ranked, strict=True)}
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
-                failure = f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                failure = (
+                    f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                )
             self.stats.inference += time.perf_counter() - start
         for item in chunk:
             error = item.error or (failure if item.sample is not None else None)

@@ -274,7 +274,9 @@ def metadata_preset(signature: Signature, origin: str) -> PresetChoice | None:
         if preset:
             return PresetChoice(preset, "metadata")
     if METADATA_PRESET_KEY in meta:
-        return PresetChoice(get_preset(meta[METADATA_PRESET_KEY], f"{origin} metadata {METADATA_PRESET_KEY}", ConfigError), "metadata")
+        return PresetChoice(
+            get_preset(meta[METADATA_PRESET_KEY], f"{origin} metadata {METADATA_PRESET_KEY}", ConfigError), "metadata"
+        )
     return None
 
 

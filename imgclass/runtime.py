@@ -152,5 +152,7 @@ class Runner:
     def _run(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.signature.output_name], {self.signature.input_name: batch})[0]
         if out.ndim != 2 or out.shape[0] != len(batch):
-            raise ModelError(f"model output {self.signature.output_name!r} has shape {list(out.shape)}, expected [N, classes]")
+            raise ModelError(
+                f"model output {self.signature.output_name!r} has shape {list(out.shape)}, expected [N, classes]"
+            )
         return out

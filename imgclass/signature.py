@@ -9,8 +9,18 @@ from imgclass.errors import ModelError
 
 _DTYPES = {1: "float32", 2: "uint8", 10: "float16", 11: "float64"}
 # Shape-only ops: they pass a head's values through unchanged, so the head is looked for behind them.
-_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast", "Dropout",
-                 "QuantizeLinear", "DequantizeLinear"}  # (de)quantising keeps values up to rounding: int8 exports
+_PASS_THROUGH = {
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Cast",
+    "Dropout",
+    "QuantizeLinear",
+    "DequantizeLinear",
+}  # (de)quantising keeps values up to rounding: int8 exports
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,9 @@ def inspect(model, path: Path) -> Signature:
     inputs = [i for i in graph.input if i.name not in weights]
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
-        raise ModelError(f"{path}: not a single-image classifier: it has {len(inputs)} inputs ({names}); imgclass needs exactly one")
+        raise ModelError(
+            f"{path}: not a single-image classifier: it has {len(inputs)} inputs ({names}); imgclass needs exactly one"
+        )
     image = inputs[0]
     dtype = _DTYPES.get(image.type.tensor_type.elem_type)
     dims = _dims(image)

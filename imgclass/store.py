@@ -238,7 +238,9 @@ def verify() -> list[dict]:
         path = cached_path(entry)
         if path.exists():
             row = _verify_one(entry.name, path, entry.sha256, entry.size)
-            report.append({**row, "kind": "model", "remedy": None if row["ok"] else f"imgclass models pull {entry.name}"})
+            report.append(
+                {**row, "kind": "model", "remedy": None if row["ok"] else f"imgclass models pull {entry.name}"}
+            )
     for reg in cache.registry().values():
         row = _verify_one(reg.name, reg.path, reg.sha256, reg.size)
         report.append({**row, "kind": "model", "remedy": None if row["ok"] else remedy_for(reg)})

@@ -53,7 +53,10 @@ CV_FOLDERS = {
 
 def provenance(stem: str) -> tuple[str, str]:
     if stem.startswith("inception"):
-        return "Apache-2.0", "timm inception_v3.tv_in1k (torchvision weights), exported by TurnkeyML for the ONNX Model Zoo"
+        return (
+            "Apache-2.0",
+            "timm inception_v3.tv_in1k (torchvision weights), exported by TurnkeyML for the ONNX Model Zoo",
+        )
     if stem.startswith("tv_"):
         return "BSD-3-Clause", "torchvision ResNet50_Weights.IMAGENET1K_V1 via timm tv_resnet50, exported by TurnkeyML"
     if "Opset" in stem:
@@ -93,24 +96,26 @@ def main(tsv: Path, out: Path = OUT) -> None:
             path += f"{stem}.onnx"
         row = rows[path]
         licence, source = provenance(stem)
-        models.append({
-            "name": stem,
-            "aliases": ALIASES.get(stem, []),
-            "family": family,
-            "file": f"{stem}.onnx",
-            "urls": download_urls(stem, path),
-            "sha256": row["sha256"],
-            "size": int(row["bytes"]),
-            "opset": int(row["opset"]),
-            "zoo_path": path,
-            "preset": preset,
-            "labels": "imagenet-1k",
-            "license": licence,
-            "source": source,
-            "accuracy": {"top1": top1, "top5": top5, "dataset": "ImageNet-1k val"},
-            "precision": "int8" if stem in QUANTIZED_FROM else "fp32",
-            "quantized_from": QUANTIZED_FROM.get(stem),
-        })
+        models.append(
+            {
+                "name": stem,
+                "aliases": ALIASES.get(stem, []),
+                "family": family,
+                "file": f"{stem}.onnx",
+                "urls": download_urls(stem, path),
+                "sha256": row["sha256"],
+                "size": int(row["bytes"]),
+                "opset": int(row["opset"]),
+                "zoo_path": path,
+                "preset": preset,
+                "labels": "imagenet-1k",
+                "license": licence,
+                "source": source,
+                "accuracy": {"top1": top1, "top5": top5, "dataset": "ImageNet-1k val"},
+                "precision": "int8" if stem in QUANTIZED_FROM else "fp32",
+                "quantized_from": QUANTIZED_FROM.get(stem),
+            }
+        )
     data = {"default": DEFAULT, "readme": ZOO_README, "models": models}
     out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {len(models)} models to {out}")

@@ -68,13 +68,34 @@ def torch_cases():
 
     # transformers 5 has two backends; the Pillow one is the classic ConvNext processor
     # (the torchvision-tensor one differs by one grey level on ~0.4% of pixels).
-    hf = transformers.ConvNextImageProcessorPil(**{k: v for k, v in HF_RESNET_CONFIG.items() if k != "feature_extractor_type"})
-    versions = {"torch": __import__("torch").__version__, "torchvision": torchvision.__version__,
-                "timm": timm.__version__, "transformers": transformers.__version__}
+    hf = transformers.ConvNextImageProcessorPil(
+        **{k: v for k, v in HF_RESNET_CONFIG.items() if k != "feature_extractor_type"}
+    )
+    versions = {
+        "torch": __import__("torch").__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "transformers": transformers.__version__,
+    }
     yield "torchvision", 224, "china.jpg", "NCHW", tv(ResNet50_Weights.IMAGENET1K_V1.transforms()), versions
     yield "torchvision", 299, "chelsea.png", "NCHW", tv(Inception_V3_Weights.IMAGENET1K_V1.transforms()), versions
-    yield "torchvision", 160, "coffee.png", "NCHW", tv(T.Compose([T.Resize(183), T.CenterCrop(160), T.ToTensor(),
-            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])), versions
+    yield (
+        "torchvision",
+        160,
+        "coffee.png",
+        "NCHW",
+        tv(
+            T.Compose(
+                [
+                    T.Resize(183),
+                    T.CenterCrop(160),
+                    T.ToTensor(),
+                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                ]
+            )
+        ),
+        versions,
+    )
     yield "torchvision-v2", 224, "chelsea.png", "NCHW", tv(ResNet50_Weights.IMAGENET1K_V2.transforms()), versions
     yield "timm-inception", 299, "china.jpg", "NCHW", timm_tf("inception_v3.tv_in1k"), versions
     yield "timm-resnet", 224, "coffee.png", "NCHW", timm_tf("resnet50.a1_in1k"), versions
@@ -92,6 +113,7 @@ def tf_cases():
         def run(path):
             img = keras.utils.load_img(path, target_size=(size, size))
             return module.preprocess_input(keras.utils.img_to_array(img)[None])[0]
+
         return run
 
     def slim(path, size=299, central_fraction=0.875):
@@ -156,8 +178,13 @@ def main() -> None:
         arg = path if which == "tf" else rgb(path)
         tensor = np.asarray(fn(arg), dtype=np.float32)
         name = f"{preset}_{size}_{Path(image).stem}"
-        meta = {"preset": preset, "size": size, "image": image, "layout": layout,
-                "versions": {**versions, "pillow": Image.__version__, "numpy": np.__version__}}
+        meta = {
+            "preset": preset,
+            "size": size,
+            "image": image,
+            "layout": layout,
+            "versions": {**versions, "pillow": Image.__version__, "numpy": np.__version__},
+        }
         np.savez_compressed(OUT / f"{name}.npz", tensor=tensor, meta=json.dumps(meta))
         print(name, tensor.shape, f"{(OUT / f'{name}.npz').stat().st_size} bytes")
     (OUT / "hf_resnet_preprocessor_config.json").write_text(json.dumps(HF_RESNET_CONFIG, indent=2) + "\n")

@@ -43,7 +43,9 @@ def display_names(synonyms: list[str], wnids: list[str]) -> list[str]:
     shared = {wnid for wnid, lemma in zip(wnids, lemmas, strict=False) if counts[lemma] > 1}
     if shared != set(QUALIFIERS):
         raise SystemExit(f"shared first lemmas changed: {sorted(shared ^ set(QUALIFIERS))}; update QUALIFIERS")
-    names = [f"{lemma} ({QUALIFIERS[wnid]})" if wnid in shared else lemma for wnid, lemma in zip(wnids, lemmas, strict=False)]
+    names = [
+        f"{lemma} ({QUALIFIERS[wnid]})" if wnid in shared else lemma for wnid, lemma in zip(wnids, lemmas, strict=False)
+    ]
     if len(set(names)) != len(names):
         raise SystemExit("display names are not unique")
     return names

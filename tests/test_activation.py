@@ -139,7 +139,9 @@ def test_logsoftmax_stays_equal_to_softmax_on_purpose():
 def test_sigmoid_is_stable_and_none_is_untouched():
     x = np.array([[-800.0, -30.0, 0.0, 30.0, 800.0]])
     assert np.isfinite(sigmoid(x)).all()
-    assert sigmoid(x)[0].tolist() == pytest.approx([0.0, 9.357622968839299e-14, 0.5, 1 - 9.357622968839299e-14, 1.0], abs=1e-15)
+    assert sigmoid(x)[0].tolist() == pytest.approx(
+        [0.0, 9.357622968839299e-14, 0.5, 1 - 9.357622968839299e-14, 1.0], abs=1e-15
+    )
     scores = np.array([[0.2, 0.9, 0.7]], np.float32)
     as_is = Activation("none", False, "flag").probabilities(scores)
     assert as_is.tolist() == scores.astype(np.float64).tolist()
@@ -231,8 +233,14 @@ def test_single_label_csv_has_no_multi_label_column_and_resume_refuses_a_mix(mak
     assert out.read_text() == text  # untouched
     multi_out = tmp_path / "multi.tsv"
     assert run_cli("batch", photos["china.jpg"], "-m", multi, "-o", multi_out).returncode == 0
-    assert run_cli("batch", photos["china.jpg"], photos["coffee.png"], "-m", multi, "-o", multi_out, "--resume").returncode == 0
-    assert [r.path for r in read_delimited(multi_out.read_text(), "tsv")] == [str(photos["china.jpg"]), str(photos["coffee.png"])]
+    assert (
+        run_cli("batch", photos["china.jpg"], photos["coffee.png"], "-m", multi, "-o", multi_out, "--resume").returncode
+        == 0
+    )
+    assert [r.path for r in read_delimited(multi_out.read_text(), "tsv")] == [
+        str(photos["china.jpg"]),
+        str(photos["coffee.png"]),
+    ]
     result = run_cli("batch", photos["flower.jpg"], "-m", single, "-o", multi_out, "--resume")
     assert result.returncode == 2 and "holds multi-label rows" in result.stderr
 
@@ -251,7 +259,9 @@ def test_verbose_info_and_models_info_name_the_activation_and_why(make_model, ph
     model = make_model("tiny", seed=5, spatial=32, head="sigmoid", behind=("Identity",))
     result = run_cli("predict", photos["china.jpg"], "-m", model, "-v", "-f", "jsonl")
     assert result.returncode == 0
-    assert "scores sigmoid (multi-label, independent; applied: none) [detected (Sigmoid at the output)]" in result.stderr
+    assert (
+        "scores sigmoid (multi-label, independent; applied: none) [detected (Sigmoid at the output)]" in result.stderr
+    )
     info = json.loads(run_cli("models", "info", model, "-f", "json").stdout)
     assert (info["activation"], info["activation_source"], info["multi_label"]) == (
         "sigmoid", "detected (Sigmoid at the output)", True)  # fmt: skip

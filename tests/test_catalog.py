@@ -16,7 +16,11 @@ from imgclass.presets import builtin_presets
 TSV = HERE / "data" / "onnx-zoo-resnet-inception.tsv"
 REQUIRED = {
     *(f"resnet{d}-v{v}-7" for d in (18, 34, 50, 101, 152) for v in (1, 2)),
-    "resnet50-v1-12", "resnet50-v1-12-int8", "inception_v3_Opset17", "tv_resnet50_Opset17", "resnet50_Opset17",
+    "resnet50-v1-12",
+    "resnet50-v1-12-int8",
+    "inception_v3_Opset17",
+    "tv_resnet50_Opset17",
+    "resnet50_Opset17",
 }
 
 
@@ -60,7 +64,10 @@ def test_models_list_json_has_zoo_checksums(home):
     assert result.returncode == 0
     listed = {m["name"]: m for m in json.loads(result.stdout)}
     table = zoo_table()
-    assert listed["resnet50-v1-12"]["sha256"] == table["validated/vision/classification/resnet/model/resnet50-v1-12.onnx"]["sha256"]
+    assert (
+        listed["resnet50-v1-12"]["sha256"]
+        == table["validated/vision/classification/resnet/model/resnet50-v1-12.onnx"]["sha256"]
+    )
     inception = next(m for m in listed.values() if "inception-v3" in m["aliases"])
     assert inception["sha256"] == table["Computer_Vision/inception_v3_Opset17_timm/inception_v3_Opset17.onnx"]["sha256"]
     for m in listed.values():
@@ -71,8 +78,11 @@ def test_models_list_json_has_zoo_checksums(home):
 @pytest.mark.slow
 def test_catalog_and_data_ship_inside_the_wheel(tmp_path):
     root = HERE.parent
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("imgclass-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for data in ("catalog.json", "presets.json", "imagenet1k_labels.json"):

@@ -23,6 +23,7 @@ def run_inprocess(*args, **env_fields):
     code = run([str(a) for a in args], env)
     return code, env.stdout.getvalue(), env.stderr.getvalue()
 
+
 SCHEMA = {"path", "model", "preset", "multi_label", "predictions", "error"}  # multi_label: always, true or false
 PREDICTION = {"rank", "index", "label", "probability"}
 
@@ -35,8 +36,9 @@ def tiny(make_model):
 def test_version_through_console_script_and_module():
     assert run_cli("--version").stdout.strip() == f"imgclass {__version__}"
     # cwd: away from the checkout, so that the installed package is the one `-m` finds
-    module = subprocess.run([sys.executable, "-m", "imgclass", "--version"], capture_output=True, text=True,
-                            cwd=os.path.expanduser("~"))
+    module = subprocess.run(
+        [sys.executable, "-m", "imgclass", "--version"], capture_output=True, text=True, cwd=os.path.expanduser("~")
+    )
     assert module.returncode == 0 and module.stdout.strip() == f"imgclass {__version__}"
 
 
@@ -66,7 +68,11 @@ def test_json_csv_tsv_parse_and_agree(tiny, photos, home):
         assert list(rows[0]) == ["path", "rank", "index", "label", "probability", "error", "path_bytes"]
         assert len(rows) == 6
         flat = [(r["path"], int(r["rank"]), int(r["index"]), r["label"], float(r["probability"])) for r in rows]
-        expected = [(rec["path"], p["rank"], p["index"], p["label"], p["probability"]) for rec in as_jsonl for p in rec["predictions"]]
+        expected = [
+            (rec["path"], p["rank"], p["index"], p["label"], p["probability"])
+            for rec in as_jsonl
+            for p in rec["predictions"]
+        ]
         assert flat == expected
 
 
@@ -82,7 +88,9 @@ def test_top_threshold_and_all_classes(tiny, photos, home):
     assert len(records[0]["predictions"]) == 1000
     assert abs(sum(p["probability"] for p in records[0]["predictions"]) - 1.0) < 1e-6
     cut = records[0]["predictions"][2]["probability"]
-    thresholded = jsonl(run_cli("predict", photos["china.jpg"], "--model", tiny, "--top", "50", "--threshold", cut).stdout)
+    thresholded = jsonl(
+        run_cli("predict", photos["china.jpg"], "--model", tiny, "--top", "50", "--threshold", cut).stdout
+    )
     assert [p["index"] for p in thresholded[0]["predictions"]] == [p["index"] for p in records[0]["predictions"][:3]]
 
 
@@ -137,8 +145,12 @@ def test_a_missing_path_among_others_is_an_error_record(tiny, photos, home, tmp_
     result = run_cli("batch", photos["china.jpg"], missing, tmp_path / "*.nomatch", photos["coffee.png"], "-m", tiny)
     assert result.returncode == 1
     records = jsonl(result.stdout)
-    assert [r["path"] for r in records] == [str(photos["china.jpg"]), str(missing), str(tmp_path / "*.nomatch"),
-                                            str(photos["coffee.png"])]
+    assert [r["path"] for r in records] == [
+        str(photos["china.jpg"]),
+        str(missing),
+        str(tmp_path / "*.nomatch"),
+        str(photos["coffee.png"]),
+    ]
     assert [r["error"] is None for r in records] == [True, False, False, True]
     assert "no such file" in records[1]["error"] and "no file matches" in records[2]["error"]
 
@@ -183,7 +195,15 @@ def test_inprocess_models_presets_and_info(home):
     code, out, _ = run_inprocess("models", "presets", "--format", "json")
     assert code == 0
     names = {p["name"] for p in json.loads(out)}
-    assert {"torchvision", "torchvision-v2", "timm-inception", "keras-tf", "keras-caffe", "tf-slim", "mlperf-resnet"} <= names
+    assert {
+        "torchvision",
+        "torchvision-v2",
+        "timm-inception",
+        "keras-tf",
+        "keras-caffe",
+        "tf-slim",
+        "mlperf-resnet",
+    } <= names
     code, out, _ = run_inprocess("info", "--format", "json")
     assert code == 0
     data = json.loads(out)
@@ -221,7 +241,9 @@ def test_progress_bar_only_on_a_terminal(tiny, photos, tmp_path, home):
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [*__import__("conftest").imgclass_command(), "batch", str(folder), "--model", str(tiny)],
-        stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm", "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "TERM": "xterm", "NO_COLOR": "1"},
     )
     os.close(slave)
     stdout, _ = proc.communicate(timeout=120)
@@ -241,7 +263,9 @@ def test_progress_bar_only_on_a_terminal(tiny, photos, tmp_path, home):
     assert b"{" not in seen
 
 
-@pytest.mark.parametrize("args", [["--help"], ["models", "list"], ["models", "list", "--format", "json"], ["--version"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["models", "list"], ["models", "list", "--format", "json"], ["--version"]]
+)
 def test_help_and_models_list_import_neither_numpy_nor_onnxruntime(args, home):
     code = (
         "import sys\n"

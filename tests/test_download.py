@@ -37,14 +37,27 @@ def leftovers(home):
 
 
 def fake_entry(data: bytes, name="zoo-model", urls=("http://127.0.0.1:9/unused",)) -> Entry:
-    return Entry(name=name, aliases=(), family="resnet", file=f"{name}.onnx", urls=tuple(urls),
-                 sha256=sha(data), size=len(data), preset="torchvision", labels="imagenet-1k", license="x",
-                 source="test", accuracy={})
+    return Entry(
+        name=name,
+        aliases=(),
+        family="resnet",
+        file=f"{name}.onnx",
+        urls=tuple(urls),
+        sha256=sha(data),
+        size=len(data),
+        preset="torchvision",
+        labels="imagenet-1k",
+        license="x",
+        source="test",
+        accuracy={},
+    )
 
 
 def test_good_pull_by_url_is_usable_by_name_with_the_network_gone(model_bytes, photos, home):
     with Server(Behaviour(files={"/m.onnx": model_bytes})) as server:
-        result = run_cli("models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine", "--sha256", sha(model_bytes))
+        result = run_cli(
+            "models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine", "--sha256", sha(model_bytes)
+        )
         assert result.returncode == 0, result.stderr
     assert leftovers(home) == ["mine.onnx", "registry.json"]
     assert (home / "models" / "mine.onnx").read_bytes() == model_bytes
@@ -110,8 +123,17 @@ def test_404_then_next_url(model_bytes, home, tmp_path):
 def test_two_pulls_at_once_share_one_download(model_bytes, home):
     behaviour = Behaviour(files={"/m.onnx": model_bytes}, delay=0.01)
     with Server(behaviour) as server:
-        cmd = [*imgclass_command(), "models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine",
-               "--sha256", sha(model_bytes)]
+        cmd = [
+            *imgclass_command(),
+            "models",
+            "pull",
+            "--url",
+            f"{server.url}/m.onnx",
+            "--name",
+            "mine",
+            "--sha256",
+            sha(model_bytes),
+        ]
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -161,7 +183,9 @@ def paths(behaviour: Behaviour) -> list[str]:
 
 def test_catalog_model_whose_first_url_is_missing_comes_from_the_second(model_bytes, home):
     with Server(Behaviour(files={"/legacy/zoo-model.onnx": model_bytes})) as server:
-        entry = fake_entry(model_bytes, urls=[f"{server.url}/folder/zoo-model_timm.onnx", f"{server.url}/legacy/zoo-model.onnx"])
+        entry = fake_entry(
+            model_bytes, urls=[f"{server.url}/folder/zoo-model_timm.onnx", f"{server.url}/legacy/zoo-model.onnx"]
+        )
         path = store.pull_entry(entry)
     assert path.read_bytes() == model_bytes
     assert paths(server.behaviour) == ["/folder/zoo-model_timm.onnx", "/legacy/zoo-model.onnx"]
@@ -169,8 +193,9 @@ def test_catalog_model_whose_first_url_is_missing_comes_from_the_second(model_by
 
 
 def test_all_urls_failing_exits_3_with_one_line_per_url(home):
-    behaviour = Behaviour(files={"/b/resnet50-v1-12.onnx": b"not the model" * 1000},
-                          statuses={"/c/resnet50-v1-12.onnx": 503})
+    behaviour = Behaviour(
+        files={"/b/resnet50-v1-12.onnx": b"not the model" * 1000}, statuses={"/c/resnet50-v1-12.onnx": 503}
+    )
     with Server(behaviour) as server:
         mirrors = f"{server.url}/a/ {server.url}/b  {server.url}/c"
         result = run_cli("models", "pull", "resnet50", env={"IMGCLASS_MIRROR": mirrors})
@@ -182,7 +207,9 @@ def test_all_urls_failing_exits_3_with_one_line_per_url(home):
         f"  {server.url}/b/resnet50-v1-12.onnx: wrong-size (got 13000 bytes, expected 102576593)",
         f"  {server.url}/c/resnet50-v1-12.onnx: server-error (HTTP 503 Service Unavailable)",
     ]
-    assert len(lines) == 5 and lines[4].startswith("Other ways: use a local file with --model ./FILE.onnx, set IMGCLASS_MIRROR=")
+    assert len(lines) == 5 and lines[4].startswith(
+        "Other ways: use a local file with --model ./FILE.onnx, set IMGCLASS_MIRROR="
+    )
     assert "catalog's exact file" in lines[4] and "imgclass models pull --file PATH --name resnet50-v1-12" in lines[4]
     assert "Errno" not in result.stderr
     assert leftovers(home) == []
@@ -202,9 +229,19 @@ def test_a_url_that_failed_for_good_is_not_asked_again_in_the_same_run(model_byt
         with pytest.raises(DownloadFailed) as failed:
             store.pull_entry(fake_entry(b"x", name="third", urls=shared))
     # /gone is a 404 for anyone; /bad is only wrong for the file it was checked against
-    assert paths(server.behaviour) == ["/gone", "/bad", "/zoo-model.onnx", "/bad", "/other.onnx", "/zoo-model.onnx", "/bad"]
+    assert paths(server.behaviour) == [
+        "/gone",
+        "/bad",
+        "/zoo-model.onnx",
+        "/bad",
+        "/other.onnx",
+        "/zoo-model.onnx",
+        "/bad",
+    ]
     assert [(f.reason, f.url) for f in failed.value.failures] == [
-        ("not-found", f"{server.url}/gone"), ("wrong-size", f"{server.url}/bad")]
+        ("not-found", f"{server.url}/gone"),
+        ("wrong-size", f"{server.url}/bad"),
+    ]
     assert "failed earlier in this run, not retried" in failed.value.failures[0].detail
     assert "earlier" not in failed.value.failures[1].detail
 
@@ -223,8 +260,14 @@ def test_connection_trouble_and_server_errors_are_asked_again(model_bytes, home,
 
 
 def test_messages_show_urls_without_credentials_or_query():
-    assert display_url("https://user:s3cret@mirror.example:8443/m/x.onnx?token=abc#f") == "https://mirror.example:8443/m/x.onnx?..."
-    assert display_url("https://huggingface.co/onnxmodelzoo/a/resolve/main/a.onnx") == "https://huggingface.co/onnxmodelzoo/a/resolve/main/a.onnx"
+    assert (
+        display_url("https://user:s3cret@mirror.example:8443/m/x.onnx?token=abc#f")
+        == "https://mirror.example:8443/m/x.onnx?..."
+    )
+    assert (
+        display_url("https://huggingface.co/onnxmodelzoo/a/resolve/main/a.onnx")
+        == "https://huggingface.co/onnxmodelzoo/a/resolve/main/a.onnx"
+    )
     assert display_url("ftp://me:pw@host/file") == "ftp://host/file"
 
 

@@ -534,9 +534,15 @@ def test_multi_label_model_is_scored_by_precision_and_recall_at_the_threshold(ma
     by_class = {c["index"]: c for c in report["per_class"]}
     assert sorted(by_class) == [0, 1, 2]
     for index, score in by_class.items():
-        assert (score["true_positives"], score["false_positives"], score["false_negatives"]) == (tp[index], fp[index], fn[index])
+        assert (score["true_positives"], score["false_positives"], score["false_negatives"]) == (
+            tp[index],
+            fp[index],
+            fn[index],
+        )
     predicted_total = sum(tp[i] + fp[i] for i in (0, 1, 2))
     assert report["recall"] == pytest.approx(sum(tp.values()) / 10)
-    assert report["precision"] == (pytest.approx(sum(tp[i] for i in (0, 1, 2)) / predicted_total) if predicted_total else None)
+    assert report["precision"] == (
+        pytest.approx(sum(tp[i] for i in (0, 1, 2)) / predicted_total) if predicted_total else None
+    )
     table = run_cli("evaluate", root, *common, "--threshold", "0.45")
     assert "precision" in table.stdout and "independent" in table.stdout and "top-1" not in table.stdout

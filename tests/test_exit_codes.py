@@ -72,8 +72,13 @@ def test_4_full_disk_output(tiny, photos, home):
 
         from conftest import imgclass_command
 
-        piped = subprocess.run([*imgclass_command(), "predict", str(photos["china.jpg"]), "-m", str(tiny)],
-                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        piped = subprocess.run(
+            [*imgclass_command(), "predict", str(photos["china.jpg"]), "-m", str(tiny)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     assert piped.returncode == ExitCode.ENVIRONMENT
     assert "no space left" in _one_line(piped.stderr)
 
@@ -87,12 +92,15 @@ def _inject(tmp_path, code: str) -> dict:
 
 
 def test_70_internal_error_is_one_line(tiny, photos, home, tmp_path):
-    env = _inject(tmp_path, (
-        "import imgclass.sources\n"
-        "def boom(*args, **kwargs):\n"
-        "    raise ZeroDivisionError('injected fault')\n"
-        "imgclass.sources.check_inputs = boom\n"
-    ))
+    env = _inject(
+        tmp_path,
+        (
+            "import imgclass.sources\n"
+            "def boom(*args, **kwargs):\n"
+            "    raise ZeroDivisionError('injected fault')\n"
+            "imgclass.sources.check_inputs = boom\n"
+        ),
+    )
     result = run_cli("predict", photos["china.jpg"], "-m", tiny, env=env)
     assert result.returncode == ExitCode.INTERNAL
     line = _one_line(result.stderr)
@@ -118,19 +126,21 @@ def test_bare_command_prints_help_and_exits_0():
 def test_json_array_is_whole_when_the_run_dies_midway(tiny, photos, home, tmp_path):
     import json
 
-    env = _inject(tmp_path, (
-        "import imgclass.pipeline as p\n"
-        "original = p.Pipeline._classify\n"
-        "def third_fails(self, chunk):\n"
-        "    self.calls = getattr(self, 'calls', 0) + 1\n"
-        "    if self.calls == 3:\n"
-        "        raise RuntimeError('injected after two batches')\n"
-        "    yield from original(self, chunk)\n"
-        "p.Pipeline._classify = third_fails\n"
-    ))
+    env = _inject(
+        tmp_path,
+        (
+            "import imgclass.pipeline as p\n"
+            "original = p.Pipeline._classify\n"
+            "def third_fails(self, chunk):\n"
+            "    self.calls = getattr(self, 'calls', 0) + 1\n"
+            "    if self.calls == 3:\n"
+            "        raise RuntimeError('injected after two batches')\n"
+            "    yield from original(self, chunk)\n"
+            "p.Pipeline._classify = third_fails\n"
+        ),
+    )
     files = [photos[n] for n in ("china.jpg", "coffee.png", "chelsea.png", "flower.jpg")]
-    result = run_cli("batch", *files, "-m", tiny, "-f", "json", "--batch-size", "1", "--workers", "1",
-                     env=env)
+    result = run_cli("batch", *files, "-m", tiny, "-f", "json", "--batch-size", "1", "--workers", "1", env=env)
     assert result.returncode == ExitCode.INTERNAL
     records = json.loads(result.stdout)  # a complete array, however the run ended
     assert [r["path"] for r in records] == [str(f) for f in files[:2]]

@@ -38,8 +38,13 @@ def nan_for_dark_images(path):
         helper.make_node("Mul", ["log", "zero"], ["poison"]),  # 0 for a bright image, NaN for a dark one
         helper.make_node("Add", ["logits", "poison"], ["out"]),
     ]
-    graph = helper.make_graph(nodes, "nan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 10])], [weight, zero])
+    graph = helper.make_graph(
+        nodes,
+        "nan",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 10])],
+        [weight, zero],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.write_bytes(model.SerializeToString())
@@ -261,7 +266,9 @@ def test_resume_redoes_a_csv_record_cut_short_by_a_crash(tiny, photos, tmp_path,
     assert len(complete) == 10
     cut = out.read_text().splitlines(keepends=True)
     with open(out, "a") as handle:  # a crash while writing the record of 2.jpg: two rows and a half
-        handle.write("".join(line.replace("1.jpg", "2.jpg") for line in cut[6:8]) + cut[8].replace("1.jpg", "2.jpg")[:12])
+        handle.write(
+            "".join(line.replace("1.jpg", "2.jpg") for line in cut[6:8]) + cut[8].replace("1.jpg", "2.jpg")[:12]
+        )
     resumed = run_cli("batch", folder, "-m", tiny, "-o", out, "-k", "5", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     table = rows(out.read_text())
@@ -441,7 +448,11 @@ def test_high_depth_images_are_converted_without_multiplying_their_size():
 
     side = 2000
     ramp = (np.arange(side * side, dtype=np.uint32) % 65536).astype(np.uint16).reshape(side, side)
-    for img in (Image.fromarray(ramp), Image.fromarray(ramp.astype(np.int32) * 3), Image.fromarray(ramp.astype(np.float32))):
+    for img in (
+        Image.fromarray(ramp),
+        Image.fromarray(ramp.astype(np.int32) * 3),
+        Image.fromarray(ramp.astype(np.float32)),
+    ):
         img.load()
         tracemalloc.start()
         try:

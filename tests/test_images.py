@@ -81,7 +81,12 @@ def test_first_frame_of_animated_gif_and_multipage_tiff(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["WEBP", "BMP", "TIFF", "PNG"])
 def test_other_formats(tmp_path, fmt):
-    path = save(Image.new("RGB", (9, 7), (1, 2, 3)), tmp_path / f"x.{fmt.lower()}", format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    path = save(
+        Image.new("RGB", (9, 7), (1, 2, 3)),
+        tmp_path / f"x.{fmt.lower()}",
+        format=fmt,
+        **({"lossless": True} if fmt == "WEBP" else {}),
+    )
     assert np.asarray(load_rgb(path))[3, 3].tolist() == [1, 2, 3]
 
 

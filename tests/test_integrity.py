@@ -309,6 +309,8 @@ def test_onnx_runtime_log_lines_never_reach_stderr(tiny, photos, home, tmp_path)
 def test_python_warnings_never_reach_stderr_without_debug(tiny, photos, home):
     result = run_cli("predict", photos["china.jpg"], "-m", tiny, "--std", "1e-320,1,1", "-f", "jsonl")
     assert result.returncode == 1 and "Warning" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"imgclass: {photos['china.jpg']}: " + jsonl(result.stdout)[0]["error"]]
+    assert result.stderr.strip().splitlines() == [
+        f"imgclass: {photos['china.jpg']}: " + jsonl(result.stdout)[0]["error"]
+    ]
     debug = run_cli("predict", photos["china.jpg"], "-m", tiny, "--std", "1e-320,1,1", "-f", "jsonl", "--debug")
     assert "RuntimeWarning" in debug.stderr

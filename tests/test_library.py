@@ -47,8 +47,11 @@ def test_classify_equals_batch_jsonl(tiny, photos, tmp_path, home):
     for ours, theirs in zip(batched, printed, strict=True):
         assert ours["error"] == theirs["error"]
         assert [p["index"] for p in ours["predictions"]] == [p["index"] for p in theirs["predictions"]]
-        assert np.allclose([p["probability"] for p in ours["predictions"]],
-                           [p["probability"] for p in theirs["predictions"]], atol=1e-6)
+        assert np.allclose(
+            [p["probability"] for p in ours["predictions"]],
+            [p["probability"] for p in theirs["predictions"]],
+            atol=1e-6,
+        )
 
 
 def test_in_memory_images_give_the_same_predictions_as_the_file(tiny, photos, home):

@@ -35,8 +35,20 @@ def test_predict_matches_framework_reference_within_1e4(make_model, path, home):
     reference = softmax(session.run(None, {"x": golden[None]})[0])[0]
     offset = 1 if meta["preset"] in BACKGROUND else 0
 
-    args = ["predict", photo_paths()[meta["image"]], "--model", model, "--preset", meta["preset"],
-            "--top", "1000", "--format", "jsonl", "--device", "cpu"]
+    args = [
+        "predict",
+        photo_paths()[meta["image"]],
+        "--model",
+        model,
+        "--preset",
+        meta["preset"],
+        "--top",
+        "1000",
+        "--format",
+        "jsonl",
+        "--device",
+        "cpu",
+    ]
     if meta["size"] not in (224, 299):
         args += ["--size", meta["size"]]
     result = run_cli(*args)
@@ -67,8 +79,20 @@ def test_same_weights_behind_three_signatures_agree(make_model, photos, kind, si
         "background-1001": make_model(kind, seed=7, spatial=size, classes=1001),
     }
     results = {
-        name: _probabilities(run_cli("predict", photos["chelsea.png"], "--model", path, "--preset", "torchvision",
-                                     "--top", "10", "-f", "jsonl"))
+        name: _probabilities(
+            run_cli(
+                "predict",
+                photos["chelsea.png"],
+                "--model",
+                path,
+                "--preset",
+                "torchvision",
+                "--top",
+                "10",
+                "-f",
+                "jsonl",
+            )
+        )
         for name, path in variants.items()
     }
     base = results["nchw-logits"]
@@ -94,8 +118,19 @@ def test_torchvision_inception_with_transform_input_matches_torchvision(make_mod
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     reference = softmax(session.run(None, {"x": golden[None]})[0])[0]
 
-    result = run_cli("predict", photo_paths()[meta["image"]], "--model", model, "--top", "1000",
-                     "--format", "jsonl", "--device", "cpu", "-v")
+    result = run_cli(
+        "predict",
+        photo_paths()[meta["image"]],
+        "--model",
+        model,
+        "--top",
+        "1000",
+        "--format",
+        "jsonl",
+        "--device",
+        "cpu",
+        "-v",
+    )
     assert result.returncode == 0, result.stderr
     assert "[detected (torchvision Inception v3: transform_input at the graph input)]" in result.stderr
     (record,) = jsonl(result.stdout)

@@ -48,9 +48,20 @@ def test_imagenet_labels_are_first_wordnet_lemmas_and_unique():
     names = imagenet().names
     assert len(names) == 1000 and len(set(names)) == 1000
     assert [names[i] for i in (0, 281, 282, 285, 450, 744, 968)] == [
-        "tench", "tabby", "tiger cat", "Egyptian cat", "bobsled", "projectile", "cup"]
+        "tench",
+        "tabby",
+        "tiger cat",
+        "Egyptian cat",
+        "bobsled",
+        "projectile",
+        "cup",
+    ]
     assert [names[i] for i in (134, 517, 638, 639)] == [
-        "crane (bird)", "crane (machine)", "maillot (tights)", "maillot (swimsuit)"]
+        "crane (bird)",
+        "crane (machine)",
+        "maillot (tights)",
+        "maillot (swimsuit)",
+    ]
     data = _label_data()
     assert data["wnids"][281] == "n02123045" and data["synonyms"][281] == "tabby, tabby cat"
     qualified = [i for i, name in enumerate(names) if name != data["synonyms"][i].split(",")[0]]

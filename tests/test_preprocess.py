@@ -134,10 +134,17 @@ def _reference_resize_crop(img, preset, size):
 ODD_SIZES = [(296, 500), (200, 319), (500, 296), (319, 200), (451, 300), (257, 1200), (3000, 260)]
 
 
-@pytest.mark.parametrize("preset_name, size", [
-    ("torchvision", 224), ("torchvision", 299), ("torchvision-v2", 224), ("timm-inception", 299),
-    ("timm-resnet", 224), ("hf-resnet", 224),
-])
+@pytest.mark.parametrize(
+    "preset_name, size",
+    [
+        ("torchvision", 224),
+        ("torchvision", 299),
+        ("torchvision-v2", 224),
+        ("timm-inception", 299),
+        ("timm-resnet", 224),
+        ("hf-resnet", 224),
+    ],
+)
 def test_geometry_equals_resize_then_crop_exactly(photos, preset_name, size):
     """What predict and batch compute (after any draft decode) is bit-identical to resize + crop."""
     preset = get_preset(preset_name)

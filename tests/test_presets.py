@@ -51,7 +51,9 @@ def test_precedence_flag_then_catalog_then_sidecar_then_metadata(make_model, tmp
 def test_own_sidecar_overrides_fields(make_model, tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(make_model("tiny", spatial=224).read_bytes())
-    (tmp_path / "m.json").write_text(json.dumps({"preset": "torchvision", "crop_pct": 0.95, "interpolation": "bicubic"}))
+    (tmp_path / "m.json").write_text(
+        json.dumps({"preset": "torchvision", "crop_pct": 0.95, "interpolation": "bicubic"})
+    )
     preset = choose_preset(path, inspect_file(path), None).preset
     assert (preset.crop_pct, preset.interpolation, preset.mean) == (0.95, "bicubic", get_preset("torchvision").mean)
 
@@ -68,8 +70,16 @@ def test_hf_sidecar_is_found_next_to_the_model(make_model, tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(make_model("tiny", spatial=224, input_name="pixel_values").read_bytes())
     (tmp_path / "preprocessor_config.json").write_text(
-        json.dumps({"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
-                    "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]})
+        json.dumps(
+            {
+                "size": {"shortest_edge": 256},
+                "crop_size": {"height": 224, "width": 224},
+                "do_center_crop": True,
+                "resample": 2,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            }
+        )
     )
     choice = choose_preset(path, inspect_file(path), None)
     assert choice.source.startswith("sidecar")
@@ -79,8 +89,14 @@ def test_hf_sidecar_is_found_next_to_the_model(make_model, tmp_path):
 
 
 def test_timm_pretrained_cfg_matches_timm_inception_preset():
-    cfg = {"input_size": [3, 299, 299], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
-           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    cfg = {
+        "input_size": [3, 299, 299],
+        "interpolation": "bicubic",
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+    }
     preset = preset_from_timm(cfg, "config.json")
     builtin = get_preset("timm-inception")
     assert preset.resize_size(299) == builtin.resize_size(299) == 341

@@ -48,8 +48,19 @@ def phone_jpegs(sk_photos, tmp_path_factory) -> dict[str, Path]:
 
 def _predict(model: Path, photos: dict[str, Path], *extra) -> dict[str, list[dict]]:
     names = list(photos)
-    result = run_cli("predict", *(photos[n] for n in names), "--model", model, "--top", "5",
-                     "--format", "jsonl", "--device", "cpu", *extra)
+    result = run_cli(
+        "predict",
+        *(photos[n] for n in names),
+        "--model",
+        model,
+        "--top",
+        "5",
+        "--format",
+        "jsonl",
+        "--device",
+        "cpu",
+        *extra,
+    )
     assert result.returncode == 0, result.stderr
     records = jsonl(result.stdout)
     assert [r["error"] for r in records] == [None] * len(names)

@@ -87,8 +87,14 @@ def make_corpus(root, photos):
 def add_hostile(root, china, good, bad):
     """Names and files made to break things: each must still get exactly one record."""
     small = china.resize((64, 48))
-    for name in ("caf\\udce9.jpg",  # what the Latin-1 name above is shown as: a different file
-                 "[bold red]x[.jpg", "[link=x]y[reverse].jpg", "esc \x1b]0;pwned\x07.jpg", "two\nlines.jpg", "bom\ufeff.jpg"):
+    for name in (
+        "caf\\udce9.jpg",  # what the Latin-1 name above is shown as: a different file
+        "[bold red]x[.jpg",
+        "[link=x]y[reverse].jpg",
+        "esc \x1b]0;pwned\x07.jpg",
+        "two\nlines.jpg",
+        "bom\ufeff.jpg",
+    ):
         small.save(root / name, format="JPEG")
         good.append(name)
     os.mkfifo(root / "fifo.jpg")  # reading it would wait for a writer forever
@@ -123,7 +129,10 @@ def test_batch_classifies_the_good_and_reports_each_bad_file(make_model, photos,
         assert len(records[name]["predictions"]) == 2
     for name, fragment in bad.items():
         error = records[name]["error"]
-        assert records[name]["predictions"] == [] and fragment in error and not error.startswith(str(tmp_path)), (name, error)
+        assert records[name]["predictions"] == [] and fragment in error and not error.startswith(str(tmp_path)), (
+            name,
+            error,
+        )
     lines = result.stderr.strip().splitlines()
     assert len(lines) == len(bad)
     for name in bad:
@@ -157,8 +166,17 @@ def test_interrupt_then_resume_holds_every_input_once(make_model, photos, tmp_pa
     paths = _image_dir(tmp_path / "imgs", photos, 48)
     model = make_model("resnet50", spatial=224)
     out = tmp_path / "out.jsonl"
-    cmd = [*imgclass_command(), "batch", str(tmp_path / "imgs"), "--model", str(model), "--output", str(out),
-           "--batch-size", "4"]
+    cmd = [
+        *imgclass_command(),
+        "batch",
+        str(tmp_path / "imgs"),
+        "--model",
+        str(model),
+        "--output",
+        str(out),
+        "--batch-size",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_lines(out, 1, proc)
     proc.send_signal(signum)
@@ -219,8 +237,11 @@ def _external_model(tmp_path, location):
         helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "ext", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 224, 224])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])], [weight],
+        nodes,
+        "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
+        [weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "models" / "hostile.onnx"
@@ -295,4 +316,6 @@ def test_acceptance_every_hostile_input_gets_one_whole_record_in_every_format(ma
         assert len(lines) == len(names)  # one line each, even for a name with a newline in it
         assert "\x1b" not in text and "\x07" not in text and "[bold red]x[" in text and "[link=x]y[reverse].jpg" in text
     for name, fragment in bad.items():
-        assert sum(fragment in line and name in line for line in result.stderr.splitlines()) >= (0 if fmt == "table" else 1)
+        assert sum(fragment in line and name in line for line in result.stderr.splitlines()) >= (
+            0 if fmt == "table" else 1
+        )

@@ -58,7 +58,10 @@ def test_fixed_batch_of_one_runs_each_image(make_model, photos, home):
     files = [photos[n] for n in ("china.jpg", "coffee.png", "chelsea.png")]
     a = run_cli("predict", *files, "--model", fixed, "--top", "3").stdout
     b = run_cli("predict", *files, "--model", dynamic, "--top", "3").stdout
-    strip = lambda text: [[(p["index"], round(p["probability"], 6)) for p in json.loads(line)["predictions"]] for line in text.splitlines()]
+    strip = lambda text: [
+        [(p["index"], round(p["probability"], 6)) for p in json.loads(line)["predictions"]]
+        for line in text.splitlines()
+    ]
     assert strip(a) == strip(b) and len(strip(a)) == 3
 
 
@@ -107,8 +110,9 @@ def test_bench_reports_every_field(make_model, photos, home, tmp_path):
     folder.mkdir()
     for name in ("china.jpg", "coffee.png", "chelsea.png"):
         (folder / name).write_bytes(photos[name].read_bytes())
-    result = run_cli("bench", "--model", make_model("tiny", spatial=32), "--images", folder, "--synthetic", "8",
-                     "--format", "json")
+    result = run_cli(
+        "bench", "--model", make_model("tiny", spatial=32), "--images", folder, "--synthetic", "8", "--format", "json"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["images"] == 3 and data["failed"] == 0

@@ -28,7 +28,12 @@ def test_directory_is_sorted_filtered_case_insensitive(tree):
 
 def test_recursive_walk_is_in_path_order(tree):
     assert rel(expand([str(tree)], recursive=True), tree) == [
-        "A b ü.jpg", "a.PNG", "b.jpg", "sub/.hidden.gif", "sub/deeper/y.webp", "sub/z.jpeg",
+        "A b ü.jpg",
+        "a.PNG",
+        "b.jpg",
+        "sub/.hidden.gif",
+        "sub/deeper/y.webp",
+        "sub/z.jpeg",
     ]
 
 

@@ -42,9 +42,13 @@ def test_optimised_graph_is_saved_reused_and_replaced_when_damaged(tiny, photos,
 def test_model_index_notices_a_changed_file(make_model, photos, home, tmp_path):
     path = tmp_path / "model.onnx"
     shutil.copyfile(make_model("tiny", spatial=32, classes=1000), path)
-    assert len(jsonl(run_cli("predict", photos["china.jpg"], "-m", path, "-k", "2000").stdout)[0]["predictions"]) == 1000
+    assert (
+        len(jsonl(run_cli("predict", photos["china.jpg"], "-m", path, "-k", "2000").stdout)[0]["predictions"]) == 1000
+    )
     shutil.copyfile(make_model("tiny", spatial=32, classes=10, seed=3), path)  # same path, other model
-    records = jsonl(run_cli("predict", photos["china.jpg"], "-m", path, "-k", "2000", "--labels", _labels(tmp_path, 10)).stdout)
+    records = jsonl(
+        run_cli("predict", photos["china.jpg"], "-m", path, "-k", "2000", "--labels", _labels(tmp_path, 10)).stdout
+    )
     assert len(records[0]["predictions"]) == 10
 
 
@@ -62,8 +66,11 @@ def test_fixed_batch_is_padded_and_cut(make_model, photos, home):
     b = jsonl(run_cli("batch", *files, "-m", dynamic, "-k", "3").stdout)
     assert len(a) == 5  # 5 images = one full batch of 4 and one padded batch
     assert [[p["index"] for p in r["predictions"]] for r in a] == [[p["index"] for p in r["predictions"]] for r in b]
-    assert np.allclose([p["probability"] for r in a for p in r["predictions"]],
-                       [p["probability"] for r in b for p in r["predictions"]], atol=1e-6)
+    assert np.allclose(
+        [p["probability"] for r in a for p in r["predictions"]],
+        [p["probability"] for r in b for p in r["predictions"]],
+        atol=1e-6,
+    )
 
 
 def _reference(model_path, image: Image.Image, preset, size) -> np.ndarray:
@@ -84,17 +91,30 @@ def test_exact_decode_equals_a_full_decode_and_the_default_takes_the_draft(make_
 
 
 def test_overrides_change_exactly_what_they_name(tiny, photos, home):
-    flags = ["--crop-pct", "0.8", "--interpolation", "bicubic", "--mean", "0.5,0.4,0.3", "--std", "0.2,0.3,0.4", "--bgr"]
+    flags = [
+        "--crop-pct",
+        "0.8",
+        "--interpolation",
+        "bicubic",
+        "--mean",
+        "0.5,0.4,0.3",
+        "--std",
+        "0.2,0.3,0.4",
+        "--bgr",
+    ]
     result = run_cli("predict", photos["coffee.png"], "-m", tiny, "-k", "1000", "--exact-decode", *flags)
     record = jsonl(result.stdout)[0]
     assert record["preset"].startswith("torchvision+") and "crop_pct=0.8" in record["preset"]
-    preset = Overrides(crop_pct=0.8, interpolation="bicubic", mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4),
-                       bgr=True).apply(get_preset("torchvision"), 32)
+    preset = Overrides(
+        crop_pct=0.8, interpolation="bicubic", mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), bgr=True
+    ).apply(get_preset("torchvision"), 32)
     reference = _reference(tiny, Image.open(photos["coffee.png"]), preset, 32)
     assert max(abs(p["probability"] - reference[p["index"]]) for p in record["predictions"]) < 1e-6
     resized = jsonl(run_cli("predict", photos["coffee.png"], "-m", tiny, "--resize", "40", "--exact-decode").stdout)[0]
     assert "sizes=40" in resized["preset"]
-    ref40 = _reference(tiny, Image.open(photos["coffee.png"]), Overrides(resize=40).apply(get_preset("torchvision"), 32), 32)
+    ref40 = _reference(
+        tiny, Image.open(photos["coffee.png"]), Overrides(resize=40).apply(get_preset("torchvision"), 32), 32
+    )
     assert resized["predictions"][0]["index"] == int(np.argmax(ref40))
 
 

@@ -41,8 +41,13 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         ctx.exit(0)
 
 
-@click.group(context_settings=CONTEXT, epilog="\b\nExamples:\n  imgclass predict cat.jpg\n  imgclass batch photos/ -o results.jsonl")
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the version and exit.")
+@click.group(
+    context_settings=CONTEXT,
+    epilog="\b\nExamples:\n  imgclass predict cat.jpg\n  imgclass batch photos/ -o results.jsonl",
+)
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the version and exit."
+)
 def app() -> None:
     """Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs."""
 

@@ -31,10 +31,26 @@ FAILURES_SHOWN = 20  # failed images listed in the table; --format json lists th
 
 @click.command(epilog=EVALUATE_EXAMPLES)
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--worst", type=click.IntRange(min=0), default=10, show_default=True, help="Show the N classes with the lowest top-1.")
-@click.option("--confusions", type=click.IntRange(min=0), default=10, show_default=True, help="Show the N most frequent true → predicted mistakes.")
+@click.option(
+    "--worst",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Show the N classes with the lowest top-1.",
+)
+@click.option(
+    "--confusions",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Show the N most frequent true → predicted mistakes.",
+)
 @click.option("--mapping", is_flag=True, help="Show the folder/label → class index map (always in --format json).")
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Multi-label models: a class counts as predicted at or above it (default 0.5).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    help="Multi-label models: a class counts as predicted at or above it (default 0.5).",
+)
 @model_options
 @scoring_options
 @decode_options
@@ -97,7 +113,9 @@ def _notes(env: Environment, report) -> None:
     for index, names in _shared(report.mapping).items():
         env.note(f"{_names(names)} are all class {index}; their images are scored together")
     if report.ignored:
-        env.note(f"{len(report.ignored)} image(s) directly in {report.dataset} are in no class folder and were not scored")
+        env.note(
+            f"{len(report.ignored)} image(s) directly in {report.dataset} are in no class folder and were not scored"
+        )
     if report.signal is not None:
         env.err(f"stopped by signal {report.signal}; {report.not_run} of {report.images} images not read")
 
@@ -158,18 +176,36 @@ def show_report(env: Environment, report, mapping: bool) -> None:
     if mapping:
         _heading(env, "classes (name → index)")
         names = [(m.name, m.index, m.label, m.matched_by, m.images) for m in report.mapping]
-        print_table(env, (("name", "left"), ("index", "right"), ("label", "left"), ("by", "left"), ("images", "right")), names, keep="name")
+        print_table(
+            env,
+            (("name", "left"), ("index", "right"), ("label", "left"), ("by", "left"), ("images", "right")),
+            names,
+            keep="name",
+        )
     if report.per_class:
         _heading(env, "per class (precision and recall at the threshold)")
         rows = [(c.index, c.label, c.images, _percent(c.precision), _percent(c.recall)) for c in report.per_class]
-        print_table(env, (("index", "right"), ("label", "left"), ("images", "right"), ("precision", "right"), ("recall", "right")), rows, keep="label")
+        print_table(
+            env,
+            (("index", "right"), ("label", "left"), ("images", "right"), ("precision", "right"), ("recall", "right")),
+            rows,
+            keep="label",
+        )
     if report.worst_classes:
         _heading(env, "worst classes")
         rows = [(c.index, c.label, c.images, _percent(c.top1), _percent(c.top5)) for c in report.worst_classes]
-        print_table(env, (("index", "right"), ("label", "left"), ("images", "right"), ("top-1", "right"), ("top-5", "right")), rows, keep="label")
+        print_table(
+            env,
+            (("index", "right"), ("label", "left"), ("images", "right"), ("top-1", "right"), ("top-5", "right")),
+            rows,
+            keep="label",
+        )
     if report.confusions:
         _heading(env, "most frequent confusions")
-        pairs = [(f"{c.true_label} ({c.true_index})", f"{c.predicted_label} ({c.predicted_index})", c.count) for c in report.confusions]
+        pairs = [
+            (f"{c.true_label} ({c.true_index})", f"{c.predicted_label} ({c.predicted_index})", c.count)
+            for c in report.confusions
+        ]
         print_table(env, (("true", "left"), ("predicted", "left"), ("images", "right")), pairs, keep="true")
     if report.failures:
         _heading(env, "failed images")

@@ -50,7 +50,9 @@ def models_presets(env: Environment, fmt: str) -> None:
     print_fields(env, {p.name: p.description for p in presets.values()}, width=16)
 
 
-@models.command("info", epilog="\b\nExamples:\n  imgclass models info inception-v3\n  imgclass models info ./export.onnx -f json")
+@models.command(
+    "info", epilog="\b\nExamples:\n  imgclass models info inception-v3\n  imgclass models info ./export.onnx -f json"
+)
 @click.argument("model")
 @listing_options
 def models_info(env: Environment, model: str, fmt: str) -> None:
@@ -108,7 +110,7 @@ def models_remove(env: Environment, name: str) -> None:
         env.stdout.write(f"removed {path}\n")
 
 
-@models.command("path", epilog="\b\nExample:\n  ls \"$(imgclass models path)\"")
+@models.command("path", epilog='\b\nExample:\n  ls "$(imgclass models path)"')
 @click.pass_obj
 def models_path(env: Environment) -> None:
     """Print the folder cached models live in (the `models` folder `imgclass info` shows)."""

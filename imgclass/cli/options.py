@@ -83,27 +83,54 @@ def _choice(values: tuple[str, ...]) -> click.Choice:
 
 
 model_options = _stack(
-    click.option("--model", "-m", multiple=True, help="ONNX file, catalog name or alias (default: IMGCLASS_MODEL, else inception-v3)."),
+    click.option(
+        "--model",
+        "-m",
+        multiple=True,
+        help="ONNX file, catalog name or alias (default: IMGCLASS_MODEL, else inception-v3).",
+    ),
     click.option("--preset", type=_choice(PRESETS), help="Preprocessing preset (see `imgclass models presets`)."),
     click.option("--size", type=click.IntRange(min=8), help="Input size for models with a dynamic spatial size."),
     click.option("--resize", type=click.IntRange(min=1), help="Resize the short side to N before cropping."),
-    click.option("--crop-pct", type=click.FloatRange(0, 1.5, min_open=True), help="Crop fraction: resize to size/crop-pct, then crop."),
+    click.option(
+        "--crop-pct",
+        type=click.FloatRange(0, 1.5, min_open=True),
+        help="Crop fraction: resize to size/crop-pct, then crop.",
+    ),
     click.option("--interpolation", type=_choice(INTERPOLATIONS), help="Resampling filter."),
     click.option("--mean", type=Triple(), help="Per-channel mean in RGB order, e.g. 0.485,0.456,0.406."),
     click.option("--std", type=Triple(), help="Per-channel std in RGB order."),
     click.option("--bgr", is_flag=True, help="Feed channels in BGR order."),
-    click.option("--labels", type=click.Path(path_type=Path), help="Labels file: one per line, or JSON (list or id2label)."),
-    click.option("--activation", type=_choice(("auto", *ACTIVATIONS)), default="auto", show_default=True,
-                 help="What the outputs mean: softmax, sigmoid (multi-label), logsoftmax, none (probabilities as they are); auto reads the graph."),  # fmt: skip
-    click.option("--device", type=DeviceType(), default="auto", envvar="IMGCLASS_DEVICE", show_default=True, help="Where the model runs."),
+    click.option(
+        "--labels", type=click.Path(path_type=Path), help="Labels file: one per line, or JSON (list or id2label)."
+    ),
+    click.option(
+        "--activation",
+        type=_choice(("auto", *ACTIVATIONS)),
+        default="auto",
+        show_default=True,
+        help="What the outputs mean: softmax, sigmoid (multi-label), logsoftmax, none (probabilities as they are); auto reads the graph.",
+    ),  # fmt: skip
+    click.option(
+        "--device",
+        type=DeviceType(),
+        default="auto",
+        envvar="IMGCLASS_DEVICE",
+        show_default=True,
+        help="Where the model runs.",
+    ),
     click.option("--threads", type=click.IntRange(min=1), help="Threads for the model (default: all cores)."),
-    click.option("--exact-decode", is_flag=True, help="Full-resolution JPEG decode: bit-exact with the framework, slower."),
+    click.option(
+        "--exact-decode", is_flag=True, help="Full-resolution JPEG decode: bit-exact with the framework, slower."
+    ),
     click.option("--offline", is_flag=True, envvar="IMGCLASS_OFFLINE", help="Never use the network."),
 )
 
 decode_options = _stack(
     click.option("--allow-truncated", is_flag=True, help="Classify what is there in truncated images."),
-    click.option("--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels (default: Pillow's)."),
+    click.option(
+        "--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels (default: Pillow's)."
+    ),
 )
 
 scoring_options = _stack(
@@ -114,20 +141,53 @@ scoring_options = _stack(
 
 run_options = _stack(
     click.option("--batch-size", type=click.IntRange(min=1), help="Images per model run (default from the model)."),
-    click.option("--workers", type=click.IntRange(min=1), help="Decode threads (default: 2, or half the cores up to 8)."),
+    click.option(
+        "--workers", type=click.IntRange(min=1), help="Decode threads (default: 2, or half the cores up to 8)."
+    ),
 )
 
 record_options = _stack(
-    click.option("--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image."),
-    click.option("--threshold", type=click.FloatRange(0, 1), help="Leave out predictions below this probability (default: 0; 0.5 for multi-label models)."),
-    click.option("--format", "-f", "fmt", type=_choice(FORMATS), help="Default: table on a terminal, else jsonl (or the --output extension)."),
-    click.option("--output", "-o", type=click.Path(path_type=Path), help="Write records to FILE instead of stdout (a folder: jsonl shards)."),
+    click.option(
+        "--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image."
+    ),
+    click.option(
+        "--threshold",
+        type=click.FloatRange(0, 1),
+        help="Leave out predictions below this probability (default: 0; 0.5 for multi-label models).",
+    ),
+    click.option(
+        "--format",
+        "-f",
+        "fmt",
+        type=_choice(FORMATS),
+        help="Default: table on a terminal, else jsonl (or the --output extension).",
+    ),
+    click.option(
+        "--output",
+        "-o",
+        type=click.Path(path_type=Path),
+        help="Write records to FILE instead of stdout (a folder: jsonl shards).",
+    ),
 )
 
 engine_options = _stack(
-    click.option("--engine", type=_choice(("local", "ray")), default="local", show_default=True, help="Run here, or as a Ray Data job (pip install 'imgclass[ray]')."),
-    click.option("--ray-address", metavar="ADDRESS", help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a new local instance)."),
-    click.option("--actors", type=click.IntRange(min=1), help="With --engine ray: model actors (default: one per GPU, else half the CPUs)."),
+    click.option(
+        "--engine",
+        type=_choice(("local", "ray")),
+        default="local",
+        show_default=True,
+        help="Run here, or as a Ray Data job (pip install 'imgclass[ray]').",
+    ),
+    click.option(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a new local instance).",
+    ),
+    click.option(
+        "--actors",
+        type=click.IntRange(min=1),
+        help="With --engine ray: model actors (default: one per GPU, else half the CPUs).",
+    ),
 )
 
 
@@ -169,7 +229,13 @@ def display_options(function: Callable) -> Callable:
     return _stack(
         click.option("--verbose", "-v", is_flag=True, help="Report model, preset and providers on stderr."),
         click.option("--quiet", "-q", is_flag=True, help="No progress, no per-input error lines, no summary."),
-        click.option("--color", type=_choice(("auto", "always", "never")), default="auto", show_default=True, help="Colour (auto: on a terminal, unless NO_COLOR is set)."),
+        click.option(
+            "--color",
+            type=_choice(("auto", "always", "never")),
+            default="auto",
+            show_default=True,
+            help="Colour (auto: on a terminal, unless NO_COLOR is set).",
+        ),
         click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors."),
     )(wrapper)
 

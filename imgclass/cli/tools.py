@@ -21,10 +21,24 @@ from imgclass.cli.render import print_fields, print_json
 
 @click.command(epilog="\b\nExamples:\n  imgclass bench --model resnet50 --images photos/ --format json\n"
                "  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32")  # fmt: skip
-@click.option("--images", type=click.Path(path_type=Path, exists=True), help="A folder of images for the end-to-end run.")
-@click.option("--synthetic", type=click.IntRange(min=1), default=64, show_default=True, help="Synthetic samples for the model-only run.")
-@click.option("--compare", "compare_with", default="auto", show_default=True, metavar="MODEL|auto|none",
-              help="Measure another model side by side; auto: the other precision (int8/fp32) of this model when it is here.")
+@click.option(
+    "--images", type=click.Path(path_type=Path, exists=True), help="A folder of images for the end-to-end run."
+)
+@click.option(
+    "--synthetic",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Synthetic samples for the model-only run.",
+)
+@click.option(
+    "--compare",
+    "compare_with",
+    default="auto",
+    show_default=True,
+    metavar="MODEL|auto|none",
+    help="Measure another model side by side; auto: the other precision (int8/fp32) of this model when it is here.",
+)
 @model_options
 @run_options
 @list_format_option
@@ -41,13 +55,19 @@ def bench(env: Environment, images: Path | None, synthetic: int, compare_with: s
     classifier = load_classifier(env, values, background=False)
     paths = list(expand([str(images)])) if images else []
     settings = benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic)
-    result = {**benchmark.run(classifier, paths, settings), "precision": model_precision(classifier.model.path, classifier.name)}
+    result = {
+        **benchmark.run(classifier, paths, settings),
+        "precision": model_precision(classifier.model.path, classifier.name),
+    }
     other = {"auto": None, "none": None}.get(compare_with.lower(), compare_with)
     if compare_with.lower() == "auto":
         other = counterpart(classifier.model.path, classifier.name)
     if other:
         second = load_classifier(env, {**same_options, "model": (other,)}, background=False)
-        theirs = {**benchmark.run(second, paths, settings), "precision": model_precision(second.model.path, second.name)}
+        theirs = {
+            **benchmark.run(second, paths, settings),
+            "precision": model_precision(second.model.path, second.name),
+        }
         ours = result.copy()
         result = {**ours, "compared_with": theirs, "ratios": benchmark.compare(ours, theirs)}
         if {ours["precision"], theirs["precision"]} == {"int8", "fp32"}:
