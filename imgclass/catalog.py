@@ -1,4 +1,4 @@
-"""The model catalog (models/catalog.json, shipped in the package): names, aliases, checksums."""
+"""The model catalog (imgclass/models/catalog.json, shipped in the package): names, aliases, checksums."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Access to the data files shipped in `models/` (installed as `imgclass.models`)."""
+"""Access to the data files shipped in `imgclass/models/` (the package `imgclass.models`)."""
 
 from __future__ import annotations
 
