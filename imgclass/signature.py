@@ -9,7 +9,7 @@ from imgclass.errors import ModelError
 
 _DTYPES = {1: "float32", 2: "uint8", 10: "float16", 11: "float64"}
 # Shape-only ops: they pass a head's values through unchanged, so the head is looked for behind them.
-_PASS_THROUGH = {
+PASS_THROUGH = {
     "Identity",
     "Reshape",
     "Flatten",
@@ -130,7 +130,7 @@ def _head(graph, name: str) -> str:
         seen.add(name)
         node = producers[name]
         op = node.op_type
-        if op not in _PASS_THROUGH or not node.input:
+        if op not in PASS_THROUGH or not node.input:
             return op
         name = node.input[0]
     return op

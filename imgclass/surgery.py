@@ -42,23 +42,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgclass.errors import ModelError
+from imgclass.signature import PASS_THROUGH
 
 if TYPE_CHECKING:
     import numpy as np
 
 # Ops between the pool and the linear layer that keep the pooled values (and their order) as they are.
-_BETWEEN = {
-    "Identity",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-    "Cast",
-    "Dropout",
-    "QuantizeLinear",
-    "DequantizeLinear",
-}
+_BETWEEN = PASS_THROUGH
 # Ops after the linear layer on the way to the output: the head's activation, or the same shape-only ops.
 _AFTER_LINEAR = _BETWEEN | {"Softmax", "LogSoftmax", "Sigmoid", "QLinearSoftmax", "QLinearSigmoid"}
 PREFIX = "imgclass/"  # names of what surgery adds to a graph
