@@ -107,7 +107,7 @@ DECODE = textwrap.dedent(
     from imgclass.images import DecodeOptions, load_rgb
     from imgclass.preprocess import Transform
     from imgclass.presets import get_preset
-    t = Transform(get_preset("torchvision"), 224, 224, "NCHW", "float32", fast=True)
+    t = Transform(get_preset("torchvision"), 224, 224, "NCHW", "float32")
     options = DecodeOptions(draft_min_short_side=t.min_decode_side)
     files = sys.argv[1:]
     start = time.perf_counter()

@@ -48,8 +48,8 @@ STAGES = textwrap.dedent(
     from pathlib import Path
     from imgclass import modelindex, store
     from imgclass.cache import optimized_dir
-    from imgclass.model import optimized_path
-    from imgclass.runtime import Device, create_session
+    from imgclass.optimized import open_session
+    from imgclass.runtime import Device
     resolved = store.resolve(sys.argv[1])
     mark("resolve")
     import imgclass
@@ -57,8 +57,7 @@ STAGES = textwrap.dedent(
     mark("inspect")
     digest = modelindex.sha256_of(resolved.path)
     mark("hash")
-    session, providers = create_session(resolved.path, Device("auto"), None,
-                                        optimized_path(optimized_dir(), digest, Device("auto")), False)
+    session, providers = open_session(resolved.path, digest, optimized_dir(), Device("auto"), None, False)
     mark("session")
     clf = imgclass.load(sys.argv[1])  # everything again, now from the caches, then the image
     t[0] = time.perf_counter()
