@@ -232,18 +232,22 @@ def main() -> None:
 
 def summarise(figures: dict[str, list[float]], cpu: dict[str, list[float]], count: int) -> dict:
     """Medians, and ratios taken round by round (the runs of one round are a few minutes apart, so a
-    change in the machine's load from one round to the next cancels out), then their median."""
+    change in the machine's load from one round to the next cancels out), then their median.
+
+    A peer is another program (the threaded ONNX Runtime script, the PyTorch script), not imgclass fp32.
+    """
     m = {key: statistics.median(values) for key, values in figures.items()}
     per_round = []
     for r in range(len(figures["decode"])):
         f = {k: v[r] for k, v in figures.items() if r < len(v)}
         ceiling = {p: 1 / (1 / f[f"model_only_{p}"] + 1 / f["decode"]) for p in ("fp32", "int8")}
-        peers = {k: v for k, v in f.items() if k.endswith("_fp32") and not k.startswith("model_only")}
+        peers = {k: v for k, v in f.items() if k.endswith("_fp32") and not k.startswith(("model_only", "imgclass"))}
         best = max(peers, key=peers.__getitem__)
         per_round.append({
             "int8_vs_fp32_model_only": f["model_only_int8"] / f["model_only_fp32"],
             "imgclass_int8_vs_best_fp32_peer": f["imgclass_int8"] / peers[best],
             "best_fp32_peer": best,
+            "imgclass_int8_vs_imgclass_fp32": f["imgclass_int8"] / f["imgclass_fp32"],
             "imgclass_int8_vs_its_ceiling": f["imgclass_int8"] / ceiling["int8"],
             "imgclass_fp32_vs_its_ceiling": f["imgclass_fp32"] / ceiling["fp32"],
             "imgclass_int8_vs_ort_threads_int8": f["imgclass_int8"] / f["ort_threads_int8"],
