@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_speed  # noqa: E402
 import onnx_builders  # noqa: E402
+from photo_crops import random_crops  # noqa: E402
 
 IMGCLASS = str(Path(sys.executable).parent / "imgclass")
 
@@ -132,20 +133,7 @@ def model_only(model: Path, batch: int = 8, runs: int = 8) -> float:
 
 def calibration_crops(folder: Path, per: int) -> None:
     """Square crops (35-100% of the short side), some mirrored, of the real photos bench_speed uses."""
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True)
-    for source in bench_speed.photos():
-        img = Image.open(source).convert("RGB")
-        w, h = img.size
-        for k in range(per):
-            side = int(rng.uniform(0.35, 1.0) * min(w, h))
-            x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-            crop = img.crop((x, y, x + side, y + side))
-            if rng.random() < 0.5:
-                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            crop.save(folder / f"{source.stem}-{k:02d}.jpg", quality=92)
+    random_crops(bench_speed.photos(), folder, per, seed=1)
 
 
 def whole(cmd: list[str], count: int, env: dict) -> tuple[float, float]:

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import dequantize  # noqa: E402
+from photo_crops import random_crops  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "models" / "mobilenetv2-12-int8.onnx"
 CALIBRATION = [
@@ -58,22 +59,7 @@ def photo(name: str) -> Path:
 
 
 def crops(names: list[str], folder: Path, per: int, seed: int) -> list[Path]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name in names:
-        img = Image.open(photo(name)).convert("RGB")
-        w, h = img.size
-        for k in range(per):
-            side = int(rng.uniform(0.35, 1.0) * min(w, h))
-            x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-            crop = img.crop((x, y, x + side, y + side))
-            if rng.random() < 0.5:
-                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            path = folder / f"{Path(name).stem}-{k:02d}.jpg"
-            crop.save(path, quality=92)
-            out.append(path)
-    return out
+    return random_crops([photo(name) for name in names], folder, per, seed)
 
 
 def top1(classifier, images: list[Path]) -> tuple[np.ndarray, np.ndarray]:

@@ -22,26 +22,12 @@ from imgclass.quantize import QuantizeOptions, head_nodes, precision_of, preset_
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import dequantize  # noqa: E402
+from photo_crops import random_crops  # noqa: E402
 
 
 def crops(photos: dict[str, Path], folder: Path, per: int, names=None, seed: int = 0) -> list[Path]:
     """Square crops (35-100% of the short side), some mirrored, of real photos, saved as JPEGs."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name in names or sorted(photos):
-        img = Image.open(photos[name]).convert("RGB")
-        w, h = img.size
-        for k in range(per):
-            side = int(rng.uniform(0.35, 1.0) * min(w, h))
-            x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-            crop = img.crop((x, y, x + side, y + side))
-            if rng.random() < 0.5:
-                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            path = folder / f"{Path(name).stem}-{k:02d}.jpg"
-            crop.save(path, quality=92)
-            out.append(path)
-    return out
+    return random_crops([photos[name] for name in names or sorted(photos)], folder, per, seed)
 
 
 def metadata(path: Path) -> dict[str, str]:
