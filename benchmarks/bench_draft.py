@@ -67,15 +67,15 @@ def make_set(folder: Path, long_side: int) -> Path:
 
 def _transform(size: int = 224):
     sys.path.insert(0, str(ROOT))
-    from imgclass.preprocess import Transform
-    from imgclass.presets import get_preset
+    from imgclass.data.presets import get_preset
+    from imgclass.data.transforms import Transform
 
     return Transform(get_preset("torchvision"), size, size)
 
 
 def decode_ms(folder: Path, repeats: int = 5) -> dict:
     """Median over the images of the best decode + resize + crop time, in ms; the modes alternate."""
-    from imgclass.images import DecodeOptions, load_rgb
+    from imgclass.data.images import DecodeOptions, load_rgb
 
     transform = _transform()
     modes = {"draft": DecodeOptions(draft_min_short_side=transform.min_decode_side), "full": DecodeOptions()}
@@ -126,8 +126,8 @@ def noise_floor(model: Path, folder: Path) -> dict:
     """The same comparison between the full decode and itself with +-1 grey level on 20 % of the values."""
     import onnxruntime as ort
 
-    from imgclass.images import load_rgb
-    from imgclass.postprocess import softmax
+    from imgclass.data.images import load_rgb
+    from imgclass.graph.ranking import softmax
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     transform, rng = _transform(), np.random.default_rng(0)

@@ -37,12 +37,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_speed  # noqa: E402
-import onnx_builders  # noqa: E402
-from photo_crops import random_crops  # noqa: E402
+
+from tests.support import onnx_builders  # noqa: E402
+from tests.support.photo_crops import random_crops  # noqa: E402
 
 IMGCLASS = str(Path(sys.executable).parent / "imgclass")
 
@@ -105,9 +106,9 @@ DECODE = textwrap.dedent(
     """
     import sys, time
     from concurrent.futures import ThreadPoolExecutor
-    from imgclass.images import DecodeOptions, load_rgb
-    from imgclass.preprocess import Transform
-    from imgclass.presets import get_preset
+    from imgclass.data.images import DecodeOptions, load_rgb
+    from imgclass.data.transforms import Transform
+    from imgclass.data.presets import get_preset
     t = Transform(get_preset("torchvision"), 224, 224, "NCHW", "float32")
     options = DecodeOptions(draft_min_short_side=t.min_decode_side)
     files = sys.argv[1:]

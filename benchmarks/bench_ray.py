@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))
 
 IMGCLASS = [str(Path(sys.executable).parent / "imgclass")]
 RATE = re.compile(r"ray: (\d+) images in ([\d.]+) s \(([\d.]+) images/s\) on (.*)")
@@ -48,7 +48,7 @@ def make_images(folder: Path, count: int) -> list[str]:
 
 
 def make_model(kind: str, folder: Path) -> Path:
-    import onnx_builders as builders
+    from tests.support import onnx_builders as builders
 
     spatial = {"tiny": 32, "resnet50": 224}[kind]
     return builders.save(getattr(builders, kind)(builders.Signature(spatial=spatial), seed=0), folder / f"{kind}.onnx")

@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-import onnx_builders  # noqa: E402
+from tests.support import onnx_builders  # noqa: E402
 
 SIZES = {"inception_v3": 299, "resnet50": 224}
 RESIZE = {"inception_v3": 342, "resnet50": 256}

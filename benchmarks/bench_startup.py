@@ -46,10 +46,11 @@ STAGES = textwrap.dedent(
     import numpy, onnxruntime, PIL.Image
     mark("import_heavy")
     from pathlib import Path
-    from imgclass import modelindex, store
-    from imgclass.cache import optimized_dir
-    from imgclass.optimized import open_session
-    from imgclass.runtime import Device
+    from imgclass.store import index as modelindex
+    from imgclass.store import registry as store
+    from imgclass.store.cache import optimized_dir
+    from imgclass.store.optimized import open_session
+    from imgclass.graph.runtime import Device
     resolved = store.resolve(sys.argv[1])
     mark("resolve")
     import imgclass
@@ -111,8 +112,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     model = args.model
     if model is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        import onnx_builders
+        sys.path.insert(0, str(ROOT))
+        from tests.support import onnx_builders
 
         model = str(args.work / "resnet50.onnx")
         if not Path(model).exists():

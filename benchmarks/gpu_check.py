@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-import onnx_builders  # noqa: E402
-from conftest import photo_paths  # noqa: E402
+from tests.conftest import photo_paths  # noqa: E402
+from tests.support import onnx_builders  # noqa: E402
 
 IMGCLASS = [str(Path(sys.executable).parent / "imgclass")]
 

@@ -29,10 +29,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 import dequantize  # noqa: E402
-from photo_crops import random_crops  # noqa: E402
+
+from tests.support.photo_crops import random_crops  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "models" / "mobilenetv2-12-int8.onnx"
 CALIBRATION = [
@@ -87,7 +88,7 @@ def model_only(path: Path, runs: int = 3) -> float:
 
 def main() -> None:
     import imgclass
-    from imgclass.quantize import QuantizeOptions, quantize
+    from imgclass.tasks.quantize import QuantizeOptions, quantize
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "imgclass-quantize-accuracy")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from imgclass._util.version import __version__ as __version__
 from imgclass.errors import (
     CacheError,
     ConfigError,
@@ -25,8 +26,6 @@ from imgclass.errors import (
     UsageError,
 )
 from imgclass.records import Prediction, Record
-
-__version__ = "0.2.0.dev0"
 
 __all__ = [
     "CacheError",
@@ -50,10 +49,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from imgclass.classifier import Classifier, LoadOptions, load, load_ensemble
-    from imgclass.presets import Overrides
+    from imgclass.data.presets import Overrides
 
 _LAZY = {"load": "imgclass.classifier", "Classifier": "imgclass.classifier", "LoadOptions": "imgclass.classifier",
-         "Overrides": "imgclass.presets", "load_ensemble": "imgclass.classifier"}  # fmt: skip
+         "Overrides": "imgclass.data.presets", "load_ensemble": "imgclass.classifier"}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

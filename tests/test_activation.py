@@ -10,15 +10,15 @@ import pytest
 from conftest import jsonl, run_cli
 
 import imgclass
-from imgclass.activation import Activation, choose_activation, detect, sigmoid, softmax
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
+from imgclass.data.images import load_rgb
 from imgclass.errors import ConfigError, UsageError
-from imgclass.images import load_rgb
-from imgclass.model import inspect_file
-from imgclass.output import read_delimited
-from imgclass.postprocess import Ranker
+from imgclass.graph.activation import Activation, choose_activation, detect, sigmoid, softmax
+from imgclass.graph.ranking import Ranker
+from imgclass.output.sinks import read_delimited
 from imgclass.records import Prediction, Record
+from imgclass.store.loader import inspect_file
 
 HEADS = ("logits", "softmax", "logsoftmax", "sigmoid")
 SHAPE_ONLY = ((), ("Reshape", "Identity"))
@@ -101,7 +101,7 @@ def test_quantised_heads_are_read_too(make_model, photos, home):
     probs = {p.index: p.probability for p in clf.predict(image, top=1000, threshold=0).predictions}
     assert [probs[i] for i in range(1000)] == graph.tolist()  # the int8 scores as they are
     assert np.abs(graph - sigmoid(logits[None])[0]).max() <= 0.5 / 255 + 1e-6
-    from imgclass.signature import Signature
+    from imgclass.graph.signature import Signature
 
     for op, name in (("QLinearSigmoid", "sigmoid"), ("QLinearSoftmax", "softmax")):  # com.microsoft int8 ops
         found = detect(Signature("x", "NCHW", 32, 32, "float32", None, "y", 10, op))
@@ -293,7 +293,7 @@ def test_the_table_says_independent_scores(make_model, photos, home, monkeypatch
 
 
 def test_choose_activation_order():
-    from imgclass.signature import Signature
+    from imgclass.graph.signature import Signature
 
     def sig(head, metadata=None):
         return Signature("x", "NCHW", 32, 32, "float32", None, "y", 10, head, metadata or {})

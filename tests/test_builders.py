@@ -1,7 +1,7 @@
 import numpy as np
-import onnx_builders as b
 import onnxruntime as ort
 import pytest
+from support import onnx_builders as b
 
 
 @pytest.mark.slow

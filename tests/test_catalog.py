@@ -10,8 +10,8 @@ import zipfile
 import pytest
 from conftest import HERE, run_cli
 
-from imgclass import catalog
-from imgclass.presets import builtin_presets
+from imgclass.data.presets import builtin_presets
+from imgclass.store import catalog
 
 TSV = HERE / "data" / "onnx-zoo-resnet-inception.tsv"
 REQUIRED = {
@@ -44,7 +44,7 @@ def test_entries_are_well_formed_and_unique():
 
 def test_checksums_and_sizes_match_the_zoo_table():
     table = zoo_table()
-    raw = json.loads((HERE.parent / "imgclass" / "models" / "catalog.json").read_text())
+    raw = json.loads((HERE.parent / "models" / "catalog.json").read_text())
     for entry in raw["models"]:
         row = table[entry["zoo_path"]]
         assert (entry["sha256"], entry["size"]) == (row["sha256"], int(row["bytes"])), entry["name"]
@@ -105,7 +105,7 @@ GITHUB_MEDIA = "https://media.githubusercontent.com/media/onnx/models/main"
 
 
 def committed_catalog() -> dict:
-    return json.loads((HERE.parent / "imgclass" / "models" / "catalog.json").read_text())
+    return json.loads((HERE.parent / "models" / "catalog.json").read_text())
 
 
 def test_computer_vision_urls_follow_the_zoo_folder_then_legacy_then_stem_then_github():

@@ -12,7 +12,7 @@ import pytest
 from conftest import jsonl, run_cli
 from onnx import TensorProto, helper
 
-from imgclass import __version__
+from imgclass._util.version import __version__
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
 

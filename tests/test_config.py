@@ -72,7 +72,9 @@ def test_every_preset_field_is_read():
     import dataclasses
     import inspect
 
-    from imgclass import model, preprocess, presets
+    from imgclass.data import presets
+    from imgclass.data import transforms as preprocess
+    from imgclass.store import loader as model
 
     source = inspect.getsource(preprocess) + inspect.getsource(presets.Preset) + inspect.getsource(model)
     for field in dataclasses.fields(presets.Preset):

@@ -6,12 +6,13 @@ import subprocess
 
 import pytest
 from conftest import imgclass_command, jsonl, run_cli
-from http_server import Behaviour, Server
+from support.http_server import Behaviour, Server
 
-from imgclass import cache, store
-from imgclass.catalog import Entry
-from imgclass.download import DownloadFailed, display_url, fetch, forget_failures
 from imgclass.errors import ModelError
+from imgclass.store import cache
+from imgclass.store import registry as store
+from imgclass.store.catalog import Entry
+from imgclass.store.download import DownloadFailed, display_url, fetch, forget_failures
 
 
 @pytest.fixture(autouse=True)
@@ -284,7 +285,7 @@ def test_a_query_token_stays_out_of_the_error(home, tmp_path):
 
 # --- bounded downloads -------------------------------------------------------------------------
 
-from imgclass.download import Limits  # noqa: E402
+from imgclass.store.download import Limits  # noqa: E402
 
 
 def test_5xx_and_429_are_asked_again_honouring_retry_after(model_bytes, home):
@@ -347,7 +348,7 @@ def test_redirects_are_followed_to_http_only(model_bytes, tmp_path):
 @pytest.mark.parametrize("announced", [True, False])
 def test_a_full_disk_says_no_space_and_leaves_nothing(model_bytes, home, announced):
     """A real full disk: a 32 KiB tmpfs over the models folder, in a private mount namespace."""
-    import sandbox
+    from support import sandbox
 
     models = home / "models"
     models.mkdir(parents=True)

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx_builders as builders
 import pytest
 from conftest import jsonl, run_cli
+from support import onnx_builders as builders
 
 import imgclass
 from imgclass.cli import run

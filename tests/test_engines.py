@@ -21,11 +21,11 @@ from PIL import Image
 import imgclass
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
+from imgclass.data.images import display_path
+from imgclass.data.sources import path_bytes
 from imgclass.engines import is_uri
 from imgclass.engines.work import ModelSpec, ModelWorker, locate, prepare_batch
 from imgclass.errors import ExitCode, InputError, UsageError
-from imgclass.images import display_path
-from imgclass.sources import path_bytes
 
 BLOCK_RAY = (
     "import sys\n"
@@ -137,8 +137,8 @@ def test_model_worker_names_the_model_as_the_driver_does(make_model, tmp_path, m
 
 def test_model_worker_keeps_a_catalog_preset_that_the_file_alone_does_not_say(make_model):
     from imgclass.classifier import Classifier, LoadOptions
-    from imgclass.model import ModelSettings, load_model
-    from imgclass.presets import Overrides
+    from imgclass.data.presets import Overrides
+    from imgclass.store.loader import ModelSettings, load_model
 
     options = LoadOptions(device="cpu", overrides=Overrides(crop_pct=0.8))
     settings = ModelSettings(overrides=options.overrides)
@@ -152,14 +152,14 @@ def test_model_worker_keeps_a_catalog_preset_that_the_file_alone_does_not_say(ma
 
 
 def test_a_folder_output_takes_jsonl_shards_and_resumes_into_new_ones(make_model, photos, tmp_path, monkeypatch):
-    import imgclass.shards
+    import imgclass.output.shards
 
     paths = [p for p in _folder(tmp_path / "imgs", photos, 5) if "broken" not in p and "empty" not in p]
     paths = [p for p in paths if "truncated" not in p]
     model = make_model("tiny", spatial=32)
     out = tmp_path / "shards"
     out.mkdir()
-    monkeypatch.setattr(imgclass.shards, "SHARD_RECORDS", 2)
+    monkeypatch.setattr(imgclass.output.shards, "SHARD_RECORDS", 2)
 
     def batch(*args: str) -> tuple[int, str]:
         stderr = io.StringIO()

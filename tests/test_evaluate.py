@@ -12,13 +12,13 @@ from conftest import jsonl, run_cli
 from PIL import Image
 
 import imgclass
+from imgclass._util.resources import load_json
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
-from imgclass.datasets import ClassNames, natural_key, read_dataset
+from imgclass.data.datasets import ClassNames, natural_key, read_dataset
 from imgclass.errors import UsageError
-from imgclass.evaluate import Report, SingleLabelTally, evaluate, load_dataset
 from imgclass.records import Prediction, Record
-from imgclass.resources import load_json
+from imgclass.tasks.evaluate import Report, SingleLabelTally, evaluate, load_dataset
 
 REAL_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mobilenetv2-12-int8.onnx"
 IMAGENET = load_json("imagenet1k_labels.json")
@@ -217,7 +217,7 @@ def _record(path, *indices, error=None):
 
 
 def test_single_label_tally_scores_by_hand():
-    from imgclass.datasets import Sample
+    from imgclass.data.datasets import Sample
 
     tally = SingleLabelTally(tuple(f"c{i}" for i in range(10)))
     cases = [
@@ -492,7 +492,7 @@ def test_a_signal_stops_the_run_and_the_report_says_so(tiny, photos, tmp_path, h
         if len(seen) == 1:
             os.kill(os.getpid(), signal.SIGINT)  # handled by evaluate: stop after the images in flight
 
-    from imgclass.evaluate import EvaluateOptions
+    from imgclass.tasks.evaluate import EvaluateOptions
 
     report = evaluate(classifier, load_dataset(root, classifier), EvaluateOptions(batch_size=1, workers=1), interrupt)
     assert report.signal == signal.SIGINT

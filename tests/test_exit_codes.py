@@ -95,10 +95,10 @@ def test_70_internal_error_is_one_line(tiny, photos, home, tmp_path):
     env = _inject(
         tmp_path,
         (
-            "import imgclass.sources\n"
+            "import imgclass.data.sources\n"
             "def boom(*args, **kwargs):\n"
             "    raise ZeroDivisionError('injected fault')\n"
-            "imgclass.sources.check_inputs = boom\n"
+            "imgclass.data.sources.check_inputs = boom\n"
         ),
     )
     result = run_cli("predict", photos["china.jpg"], "-m", tiny, env=env)
@@ -129,7 +129,7 @@ def test_json_array_is_whole_when_the_run_dies_midway(tiny, photos, home, tmp_pa
     env = _inject(
         tmp_path,
         (
-            "import imgclass.pipeline as p\n"
+            "import imgclass.inference.pipeline as p\n"
             "original = p.Pipeline._classify\n"
             "def third_fails(self, chunk):\n"
             "    self.calls = getattr(self, 'calls', 0) + 1\n"

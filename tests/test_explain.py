@@ -12,11 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 import imgclass
-from imgclass.activation import softmax
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
-from imgclass.explain import crop_box, occlusion_grid, to_original
-from imgclass.presets import Overrides
+from imgclass.data.presets import Overrides
+from imgclass.graph.activation import softmax
+from imgclass.inference.explain import crop_box, occlusion_grid, to_original
 
 PATCH = (300, 70, 400, 170)  # x0, y0, x1, y1 of the only textured square in a 480x320 picture
 GREY = (124, 116, 104)  # torchvision's mean colour: hiding with it leaves a flat picture flat
@@ -102,8 +102,8 @@ def test_to_original_puts_cells_where_they_belong():
 
 
 def test_occlusion_grid_covers_the_input():
-    from imgclass.preprocess import Transform
-    from imgclass.presets import get_preset
+    from imgclass.data.presets import get_preset
+    from imgclass.data.transforms import Transform
 
     transform = Transform(get_preset("torchvision"), 50, 70)
     patches = occlusion_grid(transform, 16, 10)

@@ -296,7 +296,7 @@ def test_disk_full_mid_record_leaves_only_whole_records_and_resume_completes(tin
     """
     import subprocess
 
-    import sandbox
+    from support import sandbox
 
     folder = _folder(tmp_path, photos, 40)
     outdir = tmp_path / "out"
@@ -394,7 +394,7 @@ def test_sigterm_during_a_download_exits_143_and_leaves_no_temp_file(home):
     import signal
     import subprocess
 
-    from http_server import Behaviour, Server
+    from support.http_server import Behaviour, Server
 
     body = b"x" * (64 * 1024 * 50)
     with Server(Behaviour(files={"/m.onnx": body}, delay=0.2)) as server:
@@ -444,7 +444,7 @@ def test_high_depth_images_are_converted_without_multiplying_their_size():
     """A 16-bit greyscale image is 2 bytes a pixel; converting it must not cost 26 (the float64 way)."""
     import tracemalloc
 
-    from imgclass.images import to_rgb
+    from imgclass.data.images import to_rgb
 
     side = 2000
     ramp = (np.arange(side * side, dtype=np.uint32) % 65536).astype(np.uint16).reshape(side, side)

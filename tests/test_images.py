@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgclass.data.images import BACKGROUND, DecodeOptions, display_path, load_rgb
 from imgclass.errors import InputError
-from imgclass.images import BACKGROUND, DecodeOptions, display_path, load_rgb
 
 
 def save(img, path, **kw):

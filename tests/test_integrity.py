@@ -12,8 +12,8 @@ import time
 import numpy as np
 import onnx
 import pytest
-import sandbox
 from conftest import jsonl, run_cli
+from support import sandbox
 
 from imgclass.errors import ExitCode
 
@@ -52,7 +52,7 @@ def fake_catalog(tmp_path, model_path, name="zoo-tiny"):
                  sha256=sha(data), size=len(data), preset="torchvision", labels="imagenet-1k", license="test",
                  source="test", accuracy={})  # fmt: skip
     (folder / "sitecustomize.py").write_text(
-        "import json\nimport imgclass.catalog as c\n_entries = c.entries\n"
+        "import json\nimport imgclass.store.catalog as c\n_entries = c.entries\n"
         f"_extra = json.loads({json.dumps(json.dumps(entry))})\n"
         "def entries():\n"
         "    extra = c.Entry(**{k: tuple(v) if isinstance(v, list) else v for k, v in _extra.items()})\n"
@@ -116,7 +116,7 @@ def test_damage_that_keeps_size_and_mtime_is_still_found(tiny, photos, home):
 
 
 def sandbox_settle() -> float:
-    from imgclass.modelindex import RACY_SECONDS
+    from imgclass.store.index import RACY_SECONDS
 
     return RACY_SECONDS + 0.2
 
@@ -234,7 +234,7 @@ def with_metadata(src, dest, **props):
 
 
 def test_a_labels_file_one_line_short_is_refused_not_shifted(tiny, photos, home, tmp_path):
-    from imgclass.labels import imagenet
+    from imgclass.data.labels import imagenet
 
     short = tmp_path / "labels.txt"
     short.write_text("\n".join(imagenet().names[1:]) + "\n")  # 999 names: every label would move by one

@@ -99,7 +99,7 @@ def test_import_is_light():
 
 
 def test_the_test_session_never_uses_the_real_user_cache():
-    from imgclass import cache
+    from imgclass.store import cache
 
     real = os.path.expanduser("~/.cache/imgclass")
     assert not str(cache.home()).startswith(real)

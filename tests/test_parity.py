@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from conftest import GOLDEN, jsonl, photo_paths, run_cli
 
-from imgclass.postprocess import softmax
+from imgclass.graph.ranking import softmax
 
 pytestmark = pytest.mark.slow  # ResNet-50 / Inception v3 graphs end to end
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgclass.activation import Activation
+from imgclass.data.labels import LabelSet, background_offset, choose_labels, imagenet, read_labels_file
 from imgclass.errors import ModelError, UsageError
-from imgclass.labels import LabelSet, background_offset, choose_labels, imagenet, read_labels_file
-from imgclass.postprocess import Ranker, softmax
+from imgclass.graph.activation import Activation
+from imgclass.graph.ranking import Ranker, softmax
 
 LABELS = tuple(f"c{i}" for i in range(6))
 LOGITS = Activation("softmax", False, "test")
@@ -39,9 +39,10 @@ def test_ties_keep_index_order_and_threshold_cuts():
 
 
 def _label_data() -> dict:
-    from importlib import resources
 
-    return json.loads(resources.files("imgclass.models").joinpath("imagenet1k_labels.json").read_text())
+    from imgclass._util.resources import load_json
+
+    return load_json("imagenet1k_labels.json")
 
 
 def test_imagenet_labels_are_first_wordnet_lemmas_and_unique():

@@ -8,9 +8,9 @@ import pytest
 from conftest import GOLDEN, photo_paths
 from PIL import Image
 
-from imgclass.images import DRAFT_INFO, DecodeOptions, load_rgb
-from imgclass.preprocess import Transform, center_crop, resize_array, tf_central_crop
-from imgclass.presets import Preset, get_preset
+from imgclass.data.images import DRAFT_INFO, DecodeOptions, load_rgb
+from imgclass.data.presets import Preset, get_preset
+from imgclass.data.transforms import Transform, center_crop, resize_array, tf_central_crop
 
 GOLDEN_FILES = sorted(GOLDEN.glob("*.npz"))
 
@@ -21,7 +21,7 @@ def golden(path):
 
 
 def test_golden_arrays_cover_every_builtin_preset():
-    from imgclass.presets import builtin_presets
+    from imgclass.data.presets import builtin_presets
 
     covered = {golden(p)[1]["preset"] for p in GOLDEN_FILES}
     assert covered == set(builtin_presets())

@@ -7,11 +7,11 @@ import onnx
 import pytest
 from conftest import GOLDEN, photo_paths
 
+from imgclass.data.images import load_rgb
+from imgclass.data.presets import Overrides, choose_preset, get_preset, preset_from_hf, preset_from_timm
+from imgclass.data.transforms import Transform
 from imgclass.errors import UsageError
-from imgclass.images import load_rgb
-from imgclass.model import inspect_file
-from imgclass.preprocess import Transform
-from imgclass.presets import Overrides, choose_preset, get_preset, preset_from_hf, preset_from_timm
+from imgclass.store.loader import inspect_file
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ def test_only_torchvisions_transform_input_counts(make_model, tmp_path):
 
 
 def test_cached_inspection_from_before_transform_input_is_redone(make_model, tmp_path, home, monkeypatch):
-    from imgclass import modelindex
+    from imgclass.store import index as modelindex
 
     monkeypatch.setattr(modelindex, "RACY_SECONDS", 0.0)  # the file counts as settled at once
     path = tmp_path / "tv.onnx"

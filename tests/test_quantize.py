@@ -16,13 +16,13 @@ from PIL import Image
 import imgclass
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
-from imgclass.presets import Overrides
-from imgclass.quantize import QuantizeOptions, head_nodes, precision_of, preset_metadata, quantize
+from imgclass.data.presets import Overrides
+from imgclass.tasks.quantize import QuantizeOptions, head_nodes, precision_of, preset_metadata, quantize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import dequantize  # noqa: E402
-from photo_crops import random_crops  # noqa: E402
+from support.photo_crops import random_crops  # noqa: E402
 
 
 def crops(photos: dict[str, Path], folder: Path, per: int, names=None, seed: int = 0) -> list[Path]:
@@ -125,7 +125,7 @@ def test_overridden_preprocessing_and_own_labels_travel_in_the_metadata(make_mod
 
 def test_the_calibration_tensors_are_imgclass_preprocessing(make_model, photos, tmp_path, home, monkeypatch):
     """What ONNX Runtime is fed is exactly Transform(load_rgb(path)) for the chosen preset."""
-    import imgclass.quantize as q
+    import imgclass.tasks.quantize as q
 
     source = make_model("tiny", seed=4, spatial=32)
     calibration = tmp_path / "calibration"
@@ -140,7 +140,7 @@ def test_the_calibration_tensors_are_imgclass_preprocessing(make_model, photos, 
     monkeypatch.setattr(q, "_reader", spy)
     quantize(source, calibration, tmp_path / "out.onnx", load_options=imgclass.LoadOptions(preset="keras-tf"))
     clf = imgclass.load(source, preset="keras-tf")
-    expected = np.stack([clf.model.transform(__import__("imgclass.images").images.load_rgb(str(p), clf.decode))
+    expected = np.stack([clf.model.transform(__import__("imgclass.data.images").images.load_rgb(str(p), clf.decode))
                          for p in sorted(images)])  # fmt: skip
     assert len(seen) == 1 and np.array_equal(seen[0], expected)
     assert metadata(tmp_path / "out.onnx")["imgclass.preset"] == "keras-tf"
@@ -256,7 +256,10 @@ def test_a_builtin_preset_unchanged_is_stored_by_name(make_model, photos, tmp_pa
     assert preset_metadata(clf) == {"imgclass.preset": "timm-inception"}
     source = make_model("tiny", seed=2, spatial=None)
     dynamic = imgclass.load(source, overrides=Overrides(size=48))
-    assert json.loads(preset_metadata(dynamic)["imgclass.preprocess"]) == {"preset": "torchvision", "default_size": 48}
+    assert json.loads(preset_metadata(dynamic)["imgclass.preprocess"]) == {
+        "preset": "torchvision",
+        "default_size": 48,
+    }
     cal = tmp_path / "cal"
     crops(photos, cal, 1, names=["coffee.png"])
     quantize(source, cal, tmp_path / "o.onnx", load_options=imgclass.LoadOptions(overrides=Overrides(size=48)))
@@ -297,7 +300,7 @@ def test_real_model_fp32_against_int8_end_to_end(photos, tmp_path, home):
 
 
 def test_catalog_marks_int8_entries_and_models_list_shows_precision(home):
-    from imgclass import catalog
+    from imgclass.store import catalog
 
     int8 = {e.name: e.quantized_from for e in catalog.entries() if e.precision == "int8"}
     assert int8 == {"resnet50-v1-12-int8": "resnet50-v1-12", "resnet50-v1-12-qdq": "resnet50-v1-12"}
@@ -340,7 +343,7 @@ def test_bench_and_info_put_int8_beside_the_fp32_it_came_from(make_model, photos
 
 
 def test_batches_fill_a_fixed_batch_and_free_the_samples():
-    from imgclass.quantize import _batches
+    from imgclass.tasks.quantize import _batches
 
     samples = [np.full((1,), i, np.float32) for i in range(5)]
     fixed = _batches(samples, 4, fixed=True)
@@ -361,7 +364,7 @@ def test_a_fixed_batch_model_is_calibrated_in_its_own_batch_size(make_model, pho
 
 def test_an_evaluation_folder_that_cannot_be_scored_is_refused_before_calibrating(make_model, photos, tmp_path, home,
                                                                                   monkeypatch):  # fmt: skip
-    import imgclass.quantize as q
+    import imgclass.tasks.quantize as q
 
     source = make_model("tiny", seed=13, spatial=32)
     cal = tmp_path / "cal"
@@ -376,7 +379,7 @@ def test_an_evaluation_folder_that_cannot_be_scored_is_refused_before_calibratin
 
 
 def test_only_this_tools_provenance_marks_a_model_int8(make_model, tmp_path, home):
-    from imgclass.quantize import _quantized_by_imgclass, model_precision
+    from imgclass.tasks.quantize import _quantized_by_imgclass, model_precision
 
     trained = {"imgclass.provenance": json.dumps({"source_model": "resnet50", "source_sha256": "ab" * 32})}
     assert (

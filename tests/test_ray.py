@@ -22,8 +22,8 @@ from test_engines import _folder, _same
 import imgclass
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
+from imgclass.data.images import display_path
 from imgclass.errors import ExitCode
-from imgclass.images import display_path
 
 ray = pytest.importorskip("ray", reason="the imgclass[ray] extra is not installed")
 pytest.importorskip("ray.data", reason="the imgclass[ray] extra is not installed")

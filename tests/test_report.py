@@ -13,9 +13,9 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from imgclass.output import JsonlSink
+from imgclass.output.report import Entry, ReportOptions, ReportSink, TeeSink, render, state_of
+from imgclass.output.sinks import JsonlSink
 from imgclass.records import Prediction, Record
-from imgclass.report import Entry, ReportOptions, ReportSink, TeeSink, render, state_of
 
 HOSTILE_FILE = "<img src=x onerror=alert(1)>.png"
 HOSTILE_LABELS = ['<script>alert("label")</script>', 'say "hi" & <b>bye</b>', "tab\tand\x1bescape"]

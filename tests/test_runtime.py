@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 
 from imgclass.errors import ModelError, UsageError
-from imgclass.runtime import CPU, CUDA, Device, check_providers, parse_device, plan_providers
+from imgclass.graph.runtime import CPU, CUDA, Device, check_providers, parse_device, plan_providers
 
 
 def test_parse_device():
@@ -72,8 +72,8 @@ def test_uint8_model_gets_raw_pixels(make_model, photos, home):
 
 
 def test_pipeline_keeps_order_with_slow_and_failing_items(make_model, photos, tmp_path, home):
-    from imgclass.model import ModelSettings, load_model
-    from imgclass.pipeline import Pipeline, PipelineOptions
+    from imgclass.inference.pipeline import Pipeline, PipelineOptions
+    from imgclass.store.loader import ModelSettings, load_model
 
     loaded = load_model(make_model("tiny", spatial=32), "tiny", ModelSettings())
     names = []

@@ -9,9 +9,9 @@ from conftest import jsonl, run_cli
 from PIL import Image
 
 import imgclass
-from imgclass.activation import softmax
-from imgclass.output import csv_header, read_delimited
-from imgclass.presets import Overrides
+from imgclass.data.presets import Overrides
+from imgclass.graph.activation import softmax
+from imgclass.output.sinks import csv_header, read_delimited
 from imgclass.records import Record
 
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -100,7 +100,7 @@ def test_flip_averages_the_sample_and_its_mirror(tiny, photos):
 @pytest.mark.parametrize("preset", ["keras-tf", "tf-slim", "mlperf-resnet"])
 def test_five_crop_centre_view_and_corners_for_every_resize_mode(tiny, photos, preset):
     """Squash and central-fraction presets crop the whole image at the input's scale; the corners touch the edges."""
-    from imgclass.scoring import five_crops
+    from imgclass.inference.scoring import five_crops
 
     classifier = imgclass.load(tiny, preset=preset, overrides=Overrides(size=64), exact_decode=True)
     transform = classifier.model.transform

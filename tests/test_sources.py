@@ -5,8 +5,8 @@ import os
 
 import pytest
 
+from imgclass.data.sources import check_inputs, expand
 from imgclass.errors import UsageError
-from imgclass.sources import check_inputs, expand
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_broken_symlink_and_image_named_directory_are_yielded_for_an_error_recor
 def test_extension_list_is_what_pillow_registers():
     from PIL import Image
 
-    from imgclass.sources import IMAGE_EXTENSIONS
+    from imgclass.data.sources import IMAGE_EXTENSIONS
 
     Image.init()
     registered = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnx_builders as builders
 import onnxruntime as ort
 import pytest
 from conftest import REAL_MODEL, real_model
 from onnx import TensorProto, helper, numpy_helper
+from support import onnx_builders as builders
 
 import imgclass
-from imgclass import surgery
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
 from imgclass.errors import ModelError
+from imgclass.graph import surgery
 
 TOL = 1e-5
 

@@ -95,7 +95,7 @@ def test_models_list_never_cuts_a_name(home, monkeypatch, columns):
     monkeypatch.setenv("COLUMNS", str(columns))
     env, screen = terminal()
     assert run_on(env, "models", "list") == 0
-    from imgclass import catalog
+    from imgclass.store import catalog
 
     text = screen.getvalue()
     for entry in catalog.entries():

@@ -17,8 +17,8 @@ from PIL import Image
 import imgclass
 from imgclass.cli import run
 from imgclass.cli.environment import Environment
-from imgclass.images import load_rgb
-from imgclass.train import MIN_TRAIN, TrainOptions, needed_images, read_training_data, train
+from imgclass.data.images import load_rgb
+from imgclass.tasks.train import MIN_TRAIN, TrainOptions, needed_images, read_training_data, train
 
 PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")
 
@@ -242,8 +242,8 @@ def test_real_model_learns_photo_classes_and_predicts_them_by_name(tmp_path, hom
 
 
 def test_views_are_seeded_by_content_and_index_and_drop_draft_geometry(photos):
-    from imgclass.features import View, file_digest
-    from imgclass.images import DRAFT_INFO, DecodeOptions
+    from imgclass.data.images import DRAFT_INFO, DecodeOptions
+    from imgclass.tasks.features import View, file_digest
 
     path = str(photos["china.jpg"])
     full = load_rgb(path)

@@ -14,9 +14,9 @@ from conftest import jsonl, run_cli
 from PIL import Image
 
 import imgclass
-from imgclass.postprocess import softmax
-from imgclass.preprocess import Transform
-from imgclass.presets import Overrides, get_preset
+from imgclass.data.presets import Overrides, get_preset
+from imgclass.data.transforms import Transform
+from imgclass.graph.ranking import softmax
 
 
 @pytest.fixture

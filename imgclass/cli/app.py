@@ -19,7 +19,8 @@ from typing import NoReturn, TextIO, cast
 
 import click
 
-from imgclass import __version__
+from imgclass._util.interrupt import Interrupted, raise_on_signals
+from imgclass._util.version import __version__
 from imgclass.cli.cache import cache
 from imgclass.cli.classify import batch, predict
 from imgclass.cli.environment import Environment
@@ -29,7 +30,6 @@ from imgclass.cli.models import models
 from imgclass.cli.tools import bench, info
 from imgclass.cli.transfer import embed, train
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
-from imgclass.interrupt import Interrupted, raise_on_signals
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

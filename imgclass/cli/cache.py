@@ -22,7 +22,7 @@ def _mb(size: int) -> str:
 @listing_options
 def cache_list(env: Environment, fmt: str) -> None:
     """Every file in the cache by kind, with sizes and totals."""
-    from imgclass import cache as store_cache
+    from imgclass.store import cache as store_cache
 
     held = store_cache.inventory()
     if fmt == "json":
@@ -38,7 +38,7 @@ def cache_list(env: Environment, fmt: str) -> None:
 @click.pass_obj
 def cache_prune(env: Environment) -> None:
     """Remove optimised graphs, inspection data and leftovers (models stay; the rest is rebuilt on use)."""
-    from imgclass import cache as store_cache
+    from imgclass.store import cache as store_cache
 
     removed = store_cache.prune()
     env.stdout.write(f"removed {len(removed)} files, {_mb(sum(i['size'] for i in removed)).strip()}\n")

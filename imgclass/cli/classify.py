@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
+from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
 from imgclass.cli.options import classify_options, engine_options, pop_engine_options
 from imgclass.errors import UsageError
-from imgclass.output import Sink
+from imgclass.output.sinks import Sink
 from imgclass.records import Record
-from imgclass.text import printable
 
 PREDICT_EXAMPLES = """\b
 Examples:
@@ -78,10 +78,11 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
     from imgclass.cli.loading import load_classifier
     from imgclass.cli.render import progress_line
+    from imgclass.data.sources import check_inputs
     from imgclass.engines import is_uri, open_engine
-    from imgclass.jobs import JobOptions, run_job
-    from imgclass.output import check_output, choose_format, open_target
-    from imgclass.sources import check_inputs
+    from imgclass.output.sinks import choose_format
+    from imgclass.output.targets import check_output, open_target
+    from imgclass.tasks.jobs import JobOptions, run_job
 
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     engine.check_inputs(inputs)
@@ -126,7 +127,7 @@ def engine_line(images: int, seconds: float, cluster: str) -> str:
 
 def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
     from imgclass.cli.render import BatchRows, PredictTable, guarded
-    from imgclass.output import make_sink
+    from imgclass.output.sinks import make_sink
 
     sink: Sink
     if fmt == "table":
@@ -138,8 +139,8 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
 
 
 def _with_report(sink: Sink, path: Path, classifier, workers: int | None) -> Sink:
-    from imgclass.pipeline import default_workers
-    from imgclass.report import ReportOptions, ReportSink, TeeSink
+    from imgclass.inference.pipeline import default_workers
+    from imgclass.output.report import ReportOptions, ReportSink, TeeSink
 
     tta = f" · TTA {classifier.tta}" if classifier.tta != "none" else ""
     options = ReportOptions(

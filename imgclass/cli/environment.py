@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from imgclass.text import printable
+from imgclass._util.text import printable
 
 
 def _isatty(stream: TextIO | None) -> bool:

@@ -83,8 +83,8 @@ def explain(env: Environment, images: tuple[str, ...], output_dir: Path, class_:
     other graphs use --method occlusion. The area outside the model's crop is dimmed.
     """
     from imgclass.cli.loading import load_classifier
-    from imgclass.explain import ExplainOptions, colour_table, explain_files
-    from imgclass.sources import check_inputs, expand
+    from imgclass.data.sources import check_inputs, expand
+    from imgclass.inference.explain import ExplainOptions, colour_table, explain_files
 
     check_inputs(list(images))
     colour_table(colormap)  # the extra and the name, before any model is loaded
@@ -119,8 +119,8 @@ class _Bar:
         self.line: ProgressLine | None = None
 
     def for_image(self, path: str):
+        from imgclass._util.text import printable
         from imgclass.cli.render import ProgressLine
-        from imgclass.text import printable
 
         self.clear()
         self.line = ProgressLine(self.env, f"occluding {printable(Path(path).name)}")
@@ -141,12 +141,12 @@ class _Bar:
 
 
 def _entry(written):
-    from imgclass.report import Entry, image_uri
+    from imgclass.output.report import Entry, image_uri
 
     return Entry(written.record, heatmap=image_uri(written.picture, 192) if written.picture is not None else None)
 
 
 def _write_report(path: Path, entries: list, classifier, method: str) -> None:
-    from imgclass.report import ReportOptions, write_report
+    from imgclass.output.report import ReportOptions, write_report
 
     write_report(path, entries, ReportOptions(title="imgclass explain", subtitle=f"{classifier.name} · {method}"))

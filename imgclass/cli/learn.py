@@ -70,10 +70,10 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     A multi-label (sigmoid) model is scored per class: precision and recall at --threshold.
     """
     from imgclass.cli.loading import load_classifier
-    from imgclass.datasets import check_dataset
+    from imgclass.data.datasets import check_dataset
     from imgclass.engines import open_engine
-    from imgclass.evaluate import EvaluateOptions, load_dataset
-    from imgclass.evaluate import evaluate as run_evaluation
+    from imgclass.tasks.evaluate import EvaluateOptions, load_dataset
+    from imgclass.tasks.evaluate import evaluate as run_evaluation
 
     check_dataset(dataset)  # before any model is resolved or downloaded
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
@@ -220,7 +220,7 @@ def _heading(env: Environment, text: str) -> None:
 
 
 def _lines(env: Environment, lines: list[str]) -> None:
-    from imgclass.text import printable
+    from imgclass._util.text import printable
 
     for line in lines:
         env.stdout.write(printable(line) + "\n")

@@ -9,14 +9,14 @@ from imgclass.cli.options import pop_load_options, pop_models
 
 if TYPE_CHECKING:
     from imgclass.classifier import Classifier
-    from imgclass.terminal import DownloadBar
+    from imgclass.cli.terminal import DownloadBar
 
 
 def download_bar(env: Environment) -> DownloadBar | None:
     """A download progress bar on a terminal (never with --quiet), else nothing."""
     if not env.progress:
         return None
-    from imgclass.terminal import DownloadBar
+    from imgclass.cli.terminal import DownloadBar
 
     return DownloadBar()
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
+from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
 from imgclass.cli.options import display_options, listing_options
 from imgclass.cli.render import print_fields, print_json, print_table
 from imgclass.errors import ExitCode, UsageError
-from imgclass.text import printable
 
 
 @click.group(epilog="\b\nExamples:\n  imgclass models list\n  imgclass models pull resnet50")
@@ -22,7 +22,7 @@ def models() -> None:
 @listing_options
 def models_list(env: Environment, fmt: str) -> None:
     """The models imgclass knows by name, and whether each is cached."""
-    from imgclass import store
+    from imgclass.store import registry as store
 
     rows = store.listing()
     if fmt == "json":
@@ -42,7 +42,7 @@ def models_list(env: Environment, fmt: str) -> None:
 @listing_options
 def models_presets(env: Environment, fmt: str) -> None:
     """The built-in preprocessing presets."""
-    from imgclass.presets import builtin_presets
+    from imgclass.data.presets import builtin_presets
 
     presets = builtin_presets()
     if fmt == "json":
@@ -57,7 +57,7 @@ def models_presets(env: Environment, fmt: str) -> None:
 @listing_options
 def models_info(env: Environment, model: str, fmt: str) -> None:
     """Inputs, outputs, detected preset, classes, checksum and provenance of a model (never downloads)."""
-    from imgclass.modelinfo import describe
+    from imgclass.tasks.info import describe
 
     info = describe(model)
     return print_json(env, info) if fmt == "json" else print_fields(env, info, width=16)
@@ -77,8 +77,9 @@ def models_info(env: Environment, model: str, fmt: str) -> None:
 def models_pull(env: Environment, name: str | None, url: str | None, file: Path | None, as_name: str | None,
                 sha256: str | None, force: bool, offline: bool) -> None:  # fmt: skip
     """Fetch a catalog model, a URL, or import a local file into the cache."""
-    from imgclass import catalog, store
     from imgclass.cli.loading import download_bar
+    from imgclass.store import catalog
+    from imgclass.store import registry as store
 
     if sum(x is not None for x in (name, url, file)) != 1:
         raise UsageError("give one of: NAME, --url URL --name NAME, --file PATH --name NAME")
@@ -104,7 +105,7 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
 @click.pass_obj
 def models_remove(env: Environment, name: str) -> None:
     """Delete a model from the cache, with the optimised graphs built from it."""
-    from imgclass import store
+    from imgclass.store import registry as store
 
     for path in store.remove(name):
         env.stdout.write(f"removed {path}\n")
@@ -114,7 +115,7 @@ def models_remove(env: Environment, name: str) -> None:
 @click.pass_obj
 def models_path(env: Environment) -> None:
     """Print the folder cached models live in (the `models` folder `imgclass info` shows)."""
-    from imgclass.cache import models_dir
+    from imgclass.store.cache import models_dir
 
     env.stdout.write(f"{models_dir()}\n")
 
@@ -123,7 +124,7 @@ def models_path(env: Environment) -> None:
 @listing_options
 def models_verify(env: Environment, fmt: str) -> int:
     """Re-hash every cached model and optimised graph; exit 3 if any is damaged."""
-    from imgclass import store
+    from imgclass.store import registry as store
 
     report = store.verify()
     if fmt == "json":

@@ -17,11 +17,11 @@ from typing import Any
 
 import click
 
-from imgclass.activation import ACTIVATIONS
-from imgclass.output import FORMATS
-from imgclass.presets import INTERPOLATIONS
-from imgclass.resources import load_json
-from imgclass.tta import TTA_MODES
+from imgclass._util.resources import load_json
+from imgclass.data.presets import INTERPOLATIONS
+from imgclass.data.tta import TTA_MODES
+from imgclass.graph.activation import ACTIVATIONS
+from imgclass.output.sinks import FORMATS
 
 PRESETS = tuple(load_json("presets.json")["presets"])
 LIST_FORMATS = ("table", "json")
@@ -249,8 +249,8 @@ def pop_models(values: dict[str, Any]) -> tuple[list[str], tuple[float, ...] | N
 def pop_load_options(values: dict[str, Any]):
     """Take the model and decode options out of a command's keyword arguments (one --model at most)."""
     from imgclass.classifier import LoadOptions
+    from imgclass.data.presets import Overrides
     from imgclass.errors import UsageError
-    from imgclass.presets import Overrides
 
     model = values.pop("model", None)
     if isinstance(model, (tuple, list)):

@@ -71,8 +71,8 @@ def quantize(env: Environment, source: str | None, calibrate: Path, output: Path
     provenance (source sha256, calibration images, method) in its metadata.
     """
     from imgclass.errors import UsageError
-    from imgclass.quantize import AccuracyDrop, QuantizeOptions
-    from imgclass.quantize import quantize as run_quantize
+    from imgclass.tasks.quantize import AccuracyDrop, QuantizeOptions
+    from imgclass.tasks.quantize import quantize as run_quantize
 
     model = _model(source, values)
     _, load_options = pop_load_options(values)

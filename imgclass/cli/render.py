@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
-from imgclass.output import Sink
+from imgclass.output.sinks import Sink
 from imgclass.records import Record
-from imgclass.text import printable
 
 
 def console(env: Environment, stream: TextIO | None = None, width: int | None = None):

@@ -46,10 +46,10 @@ from imgclass.cli.render import print_fields, print_json
 @click.pass_obj
 def bench(env: Environment, images: Path | None, synthetic: int, compare_with: str, fmt: str, **values: Any) -> None:
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
-    from imgclass import bench as benchmark
     from imgclass.cli.loading import load_classifier
-    from imgclass.quantize import counterpart, model_precision
-    from imgclass.sources import expand
+    from imgclass.data.sources import expand
+    from imgclass.tasks import bench as benchmark
+    from imgclass.tasks.quantize import counterpart, model_precision
 
     same_options = dict(values)  # the compared model is loaded with the same options
     classifier = load_classifier(env, values, background=False)
@@ -86,9 +86,9 @@ def info(env: Environment, fmt: str) -> None:
     import onnxruntime as ort
     import PIL
 
-    from imgclass import __version__
-    from imgclass.cache import folders
-    from imgclass.runtime import default_threads
+    from imgclass._util.version import __version__
+    from imgclass.graph.runtime import default_threads
+    from imgclass.store.cache import folders
 
     data = {
         "imgclass": __version__,

@@ -68,10 +68,10 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
     .parquet: the same columns (needs: pip install 'imgclass[parquet]').
     """
     from imgclass.cli.classify import _check_output, _Events, engine_line
+    from imgclass.data.sources import check_inputs, record_key
     from imgclass.engines import is_uri, open_engine
-    from imgclass.jobs import JobOptions, run_job
-    from imgclass.sources import check_inputs, record_key
-    from imgclass.vectors import open_vectors, require_pyarrow, vector_format
+    from imgclass.output.vectors import open_vectors, require_pyarrow, vector_format
+    from imgclass.tasks.jobs import JobOptions, run_job
 
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     engine.check_inputs(list(inputs))
@@ -145,8 +145,8 @@ def train(env: Environment, data: Path, output: Path, val_split: float, augment:
     does not run the model again. `imgclass predict x.jpg --model OUTPUT` then prints your labels.
     """
     from imgclass.errors import ExitCode
-    from imgclass.train import TrainOptions, read_training_data, require_sklearn
-    from imgclass.train import train as train_head
+    from imgclass.tasks.train import TrainOptions, read_training_data, require_sklearn
+    from imgclass.tasks.train import train as train_head
 
     require_sklearn()
     split = read_training_data(data, val_split, seed)  # refusals before any model is loaded

@@ -27,12 +27,12 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from imgclass.engines import Cluster, Engine, RunOptions, is_uri
+from imgclass._util.text import printable
+from imgclass.data.sources import expand, path_bytes
+from imgclass.engines.base import Cluster, Engine, RunOptions, is_uri
 from imgclass.engines.work import ModelSpec, ModelWorker, locate, prepare_batch
 from imgclass.errors import EnvironmentFault, ImgclassError, UsageError
-from imgclass.pipeline import Stats, default_batch_size
-from imgclass.sources import expand, path_bytes
-from imgclass.text import printable
+from imgclass.inference.pipeline import Stats, default_batch_size
 
 if TYPE_CHECKING:
     from imgclass.classifier import Classifier
@@ -399,6 +399,6 @@ class RayRecords:
 
 
 def _shown(path: str) -> str:
-    from imgclass.images import display_path
+    from imgclass.data.images import display_path
 
     return display_path(path)

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from imgclass._util.text import printable
+from imgclass.data.sources import is_image_name
 from imgclass.errors import InputError, UsageError
-from imgclass.sources import is_image_name
-from imgclass.text import printable
 
 _filesystems: dict[tuple[str, str, str], tuple[object, int]] = {}
 _lock = threading.Lock()

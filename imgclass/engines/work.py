@@ -24,23 +24,23 @@ from typing import Any
 
 import numpy as np
 
+from imgclass.data.images import DecodeOptions, decode_rgb, display_path, load_rgb
+from imgclass.data.transforms import Transform
 from imgclass.errors import ImgclassError
-from imgclass.images import DecodeOptions, decode_rgb, display_path, load_rgb
-from imgclass.pipeline import _reason
-from imgclass.preprocess import Transform
+from imgclass.inference.pipeline import _reason
 
 Batch = dict[str, np.ndarray]
 
 
 def locate(path: str) -> bytes:
     """Where a worker finds an input: URIs as they are, local paths made absolute (workers have their own cwd)."""
-    from imgclass.engines import is_uri
+    from imgclass.engines.base import is_uri
 
     return os.fsencode(path if is_uri(path) else os.path.abspath(path))
 
 
 def _read(location: str, decode: DecodeOptions):
-    from imgclass.engines import is_uri
+    from imgclass.engines.base import is_uri
 
     if is_uri(location):
         from imgclass.engines.storage import read_uri
@@ -132,13 +132,13 @@ class ModelWorker:
 
     def __init__(self, model: ModelSpec):
         import imgclass
-        from imgclass.pipeline import Ranked
+        from imgclass.inference.pipeline import Ranked
 
         self.classifier = imgclass.load(model.spec, options=model.options, background=True)
         self.classifier.model.name = model.name  # records name the model as the driver's run does
         self.outputs: Any
         if model.task == "embed":
-            from imgclass.embedding import EmbedOutputs
+            from imgclass.inference.embedding import EmbedOutputs
 
             self.outputs = EmbedOutputs(self.classifier.bottleneck, model.normalize)
         else:

@@ -1,0 +1,1 @@
+"""Ground-floor helpers: text, interrupts, package data files, the version."""

@@ -1,0 +1,1 @@
+"""Reading an ONNX graph: the safe reader, signature, head activation, surgery, runtime sessions, ranking."""

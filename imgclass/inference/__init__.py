@@ -1,0 +1,1 @@
+"""From images to probabilities: the batch pipeline, ensembles and TTA, embeddings, explanations."""

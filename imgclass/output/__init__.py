@@ -1,0 +1,1 @@
+"""Everything imgclass writes: record sinks, shards, vectors, the HTML report."""

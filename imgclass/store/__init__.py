@@ -1,0 +1,1 @@
+"""Models by name: catalog, cache, downloads, the model index, optimised graphs and the loader."""

@@ -1,0 +1,1 @@
+"""Jobs built on the classifier: batch jobs, evaluate, train, features, quantize, bench, model info."""
