@@ -50,6 +50,8 @@ class Preset:
         if size in self.sizes:
             return self.sizes[size]
         value = size / self.crop_pct
+        if not value < 1 << 31:  # a tiny crop_pct: huge (refused by the resize bounds), never an overflow
+            return 1 << 31
         return math.floor(value + 1e-9) if self.resize_rounding == "floor" else math.floor(value + 0.5)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +165,8 @@ def _own_sidecar(record: Any, origin: str) -> Preset | None:
     if base is not None:  # a record that restates a built-in preset's values keeps its name
         overrides = {k: v for k, v in overrides.items() if k == "name" or not _restates(base, k, v, origin)}
         overrides.pop("name", None)
+    if "crop_pct" in overrides and "sizes" not in overrides:  # crop_pct takes effect over a preset's sizes table
+        overrides["sizes"] = {}
     if base is None and not overrides:
         return None
     name = base.name if base and not overrides else (base.name + "+sidecar" if base else "sidecar")

@@ -17,8 +17,8 @@ import numpy as np
 
 from imgclass.data.labels import LabelSet, background_offset, choose_labels
 from imgclass.data.presets import Overrides, PresetChoice, choose_preset
-from imgclass.data.transforms import Transform
-from imgclass.errors import ModelError, UsageError
+from imgclass.data.transforms import MAX_RESIZED_PIXELS, MAX_RESIZED_SIDE, Transform
+from imgclass.errors import ConfigError, ModelError, UsageError
 from imgclass.graph.activation import Activation, choose_activation
 from imgclass.graph.ranking import Ranker
 from imgclass.graph.runtime import Device, Runner, create_session
@@ -122,9 +122,17 @@ def inspect_file(path: Path) -> Signature:
 
 def input_size(signature: Signature, choice: PresetChoice, requested: int | None, path: Path) -> tuple[int, int]:
     fixed = (signature.height, signature.width)
+    if any(side and side > MAX_RESIZED_SIDE for side in fixed) or (
+        all(fixed) and fixed[0] * fixed[1] > MAX_RESIZED_PIXELS
+    ):  # type: ignore[operator]
+        raise ModelError(
+            f"{path}: declares an input of {fixed[1]}x{fixed[0]}, over the limit of {MAX_RESIZED_PIXELS} pixels"
+        )
     if requested is not None:
         if requested < 8:
             raise UsageError(f"--size {requested}: too small")
+        if requested * requested > MAX_RESIZED_PIXELS:
+            raise UsageError(f"--size {requested}: over the limit of {MAX_RESIZED_PIXELS} input pixels")
         if all(fixed) and fixed != (requested, requested):
             raise UsageError(f"--size {requested}: {path} has a fixed input of {fixed[0]}x{fixed[1]}")
         return requested, requested
@@ -139,15 +147,31 @@ def make_plan(path: Path, name: str, settings: ModelSettings, catalog_preset: st
     signature = inspect_file(path)
     choice = choose_preset(path, signature, settings.preset, catalog_preset)
     height, width = input_size(signature, choice, settings.overrides.size, path)
+    chosen = Transform(choice.preset, height, width, signature.layout, signature.dtype)
     preset = settings.overrides.apply(choice.preset, min(height, width))
+    transform = chosen if preset is choice.preset else Transform(preset, height, width, chosen.layout, chosen.dtype)
+    _check_bounds(transform, chosen, choice, path)
     if preset is not choice.preset:
         choice = PresetChoice(preset, choice.source + " + overrides")
-    transform = Transform(preset, height, width, signature.layout, signature.dtype)
     activation = choose_activation(signature, settings.activation, str(path))
     plan = Plan(name, path, signature, choice, transform, LabelSet((), ""), 0, signature.classes, activation)
     if signature.classes is not None:
         _bind_labels(plan, settings, signature.classes)
     return plan
+
+
+def _check_bounds(transform: Transform, chosen: Transform, choice: PresetChoice, path: Path) -> None:
+    """Before any image: the model's own preprocessing over the bounds is a model error (exit 3),
+    options that take it over them a usage error (exit 2)."""
+    try:
+        transform.check_bounds(UsageError)
+    except UsageError as err:
+        try:
+            chosen.check_bounds(ConfigError)
+        except ConfigError:
+            if choice.source != "flag":
+                raise ConfigError(f"{path} ({choice.source}): {err}") from None
+        raise UsageError(f"the preprocessing options: {err}") from None
 
 
 def _bind_labels(plan: Plan, settings: ModelSettings, classes: int) -> None:

@@ -1,0 +1,96 @@
+"""Every resize is bounded before it is spent: flags exit 2, a model's own preprocessing exits 3, an image is an error record.
+
+Reproductions 7, 8 and 9 of issue 20. Memory is measured (peak RSS of the command) for the bomb cases.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import imgclass_command, jsonl, run_cli
+from PIL import Image
+from support import onnx_builders as builders
+from support.memory import run_measured
+
+BOUNDED_MIB = 700  # a tiny model's run is ~150 MiB; the unbounded cases needed gigabytes
+
+
+@pytest.fixture
+def tiny(make_model):
+    return make_model("tiny", spatial=32)
+
+
+@pytest.fixture
+def thin_png(tmp_path):
+    """A 107-byte-class PNG of 8000x1 pixels: its short side resized to 256 made the long side 2 million."""
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (8000, 1), (120, 80, 40)).save(path, optimize=True)
+    assert path.stat().st_size < 200
+    return path
+
+
+def test_thin_image_is_an_error_record_in_bounded_memory(tiny, thin_png, photos):
+    done = run_measured([*imgclass_command(), "batch", thin_png, photos["coffee.png"], "-m", tiny, "-f", "jsonl"])
+    records = {r["path"].rsplit("/", 1)[-1]: r for r in jsonl(done["stdout"])}
+    assert done["rc"] == 1, done["stderr"]
+    assert "resized to" in records["thin.png"]["error"] and records["thin.png"]["predictions"] == []
+    assert records["coffee.png"]["error"] is None
+    assert done["peak_mib"] < BOUNDED_MIB
+
+
+def test_thin_image_predict_through_the_library_is_an_input_error(tiny, thin_png):
+    import imgclass
+    from imgclass.errors import InputError
+
+    with pytest.raises(InputError, match="resized to"):
+        imgclass.load(tiny).predict(thin_png)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("--crop-pct", "0.001"), ("--crop-pct", "1e-7"), ("--crop-pct", "1e-300"), ("--resize", "100000"),
+     ("--size", "100000")],  # fmt: skip
+)
+def test_resize_flags_over_the_bounds_exit_2_before_any_work(make_model, photos, flags):
+    dynamic = make_model("tiny", spatial=None)
+    done = run_measured([*imgclass_command(), "predict", photos["coffee.png"], "-m", dynamic, *flags])
+    assert done["rc"] == 2, done["stderr"]
+    assert "limit" in done["stderr"] and "Traceback" not in done["stderr"]
+    assert done["peak_mib"] < BOUNDED_MIB
+
+
+def test_model_metadata_crop_pct_over_the_bounds_exits_3(make_model, photos):
+    meta = (("imgclass.preprocess", json.dumps({"crop_pct": 0.02})),)
+    model = make_model("tiny", spatial=224, metadata=meta)
+    done = run_measured([*imgclass_command(), "predict", photos["coffee.png"], "-m", model])
+    assert done["rc"] == 3, done["stderr"]
+    assert "metadata" in done["stderr"] and "limit" in done["stderr"]
+    assert done["peak_mib"] < BOUNDED_MIB
+
+
+def test_metadata_over_the_bounds_is_fixed_by_a_flag(make_model, photos):
+    meta = (("imgclass.preprocess", json.dumps({"crop_pct": 0.02})),)
+    model = make_model("tiny", spatial=224, metadata=meta)
+    done = run_cli("predict", photos["coffee.png"], "-m", model, "--crop-pct", "0.875")
+    assert done.returncode == 0, done.stderr
+
+
+def test_huge_declared_input_exits_3(tmp_path, photos):
+    model = builders.save(builders.tiny(builders.Signature(spatial=100000)), tmp_path / "huge.onnx")
+    done = run_measured([*imgclass_command(), "predict", photos["coffee.png"], "-m", model])
+    assert done["rc"] == 3, done["stderr"]
+    assert "100000x100000" in done["stderr"]
+    assert done["peak_mib"] < BOUNDED_MIB
+
+
+def test_sidecar_crop_pct_takes_effect_with_a_sizes_table(tmp_path, make_model):
+    """Repro 12: the README's {"preset": "torchvision", "crop_pct": 0.9} changed nothing (sizes 224 -> 256 won)."""
+    import imgclass
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(make_model("tiny", spatial=224).read_bytes())
+    model.with_suffix(".json").write_text(json.dumps({"preset": "torchvision", "crop_pct": 0.9}))
+    transform = imgclass.load(model).model.transform
+    assert transform.preset.crop_pct == 0.9
+    assert transform.resized_size(1000, 800)[1] == round(224 / 0.9)  # 249, not torchvision's 256
