@@ -307,6 +307,10 @@ class Classifier:
 
     @staticmethod
     def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool) -> Iterable[Any]:
+        if isinstance(inputs, (str, bytes, os.PathLike)):  # one path, not its characters
+            inputs = [inputs]
+        elif not isinstance(inputs, Iterable):
+            raise UsageError(f"inputs must be a path or an iterable of paths, not {type(inputs).__name__}")
         if not expand_inputs:
             return (i if hasattr(i, "view") else os.fspath(i) for i in inputs)
         return expand((os.fspath(i) for i in inputs), recursive=recursive)
@@ -330,11 +334,18 @@ class Classifier:
             path = os.fsdecode(image)
             return display_path(path), load_rgb(path, decode or self.decode)
         if isinstance(image, Image.Image):
+            _check_size(image.width, image.height)
             return MEMORY_PATH, to_rgb(image)
         shape = getattr(image, "shape", None)
         if shape is not None and len(shape) == 3 and shape[2] == 3 and str(image.dtype) == "uint8":
+            _check_size(shape[1], shape[0])
             return MEMORY_PATH, Image.fromarray(image, "RGB")
         raise InputError(f"cannot classify a {type(image).__name__}: give a path, a PIL image or an HxWx3 uint8 array")
+
+
+def _check_size(width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise InputError(f"{MEMORY_PATH}: image has no pixels ({width}x{height})")
 
 
 def _check_top(top: int, threshold: float | None) -> None:

@@ -128,9 +128,27 @@ def read_training_data(root: Path, val_split: float = 0.2, seed: int = 0) -> Spl
     if not 0 < val_split < 1:
         raise UsageError(f"--val-split {val_split:g}: give a fraction between 0 and 1")
     subfolders = {f.name.lower(): f for f in _class_folders(root)}
-    if "train" in subfolders:
+    if "train" in subfolders and _is_split_layout(root, subfolders):
         return _train_val(root, subfolders, val_split, seed)
     return _split(str(root), _read_classes(root), val_split, seed)
+
+
+SPLIT_NAMES = ("train", "test", *VAL_NAMES)
+
+
+def _is_split_layout(root: Path, subfolders: dict[str, Path]) -> bool:
+    """ROOT/train (+ val) is a split when every folder is a split; a `train` of images beside classes is a class.
+
+    A `train` folder that holds class folders beside other folders is ambiguous: refused, naming both readings.
+    """
+    others = sorted(name for name in subfolders if name not in SPLIT_NAMES)
+    if not others:
+        return True
+    if not _class_folders(subfolders["train"]):
+        return False  # images, not class folders: a class named "train"
+    raise UsageError(f"{printable(str(root))}: 'train' holds class folders but sits beside other folders "
+                     f"({', '.join(map(repr, others[:3]))}); give {printable(str(subfolders['train']))} for its "
+                     "classes, or move the split folders out")  # fmt: skip
 
 
 def _train_val(root: Path, subfolders: dict[str, Path], val_split: float, seed: int) -> Split:
