@@ -202,6 +202,11 @@ class Classifier:
         return self.scorer.multi_label
 
     @property
+    def warnings(self) -> list[str]:
+        """What the caller should hear about this classifier: a model with no preprocessing evidence, ..."""
+        return [w for m in self.members for w in m.warnings]
+
+    @property
     def info(self) -> dict[str, Any]:
         """Resolved preset, signature, label source and providers, as JSON-ready plain data.
 

@@ -49,8 +49,13 @@ def test_thin_image_predict_through_the_library_is_an_input_error(tiny, thin_png
 
 @pytest.mark.parametrize(
     "flags",
-    [("--crop-pct", "0.001"), ("--crop-pct", "1e-7"), ("--crop-pct", "1e-300"), ("--resize", "100000"),
-     ("--size", "100000")],  # fmt: skip
+    [
+        ("--crop-pct", "0.001"),
+        ("--crop-pct", "1e-7"),
+        ("--crop-pct", "1e-300"),
+        ("--resize", "100000"),
+        ("--size", "100000"),
+    ],  # fmt: skip
 )
 def test_resize_flags_over_the_bounds_exit_2_before_any_work(make_model, photos, flags):
     dynamic = make_model("tiny", spatial=None)

@@ -44,7 +44,7 @@ def test_evaluate_matches_numeric_folders_to_labels_by_name_first(tmp_path):
 
 
 def test_evaluate_list_with_a_bom_is_read(tmp_path, tiny):
-    data = _class_folders(tmp_path / "d", ["a"])
+    _class_folders(tmp_path / "d", ["a"])
     listing = tmp_path / "list.csv"
     listing.write_bytes("\ufeffpath,label\nd/a/0.png,3\nd/a/1.png,3\n".encode())
     done = run_cli("evaluate", listing, "-m", tiny, "--format", "json")

@@ -19,12 +19,13 @@ from typing import Any
 
 from imgclass._util.resources import load_json
 from imgclass.errors import ConfigError, ImgclassError, UsageError, describe_os_error
+from imgclass.graph import metadata as props
 from imgclass.graph.signature import Signature
 
 RESIZE_MODES = ("shorter", "squash", "central-fraction")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming", "area", "tf-bilinear")
-METADATA_PRESET_KEY = "imgclass.preset"
-METADATA_PREPROCESS_KEY = "imgclass.preprocess"
+METADATA_PRESET_KEY = props.PRESET
+METADATA_PREPROCESS_KEY = props.PREPROCESS
 _HF_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 

@@ -58,6 +58,20 @@ class Plan:
     def multi_label(self) -> bool:
         return self.activation.multi_label
 
+    @property
+    def preset_evidence(self) -> bool:
+        """False when nothing said how to preprocess for this model (no option, sidecar, metadata or
+        detection rule): it runs on the default preset, and its answers may be quietly worse."""
+        return not self.preset.source.startswith("default")
+
+    @property
+    def warnings(self) -> list[str]:
+        if self.preset_evidence:
+            return []
+        return [f"{self.name}: nothing says how to preprocess images for this model (no sidecar, no imgclass "
+                f"metadata, nothing recognisable in the graph): using the default preset "
+                f"{self.preset.preset.name!r}"]  # fmt: skip
+
     def describe(self) -> dict:
         return {
             "name": self.name,
@@ -67,6 +81,7 @@ class Plan:
             "background_class": bool(self.offset),
             "preset": self.preset.preset.name,
             "preset_source": self.preset.source,
+            "preset_evidence": self.preset_evidence,
             "preprocessing": self.preset.preset.to_dict(),
             "input_size": [self.transform.height, self.transform.width],
             "labels": self.labels.source,

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgclass.errors import ModelError, UsageError, describe_os_error
+from imgclass.graph import metadata as props
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,11 +55,6 @@ if TYPE_CHECKING:
 # percentile: the 99.999th percentile of the values seen. minmax: the smallest and largest value seen (ORT's default; fastest).
 METHODS = ("minmax", "entropy", "percentile")
 _ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-PROVENANCE_KEY = "imgclass.provenance"
-PRESET_KEY = "imgclass.preset"
-PREPROCESS_KEY = "imgclass.preprocess"
-LABELS_KEY = "imgclass.labels"
-ACTIVATION_KEY = "imgclass.activation"
 # Ops that only exist in an already quantised graph.
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
                  "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid",
@@ -351,58 +347,14 @@ def _static(prepared: Path, dest: Path, reader, exclude: list[str], options: Qua
 
 
 def preset_metadata(classifier: Classifier) -> dict[str, str]:
-    """The preset the model was calibrated with, as ONNX metadata `predict` reads back with no flags.
+    """The preset the model was calibrated with, as ONNX metadata `predict` reads back with no flags."""
+    from imgclass.store import carried
 
-    A built-in preset unchanged is stored by name (`imgclass.preset`); anything else as its
-    fields (`imgclass.preprocess`), on top of the built-in it came from where there is one.
-    """
-    from imgclass.data.presets import builtin_presets
-
-    model = classifier.model
-    preset = model.preset.preset
-    builtin = builtin_presets()
-    dynamic = model.signature.height is None or model.signature.width is None
-    size = min(model.transform.height, model.transform.width)
-    if builtin.get(preset.name) == preset and not (dynamic and size != preset.default_size):
-        return {PRESET_KEY: preset.name}
-    fields = preset.to_dict()
-    for key in ("name", "description", "source"):
-        fields.pop(key)
-    if dynamic:
-        fields["default_size"] = size
-    base = builtin.get(preset.name.split("+")[0])
-    record: dict[str, Any] = {"preset": base.name} if base else {}
-    if base is not None:
-        fields = {k: v for k, v in fields.items() if v != base.to_dict()[k]}
-    return {PREPROCESS_KEY: json.dumps({**record, **fields})}
+    return carried.preprocessing(classifier.model)
 
 
-def label_metadata(classifier: Classifier) -> dict[str, str]:
-    """The labels, unless they are the built-in ImageNet-1k names behind a background class (kept implicit)."""
-    model = classifier.model
-    if model.offset:
-        return {}
-    return {LABELS_KEY: json.dumps(list(model.labels.names), ensure_ascii=False)}
-
-
-def activation_metadata(classifier: Classifier) -> dict[str, str]:
-    """The activation, when it did not come from the graph's own head (a flag or metadata chose it)."""
-    activation = classifier.model.activation
-    return {} if activation.source.startswith("detected") else {ACTIVATION_KEY: activation.name}
-
-
-def _write_metadata(path: Path, values: dict[str, str]) -> None:
-    import onnx
-
-    model = onnx.load(os.fspath(path))
-    stale = set(values) | {PRESET_KEY, PREPROCESS_KEY}
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in stale]
-    del model.metadata_props[:]
-    for key, value in [*kept, *values.items()]:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.producer_name, model.producer_version = "imgclass", _version()
-    onnx.save(model, os.fspath(path))
+def _write_metadata(path: Path, values: dict[str, str], drop: Sequence[str] = ()) -> None:
+    props.write_file(path, values, drop, producer=_version())
 
 
 def _version() -> str:
@@ -527,7 +479,7 @@ def quantize(
             int8 = imgclass.load(candidate, options=_plain(opts))
             result.comparison = compare(fp32, int8, evaluate_on, options.max_drop, progress)
             result.provenance["evaluation"] = _evaluation(result.comparison)
-            _write_metadata(candidate, {PROVENANCE_KEY: json.dumps(result.provenance)})
+            _write_metadata(candidate, {props.PROVENANCE: json.dumps(result.provenance)})
             if not result.comparison.accepted:
                 c = result.comparison
                 raise AccuracyDrop(f"int8 top-1 fell {c.drop:.2f} points on {c.dataset} (more than --max-drop "
@@ -555,6 +507,7 @@ def _build(fp32: Classifier, paths: list[str], tmp: Path, options: QuantizeOptio
     """Calibrate and quantise into `tmp`; the candidate file carries every metadata key."""
     import onnx
 
+    from imgclass.store import carried
     from imgclass.store import index as modelindex
 
     model = fp32.model
@@ -569,8 +522,7 @@ def _build(fp32: Classifier, paths: list[str], tmp: Path, options: QuantizeOptio
     _quantize_graph(prepared, candidate, _reader(model.signature.input_name, batches, progress), head, options)
     sha256 = modelindex.sha256_of(model.path)
     prov = provenance(model.name, sha256, used, options, head)
-    _write_metadata(candidate, {**preset_metadata(fp32), **label_metadata(fp32), **activation_metadata(fp32),
-                                PROVENANCE_KEY: json.dumps(prov)})  # fmt: skip
+    _write_metadata(candidate, {**carried.carried(fp32.model), props.PROVENANCE: json.dumps(prov)}, props.CARRIED)
     result = QuantizeResult(model.name, None, None, prov, None, skipped, model.path.stat().st_size)
     return candidate, result
 
@@ -619,7 +571,7 @@ def model_precision(path: Path, name: str) -> str:
 def _quantized_by_imgclass(metadata: dict[str, str]) -> dict[str, Any] | None:
     """This module's provenance record (not another tool's, such as `imgclass train`'s), or None."""
     try:
-        record = json.loads(metadata.get(PROVENANCE_KEY) or "{}")
+        record = json.loads(metadata.get(props.PROVENANCE) or "{}")
     except ValueError:
         return None
     return record if isinstance(record, dict) and "quantizer" in record else None
