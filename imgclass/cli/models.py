@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import display_options, listing_options
+from imgclass.cli.options import display_options, listing_options, preprocessing_options
 from imgclass.cli.render import print_fields, print_json, print_table
 from imgclass.errors import ExitCode, UsageError
 
@@ -72,11 +73,18 @@ def models_info(env: Environment, model: str, fmt: str) -> None:
 @click.option("--sha256", help="Expected sha256 of the download.")
 @click.option("--force", is_flag=True, help="Replace a model already cached under that name.")
 @click.option("--offline", is_flag=True, envvar="IMGCLASS_OFFLINE", help="Never use the network.")
+@preprocessing_options
 @display_options
 @click.pass_obj
 def models_pull(env: Environment, name: str | None, url: str | None, file: Path | None, as_name: str | None,
-                sha256: str | None, force: bool, offline: bool) -> None:  # fmt: skip
-    """Fetch a catalog model, a URL, or import a local file into the cache."""
+                sha256: str | None, force: bool, offline: bool, **values: Any) -> None:  # fmt: skip
+    """Fetch a catalog model, a URL, or import a local file into the cache.
+
+    \b
+    With --file, the model's sidecar (MODEL.json, preprocessor_config.json, config.json)
+    and the preprocessing options (--preset, --crop-pct, --labels, ...) are written into
+    the cached copy's metadata, so it is preprocessed the same when used by name.
+    """
     from imgclass.cli.loading import download_bar
     from imgclass.store import catalog
     from imgclass.store import registry as store
@@ -89,14 +97,32 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
             raise UsageError("--url and --file need --name NAME")
         if url is not None and offline:
             raise UsageError("--url cannot be used offline")
+        settings = _import_settings(values, file is not None)
         result = (store.pull_url(url, as_name, sha256, download_bar(env), force) if url is not None
-                  else store.import_file(file, as_name, force))  # type: ignore[arg-type]  # fmt: skip
+                  else store.import_file(file, as_name, force, settings))  # type: ignore[arg-type]  # fmt: skip
         env.stdout.write(f"{result if isinstance(result, Path) else result.path}\n")
         return
+    _import_settings(values, False)
     entry = catalog.find(name)  # type: ignore[arg-type]
     if entry is None:
         raise UsageError(f"{name}: not in the catalog (see: imgclass models list); use --url or --file for others")
     env.stdout.write(f"{store.pull_entry(entry, offline, download_bar(env), replace_damaged=True)}\n")
+
+
+def _import_settings(values: dict[str, Any], importing: bool):
+    """The preprocessing options of `models pull`, as settings for --file (refused without it)."""
+    from imgclass.cli.options import pop_load_options
+    from imgclass.store.loader import ModelSettings
+
+    given = sorted(k for k, v in values.items() if v not in (None, False))
+    _, options = pop_load_options(values)
+    if not importing:
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags}: only with --file (a catalog model or a URL keeps its own preprocessing)")
+        return None
+    labels = Path(options.labels) if options.labels is not None else None
+    return ModelSettings(preset=options.preset, overrides=options.overrides, labels_file=labels)
 
 
 @models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")

@@ -82,13 +82,8 @@ def _choice(values: tuple[str, ...]) -> click.Choice:
     return click.Choice(values, case_sensitive=False)
 
 
-model_options = _stack(
-    click.option(
-        "--model",
-        "-m",
-        multiple=True,
-        help="ONNX file, catalog name or alias (default: IMGCLASS_MODEL, else inception-v3).",
-    ),
+# How to preprocess and label a model: `models pull --file` writes them into the copy it caches.
+preprocessing_options = _stack(
     click.option("--preset", type=_choice(PRESETS), help="Preprocessing preset (see `imgclass models presets`)."),
     click.option("--size", type=click.IntRange(min=8), help="Input size for models with a dynamic spatial size."),
     click.option("--resize", type=click.IntRange(min=1), help="Resize the short side to N before cropping."),
@@ -104,6 +99,16 @@ model_options = _stack(
     click.option(
         "--labels", type=click.Path(path_type=Path), help="Labels file: one per line, or JSON (list or id2label)."
     ),
+)
+
+model_options = _stack(
+    click.option(
+        "--model",
+        "-m",
+        multiple=True,
+        help="ONNX file, catalog name or alias (default: IMGCLASS_MODEL, else inception-v3).",
+    ),
+    preprocessing_options,
     click.option(
         "--activation",
         type=_choice(("auto", *ACTIVATIONS)),

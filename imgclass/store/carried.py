@@ -41,7 +41,7 @@ def preprocessing(plan: Plan) -> dict[str, str]:
 
 def labels(plan: Plan) -> dict[str, str]:
     """The labels, unless they are the built-in ImageNet-1k names behind a background class (kept implicit)."""
-    return {} if plan.offset else metadata.encode(labels=plan.labels.names)
+    return {} if plan.offset or not plan.labels.names else metadata.encode(labels=plan.labels.names)
 
 
 def activation(plan: Plan) -> dict[str, str]:

@@ -18,7 +18,7 @@ import numpy as np
 from imgclass.data.labels import LabelSet, background_offset, choose_labels
 from imgclass.data.presets import Overrides, PresetChoice, choose_preset
 from imgclass.data.transforms import MAX_RESIZED_PIXELS, MAX_RESIZED_SIDE, Transform
-from imgclass.errors import ConfigError, ModelError, UsageError
+from imgclass.errors import ConfigError, ModelError, UsageError, option
 from imgclass.graph.activation import Activation, choose_activation
 from imgclass.graph.ranking import Ranker
 from imgclass.graph.runtime import Device, Runner, create_session
@@ -147,7 +147,7 @@ def input_size(signature: Signature, choice: PresetChoice, requested: int | None
         if requested < 8:
             raise UsageError(f"--size {requested}: too small")
         if requested * requested > MAX_RESIZED_PIXELS:
-            raise UsageError(f"--size {requested}: over the limit of {MAX_RESIZED_PIXELS} input pixels")
+            raise UsageError(f"{option('size')} {requested}: over the limit of {MAX_RESIZED_PIXELS} input pixels")
         if all(fixed) and fixed != (requested, requested):
             raise UsageError(f"--size {requested}: {path} has a fixed input of {fixed[0]}x{fixed[1]}")
         return requested, requested
