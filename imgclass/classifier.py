@@ -86,8 +86,9 @@ def load(
     opts = _options(options, option_values)
     check_tta(opts.tta)
     spec = os.fspath(model) if model is not None else os.environ.get("IMGCLASS_MODEL") or catalog.default_model()
+    auto = opts.preset == AUTO_PRESET
     settings = ModelSettings(
-        preset=opts.preset,
+        preset=None if auto else opts.preset,
         overrides=opts.overrides,
         labels_file=Path(opts.labels) if opts.labels is not None else None,
         device=parse_device(opts.device),
@@ -101,7 +102,35 @@ def load(
     resolved = store.resolve(spec, offline=offline, progress=download_progress)
     catalog_preset = resolved.entry.preset if resolved.entry else None
     loaded = load_model(resolved.path, resolved.name, settings, catalog_preset, resolved.sha256)
+    if auto and not loaded.preset_evidence:
+        loaded = _doctored(loaded, settings, catalog_preset, resolved.sha256)
     return Classifier(loaded, opts)
+
+
+AUTO_PRESET = "auto"  # preset="auto": when nothing says how to preprocess, what the doctor's photos say
+
+
+def _doctored(
+    loaded: LoadedModel, settings: ModelSettings, catalog_preset: str | None, sha256: str | None
+) -> LoadedModel:
+    """The model reloaded with the preset `imgclass.inference.doctor` recommends; as it was when the doctor cannot tell."""
+    from dataclasses import replace
+
+    from imgclass.data.presets import PresetChoice
+    from imgclass.errors import ModelError
+    from imgclass.inference.doctor import diagnose
+
+    try:
+        diagnosis = diagnose(loaded)
+    except ModelError:
+        return loaded  # not an ImageNet-1k model: the default stays, and its warning says so
+    if not diagnosis.confident:
+        return loaded
+    again = load_model(
+        loaded.path, loaded.name, replace(settings, preset=diagnosis.recommended), catalog_preset, sha256
+    )
+    again.preset = PresetChoice(again.preset.preset, f"doctor ({diagnosis.reason})")
+    return again
 
 
 def load_ensemble(

@@ -125,6 +125,38 @@ def _import_settings(values: dict[str, Any], importing: bool):
     return ModelSettings(preset=options.preset, overrides=options.overrides, labels_file=labels)
 
 
+@models.command(
+    "doctor",
+    epilog="\b\nExamples:\n  imgclass models doctor ./export.onnx\n  imgclass models doctor ./export.onnx -f json",
+)
+@click.argument("model")
+@click.option("--offline", is_flag=True, envvar="IMGCLASS_OFFLINE", help="Never use the network.")
+@listing_options
+def models_doctor(env: Environment, model: str, offline: bool, fmt: str) -> int:
+    """Which preprocessing a model expects: run it on photos with known answers under every preset.
+
+    \b
+    The evidence is the probability the model gives each photo's known class (espresso, a
+    cat, a rocket; public-domain photos shipped with imgclass) under each built-in preset.
+    The preset in use is kept when it is close to the best; otherwise the best is named.
+    Put it in a sidecar (MODEL.json: {"preset": NAME}) or import the model with
+    `imgclass models pull --file MODEL --name NAME --preset NAME`. ImageNet-1k models only.
+    """
+    import imgclass
+    from imgclass.inference.doctor import diagnose
+
+    diagnosis = diagnose(imgclass.load(model, offline=True if offline else None).model)
+    if fmt == "json":
+        print_json(env, diagnosis.to_dict())
+    else:
+        photos = list(diagnosis.best.probabilities)
+        columns = [("preset", "left"), ("mean", "right"), *((name, "right") for name in photos)]
+        rows = [[e.preset, f"{e.mean:.3f}", *(f"{e.probabilities[n]:.3f}" for n in photos)] for e in diagnosis.evidence]
+        print_table(env, columns, rows, keep="preset")
+        env.stdout.write(printable(f"recommended: {diagnosis.recommended} ({diagnosis.reason})") + "\n")
+    return ExitCode.OK if diagnosis.confident else ExitCode.MODEL
+
+
 @models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")
 @click.argument("name")
 @display_options

@@ -84,7 +84,12 @@ def _choice(values: tuple[str, ...]) -> click.Choice:
 
 # How to preprocess and label a model: `models pull --file` writes them into the copy it caches.
 preprocessing_options = _stack(
-    click.option("--preset", type=_choice(PRESETS), help="Preprocessing preset (see `imgclass models presets`)."),
+    click.option(
+        "--preset",
+        type=_choice((*PRESETS, "auto")),
+        help="Preprocessing preset (see `imgclass models presets`); auto: when nothing says, "
+        "the one `imgclass models doctor` finds.",
+    ),  # fmt: skip
     click.option("--size", type=click.IntRange(min=8), help="Input size for models with a dynamic spatial size."),
     click.option("--resize", type=click.IntRange(min=1), help="Resize the short side to N before cropping."),
     click.option(

@@ -66,6 +66,9 @@ class Plan:
 
     @property
     def warnings(self) -> list[str]:
+        if self.preset.source.startswith("doctor"):
+            return [f"{self.name}: nothing says how to preprocess images for this model; the doctor's photos chose "
+                    f"the preset {self.preset.preset.name!r}: {self.preset.source.removeprefix('doctor (')[:-1]}"]  # fmt: skip
         if self.preset_evidence:
             return []
         return [f"{self.name}: nothing says how to preprocess images for this model (no sidecar, no imgclass "
