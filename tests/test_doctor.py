@@ -104,7 +104,7 @@ def test_preset_auto_keeps_what_a_sidecar_says(tmp_path, home):
 
 
 def test_preset_auto_on_a_model_the_doctor_cannot_check_keeps_the_default(make_model):
-    clf = imgclass.load(make_model("tiny", spatial=32, classes=10), preset="auto")
+    clf = imgclass.load(make_model("tiny", spatial=32, classes=10, evidence=False), preset="auto")
     assert clf.model.preset.source == "default" and clf.warnings
 
 

@@ -41,7 +41,7 @@ def predictions(model, images) -> list:
 
 
 def test_no_preprocessing_evidence_is_said_once_with_the_remedy(make_model, photos):
-    tiny = make_model("tiny", spatial=32)
+    tiny = make_model("tiny", spatial=32, evidence=False)
     done = run_cli("predict", photos["coffee.png"], photos["chelsea.png"], "-m", tiny, "-f", "jsonl")
     assert done.returncode == 0
     warnings = [line for line in done.stderr.splitlines() if "nothing says how to preprocess" in line]
@@ -51,15 +51,16 @@ def test_no_preprocessing_evidence_is_said_once_with_the_remedy(make_model, phot
 
 
 def test_a_preset_or_sidecar_is_evidence_and_nothing_is_said(tmp_path, make_model, photos):
-    tiny = with_sidecar(make_model("tiny", spatial=32), tmp_path / "m.onnx")
+    tiny = with_sidecar(make_model("tiny", spatial=32, evidence=False), tmp_path / "m.onnx")
     done = run_cli("predict", photos["coffee.png"], "-m", tiny, "-f", "jsonl")
     assert done.returncode == 0 and "nothing says" not in done.stderr
-    flagged = run_cli("predict", photos["coffee.png"], "-m", make_model("tiny", spatial=32), "--preset", "keras-tf")
+    flagged = run_cli("predict", photos["coffee.png"], "-m", make_model("tiny", spatial=32, evidence=False),
+                      "--preset", "keras-tf")  # fmt: skip
     assert "nothing says" not in flagged.stderr
 
 
 def test_pull_file_carries_the_sidecar_into_the_cached_copy(tmp_path, make_model, photos, home):
-    source = with_sidecar(make_model("tiny", spatial=32), tmp_path / "m.onnx")
+    source = with_sidecar(make_model("tiny", spatial=32, evidence=False), tmp_path / "m.onnx")
     assert run_cli("models", "pull", "--file", source, "--name", "mine").returncode == 0
     assert fields("mine") == fields(source)
     images = [photos["coffee.png"], photos["chelsea.png"], photos["china.jpg"]]
@@ -67,7 +68,7 @@ def test_pull_file_carries_the_sidecar_into_the_cached_copy(tmp_path, make_model
 
 
 def test_pull_file_takes_the_preprocessing_options(tmp_path, make_model, photos, home):
-    source = make_model("tiny", spatial=32)
+    source = make_model("tiny", spatial=32, evidence=False)
     done = run_cli("models", "pull", "--file", source, "--name", "flagged", "--preset", "keras-tf", "--crop-pct", "0.9")
     assert done.returncode == 0, done.stderr
     info = imgclass.load("flagged").info
