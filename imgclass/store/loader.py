@@ -140,9 +140,8 @@ def inspect_file(path: Path) -> Signature:
 
 def input_size(signature: Signature, choice: PresetChoice, requested: int | None, path: Path) -> tuple[int, int]:
     fixed = (signature.height, signature.width)
-    if any(side and side > MAX_RESIZED_SIDE for side in fixed) or (
-        all(fixed) and fixed[0] * fixed[1] > MAX_RESIZED_PIXELS
-    ):  # type: ignore[operator]
+    sides = [side for side in fixed if side]
+    if any(side > MAX_RESIZED_SIDE for side in sides) or (len(sides) == 2 and sides[0] * sides[1] > MAX_RESIZED_PIXELS):
         raise ModelError(
             f"{path}: declares an input of {fixed[1]}x{fixed[0]}, over the limit of {MAX_RESIZED_PIXELS} pixels"
         )

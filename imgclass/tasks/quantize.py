@@ -199,51 +199,84 @@ def _digest(paths: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-def _samples(classifier: Classifier, paths: Sequence[str], progress: Progress | None):
-    """Preprocessed calibration tensors (imgclass's own preprocessing), and the images that failed."""
-    from concurrent.futures import ThreadPoolExecutor
+class Calibration(Sequence):
+    """The calibration batches, decoded and preprocessed when ONNX Runtime asks for each one.
 
-    from imgclass.data.images import load_rgb
-    from imgclass.errors import InputError
-
-    def one(path: str):
-        try:
-            return classifier.model.transform(load_rgb(path, classifier.decode)), None
-        except InputError as err:
-            return None, str(err)
-
-    samples, used, skipped = [], [], []
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgclass-calibrate") as pool:
-        for done, (path, (sample, error)) in enumerate(zip(paths, pool.map(one, paths), strict=True), 1):
-            if sample is None:
-                skipped.append((path, error or "unreadable"))
-            else:
-                samples.append(sample)
-                used.append(path)
-            if progress:
-                progress("reading calibration images", done, len(paths))
-    return samples, used, skipped
-
-
-def _batches(samples: list, size: int, fixed: bool) -> list:
-    """Batches of `size`, emptying `samples` as it goes (one copy in memory, not two).
-
-    A fixed batch axis gets its last batch filled up with the first samples again.
+    Memory is one batch of tensors whatever the number of images (holding every tensor took
+    1.35 GB at 1,000 images). A batch is the next `size` paths, less those that cannot be read;
+    a fixed batch axis gets a short batch filled up with its own samples again. `used` and
+    `skipped` fill in as batches are read.
     """
-    import numpy as np
 
-    first, out = samples[:size], []
-    while samples:
-        chunk = samples[:size]
-        del samples[:size]
-        if fixed and len(chunk) < size:
-            chunk += [first[i % len(first)] for i in range(size - len(chunk))]
-        out.append(np.stack(chunk))
-    return out
+    def __init__(self, classifier: Classifier, paths: Sequence[str], size: int, fixed: bool,
+                 progress: Progress | None = None):  # fmt: skip
+        self.classifier, self.paths, self.size, self.fixed, self.progress = (
+            classifier,
+            list(paths),
+            size,
+            fixed,
+            progress,
+        )
+        self.chunks = [self.paths[i : i + size] for i in range(0, len(self.paths), size)]
+        self._used: set[str] = set()
+        self._skipped: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index):
+        import numpy as np
+
+        if not isinstance(index, int):
+            raise TypeError("calibration batches are read one at a time")
+        chunk = self.chunks[index]  # IndexError past the end: iteration stops
+        samples = []
+        for path in chunk:
+            sample = self._one(path)
+            if sample is not None:
+                samples.append(sample)
+        if self.progress:
+            read = sum(len(c) for c in self.chunks[: index + 1])
+            self.progress("reading calibration images", read, len(self.paths))
+        if not samples:
+            return None
+        if self.fixed and len(samples) < self.size:
+            samples += [samples[i % len(samples)] for i in range(self.size - len(samples))]
+        return np.stack(samples)
+
+    def _one(self, path: str):
+        from imgclass.data.images import load_rgb
+        from imgclass.errors import InputError
+
+        try:
+            sample = self.classifier.model.transform(load_rgb(path, self.classifier.decode))
+        except InputError as err:
+            self._skipped[path] = str(err)
+            return None
+        self._used.add(path)
+        return sample
+
+    def check(self) -> None:
+        """Before calibrating: at least one image can be read (else UsageError naming the first failure)."""
+        for index in range(len(self)):
+            if self[index] is not None:
+                return
+        first = self.paths[0]
+        raise UsageError(f"none of the {len(self.paths)} calibration images could be read "
+                         f"(first: {self._skipped.get(first, first)})")  # fmt: skip
+
+    @property
+    def used(self) -> list[str]:
+        return [p for p in self.paths if p in self._used]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [(p, self._skipped[p]) for p in self.paths if p in self._skipped and p not in self._used]
 
 
-def _reader(input_name: str, batches: list, progress: Progress | None):
-    """An ONNX Runtime CalibrationDataReader over prepared batches; strided so ranges merge batch by batch."""
+def _reader(input_name: str, batches: Sequence, progress: Progress | None):
+    """An ONNX Runtime CalibrationDataReader over the batches (read when asked for); strided so ranges
+    merge batch by batch. A batch of which no image could be read is passed over."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -257,14 +290,15 @@ def _reader(input_name: str, batches: list, progress: Progress | None):
             self.start, self.end, self.next = start_index, end_index, start_index
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.next >= min(self.end, len(batches)):
-                return None
-            batch = batches[self.next]
-            self.next += 1
-            self.done += 1
-            if progress:
-                progress("calibrating", self.done, len(batches))
-            return {input_name: batch}
+            while self.next < min(self.end, len(batches)):
+                batch = batches[self.next]
+                self.next += 1
+                self.done += 1
+                if progress:
+                    progress("calibrating", self.done, len(batches))
+                if batch is not None:
+                    return {input_name: batch}
+            return None
 
     return Reader()
 
@@ -511,19 +545,17 @@ def _build(fp32: Classifier, paths: list[str], tmp: Path, options: QuantizeOptio
     from imgclass.store import index as modelindex
 
     model = fp32.model
-    samples, used, skipped = _samples(fp32, paths, progress)
-    if not samples:
-        raise UsageError(f"none of the {len(paths)} calibration images could be read (first: {skipped[0][1]})")
     fixed = model.signature.batch is not None
-    batches = _batches(samples, model.signature.batch or options.batch_size, fixed)
+    batches = Calibration(fp32, paths, model.signature.batch or options.batch_size, fixed, progress)
+    batches.check()
     prepared = _prepare(model.path, tmp)
     head = head_nodes(onnx.load(os.fspath(prepared), load_external_data=False), model.signature.output_name)
     candidate = tmp / "int8.onnx"
     _quantize_graph(prepared, candidate, _reader(model.signature.input_name, batches, progress), head, options)
     sha256 = modelindex.sha256_of(model.path)
-    prov = provenance(model.name, sha256, used, options, head)
+    prov = provenance(model.name, sha256, batches.used, options, head)
     _write_metadata(candidate, {**carried.carried(fp32.model), props.PROVENANCE: json.dumps(prov)}, props.CARRIED)
-    result = QuantizeResult(model.name, None, None, prov, None, skipped, model.path.stat().st_size)
+    result = QuantizeResult(model.name, None, None, prov, None, batches.skipped, model.path.stat().st_size)
     return candidate, result
 
 
