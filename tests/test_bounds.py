@@ -116,3 +116,37 @@ def test_quantize_memory_does_not_grow_with_the_calibration_images(tmp_path):
         assert done["rc"] == 0, done["stderr"]
         peaks[count] = done["peak_mib"]
     assert peaks[400] - peaks[20] < 60, peaks  # held, the 380 more tensors alone were 217 MiB
+
+
+def test_a_second_interrupt_stops_the_report_thumbnail_pass(tmp_path, monkeypatch):
+    """Repro 9: after Ctrl-C with --report, a second Ctrl-C during the thumbnails waited for every thumbnail."""
+    import threading
+
+    from imgclass.output import report
+    from imgclass.records import Record
+
+    release, calls = threading.Event(), []
+
+    def slow_thumbnail(path, size):
+        calls.append(path)
+        if len(calls) > 1:
+            release.wait(0.2)
+        return None
+
+    class Interrupting(report.Entry):
+        def __setattr__(self, name, value):
+            if name == "thumbnail" and self.record.path == "p0":
+                raise KeyboardInterrupt  # the second Ctrl-C, in the main thread, as the first thumbnail lands
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(report, "thumbnail_uri", slow_thumbnail)
+    entries = [Interrupting.__new__(Interrupting) for _ in range(50)]
+    for i, entry in enumerate(entries):
+        object.__setattr__(entry, "record", Record(f"p{i}", "m", "p", [], None))
+        object.__setattr__(entry, "thumbnail", None)
+        object.__setattr__(entry, "heatmap", None)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_report(tmp_path / "r.html", entries, report.ReportOptions(workers=2))
+    release.set()
+    assert len(calls) <= 3  # the one that landed and those in flight, not all 50
+    assert not (tmp_path / "r.html").exists()
