@@ -53,7 +53,8 @@ def load_classifier(env: Environment, values: dict[str, Any], background: bool =
 
 
 def warn_once(env: Environment, classifier: Classifier) -> None:
-    """The library's warnings about a classifier, once per run, on stderr (also when it is not a terminal)."""
+    """The library's warnings about a classifier, once per run, on stderr (also when it is not a terminal;
+    not with --quiet, which asks for nothing but errors)."""
     from imgclass._util.text import printable
 
     for member in classifier.members:
@@ -62,7 +63,7 @@ def warn_once(env: Environment, classifier: Classifier) -> None:
             f"model, or run: imgclass models doctor {printable(member.name)}"
         )  # fmt: skip
         for warning in member.warnings:
-            env.err(f"warning: {warning}{remedy}")
+            env.note(f"warning: {warning}{remedy}")
 
 
 def describe_model(info: dict[str, Any]) -> str:
