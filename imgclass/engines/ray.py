@@ -16,6 +16,8 @@ The driver writes the output (through the same sinks as a local run), so
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import contextlib
 import logging
 import math
@@ -325,6 +327,9 @@ class RayRecords:
         if self.engine.cluster is not None:
             self.engine.cluster.actors = actors
         spec = ModelSpec.of(clf, opts.top, opts.threshold, threads, device, self.task, self.normalize)
+        if opts.groups is not None or opts.abstain_below is not None:
+            grouping = clf.grouping(opts.groups) if opts.groups is not None else None
+            spec = replace(spec, grouping=grouping, abstain_below=opts.abstain_below)
         rows = max(1, min(MAX_BLOCK_ROWS, math.ceil(len(paths) / max(2.0, 2 * self.engine.cluster.cpus))))  # type: ignore[union-attr]
         tables = [
             pa.table({
