@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from imgclass.graph.ranking import Grouping, Ranker
-
     from imgclass.inference.embedding import Bottleneck
     from imgclass.inference.explain import Explanation
     from imgclass.store.download import Progress

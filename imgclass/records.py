@@ -37,7 +37,8 @@ class Prediction:
     members: tuple[Member, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"rank": self.rank, "index": self.index, "label": self.label, "probability": self.probability}
+        data: dict[str, Any] = {"rank": self.rank, "index": self.index, "label": self.label}
+        data["probability"] = self.probability
         if self.members is not None:
             data["members"] = [m.to_dict() for m in self.members]
         return data

@@ -210,7 +210,9 @@ def main() -> None:
     wnids, names = labels["wnids"], labels["names"]
     absent = [w for w in wnids if w not in synsets]
     if absent:
-        raise SystemExit(f"{len(absent)} ImageNet ids are not WordNet 3.0 nouns here (first {absent[0]}): wrong WordNet")
+        raise SystemExit(
+            f"{len(absent)} ImageNet ids are not WordNet 3.0 nouns here (first {absent[0]}): wrong WordNet"
+        )
     groups = assign(wnids, synsets)
     source = (
         f"scripts/make_groups.py from WordNet 3.0 data.noun (sha256 {hashlib.sha256(data).hexdigest()[:16]}...) "

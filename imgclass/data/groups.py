@@ -51,7 +51,9 @@ def resolve_groups(spec: Any, labels: LabelSet) -> Grouping:
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
         return build(read_groups_file(path), labels, wnids, str(path))
-    raise UsageError(f"groups must be {COARSE!r}, a group file or a mapping group -> members, not {type(spec).__name__}")
+    raise UsageError(
+        f"groups must be {COARSE!r}, a group file or a mapping group -> members, not {type(spec).__name__}"
+    )
 
 
 def class_wnids(labels: LabelSet) -> tuple[str, ...] | None:

@@ -16,8 +16,6 @@ The driver writes the output (through the same sinks as a local run), so
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import contextlib
 import logging
 import math
@@ -27,6 +25,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from imgclass._util.text import printable

@@ -38,7 +38,7 @@ class Grouping:
         return probs @ matrix
 
 
-class Ranking(list):
+class Ranking(list[Prediction]):
     """One row's ranked predictions (a list of Prediction); `abstained`: its top probability is below the
     ranker's `abstain_below` (None when there is none)."""
 
@@ -68,7 +68,7 @@ class Ranker:
         """Probabilities over all outputs (background included), as the model means them."""
         return self.activation.probabilities(outputs)
 
-    def rank(self, outputs: np.ndarray) -> list[list[Prediction]]:
+    def rank(self, outputs: np.ndarray) -> list[Ranking]:
         return self.rank_probabilities(self.probabilities(outputs)[:, self.offset :])
 
     def rank_probabilities(self, probs: np.ndarray) -> list[Ranking]:
