@@ -22,7 +22,7 @@ from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path
 from imgclass.data.presets import Overrides
 from imgclass.data.sources import expand
 from imgclass.data.tta import check_tta
-from imgclass.errors import InputError, UsageError
+from imgclass.errors import InputError, UsageError, option
 from imgclass.graph.runtime import parse_device
 from imgclass.inference.pipeline import (
     Pipeline,
@@ -241,7 +241,7 @@ class Classifier:
         """How outputs become predictions: top-k classes, or top-k groups of them, and the abstain verdict."""
         _check_top(top, threshold)
         if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
-            raise UsageError("the abstain probability must be between 0 and 1")
+            raise UsageError(f"{option('abstain_below')} must be between 0 and 1")
         grouping = self.grouping(groups) if groups is not None else None
         return self.model.ranker(top, threshold, grouping, abstain_below)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import decode_options, display_options, model_options
+from imgclass.cli.options import decision_options, decode_options, display_options, model_options
 from imgclass.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ Examples:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write a self-contained HTML page with the heat maps.",
 )
+@decision_options
 @model_options
 @decode_options
 @display_options
@@ -88,8 +89,11 @@ def explain(env: Environment, images: tuple[str, ...], output_dir: Path, class_:
 
     check_inputs(list(images))
     colour_table(colormap)  # the extra and the name, before any model is loaded
+    groups, abstain_below = values.pop("groups"), values.pop("abstain_below")
     classifier = load_classifier(env, values, background=False)
-    options = ExplainOptions(class_, method.lower(), top, None, patch, stride, batch_size, npy, colormap)
+    grouping = classifier.grouping(groups) if groups is not None else None
+    options = ExplainOptions(class_, method.lower(), top, None, patch, stride, batch_size, npy, colormap,
+                             grouping, abstain_below)  # fmt: skip
     bar = _Bar(env) if env.progress and options.method == "occlusion" else None
     failed, entries = 0, []
     try:

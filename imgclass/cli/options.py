@@ -146,6 +146,23 @@ run_options = _stack(
     ),
 )
 
+# The decision layer (issue 23): declared once for predict, batch, evaluate and explain.
+decision_options = _stack(
+    click.option(
+        "--groups",
+        metavar="coarse|FILE",
+        help="Rank groups of classes: 'coarse' (dog, cat, bird, vehicle, food, ... from WordNet) or a JSON/YAML "
+        "file of group -> [label, index, WordNet id or hypernym id]; unlisted classes form 'other'.",
+    ),
+    click.option(
+        "--abstain-below",
+        type=click.FloatRange(0, 1),
+        metavar="P",
+        help="Mark records whose top probability (after --groups) is below P as abstained ('unknown'); "
+        "predictions are kept.",
+    ),
+)
+
 record_options = _stack(
     click.option(
         "--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image."
@@ -168,6 +185,12 @@ record_options = _stack(
         type=click.Path(path_type=Path),
         help="Write records to FILE instead of stdout (a folder: jsonl shards).",
     ),
+    click.option(
+        "--wide",
+        is_flag=True,
+        help="With --format csv/tsv: one row per image, path,label_1,probability_1,...,error,abstained.",
+    ),
+    decision_options,
 )
 
 engine_options = _stack(
