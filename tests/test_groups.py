@@ -235,6 +235,9 @@ def test_abstain_marks_exactly_the_records_below_and_keeps_predictions(tiny, ima
     assert one.abstained is True and one.predictions == plain[0].predictions
     with pytest.raises(UsageError, match="abstain_below"):
         clf.predict(images[0], abstain_below=1.5)
+    flipped = imgclass.load(tiny, tta="flip")  # the ensemble/TTA scorer carries the verdict too
+    assert flipped.predict(images[0], abstain_below=1.0).abstained is True
+    assert [r.abstained for r in flipped.classify(images[:2], abstain_below=0.0)] == [False, False]
 
 
 def test_abstained_and_members_survive_the_jsonl_round_trip(tiny, images):

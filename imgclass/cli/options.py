@@ -188,7 +188,7 @@ record_options = _stack(
     click.option(
         "--wide",
         is_flag=True,
-        help="With --format csv/tsv: one row per image, path,label_1,probability_1,...,error,abstained.",
+        help="With --format csv or tsv: one row per image, the top-k in columns (label_1, probability_1, ...).",
     ),
     decision_options,
 )
