@@ -26,6 +26,7 @@ from imgclass.errors import UsageError
 from imgclass.graph.ranking import Grouping
 from imgclass.output.sinks import CSV_HEADER, read_delimited
 from imgclass.records import Record
+from imgclass.tasks.evaluate import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = load_json("imagenet1k_labels.json")
@@ -342,6 +343,7 @@ def _check_evaluate(model: Path, photos, tmp_path: Path, cut: float) -> dict:
     coverage, accuracy = _score_by_hand(records, lambda path: WNIDS.index(Path(path).parent.name), cut)
     assert report["coverage"] == coverage and report["selective_accuracy"] == accuracy
     assert report["answered"] == sum(not r["abstained"] for r in records)
+    assert Report.from_dict(report).to_dict() == report
     point = next(p for p in report["risk_coverage"] if p["threshold"] == 0.0)
     assert point["coverage"] == 1.0 and point["accuracy"] == report["top1"]
     return report
