@@ -355,7 +355,8 @@ Groups = Annotated[
     str | None,
     typer.Option("--groups", metavar="coarse|FILE", rich_help_panel=DECISION,
                  help="Rank groups of classes: 'coarse' (dog, cat, bird, vehicle, food, ... from WordNet) or a "
-                 "JSON/YAML file of group -> [label, index, WordNet id or hypernym id]; unlisted classes form 'other'."),
+                 "JSON/YAML file mapping each group to its members (labels, indices, WordNet ids, hypernym ids); "
+                 "unlisted classes form 'other'."),
 ]  # fmt: skip
 AbstainBelow = Annotated[
     float | None,
