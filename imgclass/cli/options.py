@@ -152,7 +152,8 @@ decision_options = _stack(
         "--groups",
         metavar="coarse|FILE",
         help="Rank groups of classes: 'coarse' (dog, cat, bird, vehicle, food, ... from WordNet) or a JSON/YAML "
-        "file of group -> [label, index, WordNet id or hypernym id]; unlisted classes form 'other'.",
+        "file mapping each group to its members (labels, indices, WordNet ids, hypernym ids); unlisted classes "
+        "form 'other'.",
     ),
     click.option(
         "--abstain-below",
