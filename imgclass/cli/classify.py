@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
+import typer
 
 from imgclass._util.text import printable
+from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import classify_options, engine_options, pop_engine_options
+from imgclass.cli.options import display, pop_engine_options, values
 from imgclass.errors import UsageError
 from imgclass.output.sinks import Sink
 from imgclass.records import Record
@@ -29,37 +31,97 @@ Examples:
   imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
-null_option = click.option(
-    "--null", "-0", is_flag=True, help="The list '-' reads from stdin is NUL-separated (find -print0)."
-)
-
-
-@click.command(epilog=PREDICT_EXAMPLES)
-@click.argument("images", nargs=-1, required=True)
-@null_option
-@classify_options
-def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
+def predict(
+    ctx: typer.Context,
+    images: p.Images,
+    null: p.Null = False,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    top: p.Top = 5,
+    threshold: p.Threshold = None,
+    fmt: p.Format = None,
+    output: p.Output = None,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
     """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
-    return classify(env, list(images), values, view="predict")
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    return classify(env, list(given.pop("images")), given, view="predict")
 
 
-@click.command(epilog=BATCH_EXAMPLES)
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
-@click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
-@null_option
-@engine_options
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).",
-)
-@classify_options
 def batch(
-    env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any
+    ctx: typer.Context,
+    inputs: p.Inputs,
+    recursive: p.Recursive = False,
+    null: p.Null = False,
+    resume: p.Resume = False,
+    report: p.Report = None,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    engine: p.EngineOpt = p.Engine.local,
+    ray_address: p.RayAddress = None,
+    actors: p.Actors = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    top: p.Top = 5,
+    threshold: p.Threshold = None,
+    fmt: p.Format = None,
+    output: p.Output = None,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
 ) -> int:
     """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
-    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    inputs_, recursive_, resume_, report_ = (given.pop(k) for k in ("inputs", "recursive", "resume", "report"))
+    return classify(env, list(inputs_), given, view="batch", recursive=recursive_, resume=resume_, report=report_)
 
 
 def _check_output(output: Path | None, inputs: list[str], option: str = "--output") -> None:
@@ -93,15 +155,20 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    _check_wide(values["wide"], fmt, resume)
     existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
+    grouping = classifier.grouping(values["groups"]) if values["groups"] is not None else None  # before any output
     target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
     progress = progress_line(env) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug, null=values["null"],
-                         stdin=env.stdin)  # fmt: skip
+                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"])  # fmt: skip
+    columns = _Columns(
+        classifier.multi_label, values["abstain_below"] is not None, values["top"] if values["wide"] else None
+    )
     try:
-        sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
+        sink = _sink(env, fmt, target, view, progress, columns)
         if report is not None:
             sink = _with_report(sink, report, classifier, values["workers"])
         events = _Events(env, progress, human=fmt == "table")
@@ -125,7 +192,23 @@ def engine_line(images: int, seconds: float, cluster: str) -> str:
     return f"ray: {images} images in {seconds:.1f} s ({rate:.1f} images/s) on {cluster}"
 
 
-def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
+def _check_wide(wide: bool, fmt: str, resume: bool) -> None:
+    if wide and fmt not in ("csv", "tsv"):
+        raise UsageError(f"--wide is a layout of --format csv or tsv, not {fmt}")
+    if wide and resume:
+        raise UsageError("--wide files cannot be resumed yet; write a new file (or resume without --wide)")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What csv/tsv rows carry besides the base columns."""
+
+    multi_label: bool
+    abstained: bool  # --abstain-below was given
+    wide: int | None  # --wide: this many predictions per row (--top)
+
+
+def _sink(env: Environment, fmt: str, target, view: str, progress, columns: _Columns):
     from imgclass.cli.render import BatchRows, PredictTable, guarded
     from imgclass.output.sinks import make_sink
 
@@ -134,7 +217,8 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
         sink = PredictTable(env) if view == "predict" else BatchRows(env)
     else:
         sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, columns=target.columns,
-                         multi_label=multi_label)  # fmt: skip
+                         multi_label=columns.multi_label, abstained=columns.abstained,
+                         wide=columns.wide or None)  # fmt: skip
     return guarded(env, sink, progress, target.stream is env.stdout)
 
 
