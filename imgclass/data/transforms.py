@@ -20,9 +20,9 @@ from imgclass.errors import ImgclassError, InputError
 
 # Bounds on what a resize may make, checked before any resize: a side, the pixels (a
 # float32 copy of that many pixels is 192 MiB) and the aspect ratio of the resized image.
-MAX_RESIZED_SIDE = 16384
+MAX_RESIZED_SIDE = 65536  # a 2000x10 banner resizes to 51200x256: kept
 MAX_RESIZED_PIXELS = 1 << 24
-MAX_ASPECT_RATIO = 100
+MAX_ASPECT_RATIO = 256
 
 # Resizes that pick pixels instead of averaging them: never fed a draft (reduced-scale) decode.
 _SAMPLING = ("nearest", "tf-bilinear")
