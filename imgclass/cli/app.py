@@ -27,6 +27,7 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.explain import explain
 from imgclass.cli.learn import evaluate
 from imgclass.cli.models import models
+from imgclass.cli.serve import serve
 from imgclass.cli.tools import bench, info
 from imgclass.cli.transfer import embed, train
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
@@ -52,7 +53,7 @@ def app() -> None:
     """Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs."""
 
 
-for _command in (predict, batch, evaluate, explain, embed, train, models, cache, bench, info):
+for _command in (predict, batch, evaluate, explain, embed, train, models, cache, bench, info, serve):
     app.add_command(_command)
 
 

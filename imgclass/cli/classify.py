@@ -11,6 +11,7 @@ import click
 from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
 from imgclass.cli.options import classify_options, engine_options, pop_engine_options
+from imgclass.cli.remote import server_option
 from imgclass.errors import UsageError
 from imgclass.output.sinks import Sink
 from imgclass.records import Record
@@ -18,7 +19,8 @@ from imgclass.records import Record
 PREDICT_EXAMPLES = """\b
 Examples:
   imgclass predict cat.jpg dog.png --top 3
-  imgclass predict photo.jpg --model resnet50 --format json"""
+  imgclass predict photo.jpg --model resnet50 --format json
+  imgclass predict photo.jpg --server http://127.0.0.1:8000   (a running `imgclass serve`)"""
 
 BATCH_EXAMPLES = """\b
 Examples:
@@ -37,6 +39,7 @@ null_option = click.option(
 @click.command(epilog=PREDICT_EXAMPLES)
 @click.argument("images", nargs=-1, required=True)
 @null_option
+@server_option
 @classify_options
 def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
     """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
@@ -54,6 +57,7 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).",
 )
+@server_option
 @classify_options
 def batch(
     env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any
@@ -76,6 +80,13 @@ def _check_output(output: Path | None, inputs: list[str], option: str = "--outpu
 
 def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
+    server = values.pop("server", None)
+    if server:  # a client of `imgclass serve`: nothing below (numpy, ONNX Runtime) is imported
+        from imgclass.cli.remote import check_remote, classify_remote
+
+        check_remote(values, values.get("engine", "local").lower(), resume, report)
+        _check_output(values["output"], inputs)
+        return classify_remote(env, server, inputs, values, view=view, recursive=recursive, make_sink=_sink)
     from imgclass.cli.loading import load_classifier
     from imgclass.cli.render import progress_line
     from imgclass.data.sources import check_inputs

@@ -4,6 +4,7 @@ Routes:
     GET  /v2/health/live, /v2/health/ready          (no token needed: probes)
     GET  /v2, /v2/models/{name}[/versions/1], /v2/models/{name}[/versions/1]/ready
     POST /v2/models/{name}[/versions/1]/infer       (JSON, or the binary tensor data extension)
+    GET  /v1/model                                  (name, preset, multi_label, tta: what a client needs)
     POST /v1/classify?top=K&threshold=P&name=N      (image bytes, or multipart files) -> record(s)
     GET  /metrics                                   (Prometheus text)
 """
@@ -56,6 +57,7 @@ def _routes(service: Service) -> list:
         *(Route(p, handlers.wrap("metadata", handlers.model)) for p in (model, version)),
         *(Route(p + "/ready", handlers.wrap("model_ready", handlers.model_ready)) for p in (model, version)),
         *(Route(p + "/infer", handlers.wrap("infer", handlers.infer), methods=["POST"]) for p in (model, version)),
+        Route("/v1/model", handlers.wrap("model_info", handlers.info)),
         Route("/v1/classify", handlers.wrap("classify", handlers.classify), methods=["POST"]),
         Route("/metrics", handlers.wrap("metrics", handlers.metrics)),
     ]

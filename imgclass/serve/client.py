@@ -34,6 +34,10 @@ class ClientOptions:
     token: str | None = None
     timeout_s: float = 120.0
     connections: int = 4  # requests in flight at once (the server batches them)
+    model: str = ""  # what an error record for a file this side cannot read names (the server's /v1/model)
+    preset: str = ""
+    multi_label: bool = False
+    tta: str | None = None
 
 
 class Client:
@@ -81,7 +85,8 @@ class Client:
         try:
             data = read_image_file(path, shown)
         except _FileProblem as err:
-            return Record(shown, "", "", [], str(err), path_bytes=raw)
+            opts = self.options
+            return Record(shown, opts.model, opts.preset, [], str(err), opts.multi_label, raw, opts.tta)
         query = {"top": str(self.options.top), "name": shown}
         if self.options.threshold is not None:
             query["threshold"] = repr(self.options.threshold)
@@ -97,6 +102,19 @@ class Client:
             raise EnvironmentFault(f"the server's answer is not a record: {err}") from err
         return Record(shown, record.model, record.preset, record.predictions, record.error, record.multi_label, raw,
                       record.tta)  # fmt: skip
+
+    def info(self) -> dict:
+        """The server's /v1/model: name, model, preset, multi_label, tta, classes; raises EnvironmentFault."""
+        status, _, body = self.request("GET", "/v1/model")
+        if status != 200:
+            raise EnvironmentFault(f"the server answered {status}: {_error_text(body)}")
+        try:
+            info = json.loads(body)
+        except ValueError as err:
+            raise EnvironmentFault(f"the server's /v1/model is not JSON: {err}") from err
+        if not isinstance(info, dict):
+            raise EnvironmentFault("the server's /v1/model is not a JSON object")
+        return info
 
     def _send(self, path: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
         for _ in range(RETRIES):

@@ -81,7 +81,8 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         raise ProtocolError(f"{len(binary) - offset} bytes of binary data follow the tensors the header describes")
     if not images or len(images) > MAX_ELEMENTS:
         raise ProtocolError(f"give between 1 and {MAX_ELEMENTS} images, not {len(images)}")
-    params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
+    params = request.get("parameters")
+    params = params if isinstance(params, dict) else {}
     outputs = _outputs(request.get("outputs"), bool(params.get("binary_data_output", False)))
     ident = request.get("id")
     return InferRequest(str(ident) if ident is not None else None, images, outputs)

@@ -66,6 +66,12 @@ class Handlers:
         ready = self.service.batcher.ready
         return json_response({"name": self.service.name, "ready": ready}, 200 if ready else 503)
 
+    async def info(self, request: Request) -> Response:
+        """What a client needs before the first record (csv columns depend on multi_label)."""
+        clf = self.service.classifier
+        return json_response({"name": self.service.name, "model": clf.name, "preset": clf.preset,
+                              "multi_label": clf.multi_label, "tta": clf.tta, "classes": len(clf.labels)})  # fmt: skip
+
     async def metrics(self, request: Request) -> Response:
         from starlette.responses import Response
 
@@ -81,10 +87,12 @@ class Handlers:
         service.check_model(request)
         parsed = parse_infer(await service.body(request), request.headers.get(HEADER))
         outcomes = await service.outcomes(request, [(data, f"image {i}") for i, data in enumerate(parsed.images)])
+        rows = []
         for i, outcome in enumerate(outcomes):
-            if outcome.error is not None:
+            if outcome.error is not None or outcome.probabilities is None:
                 raise HTTPError(400, f"image {i}: {outcome.error}")
-        probs = np.stack([o.probabilities for o in outcomes]).astype(np.float32)
+            rows.append(outcome.probabilities)
+        probs = np.stack(rows).astype(np.float32)
         body, header = encode_response(service.name, parsed, probs, service.classifier.labels)
         if header is None:
             return Response(body, media_type="application/json")

@@ -11,7 +11,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imgclass.errors import EnvironmentFault
 from imgclass.serve import ServeOptions, require_serve
@@ -44,7 +44,7 @@ def serve(classifier: Classifier, options: ServeOptions, started: Callable[[str]
         limit_concurrency=max(64, 4 * options.max_queue),  # connections; more are answered 503
         server_header=False,
     )
-    server = _Server(config, started)
+    server: Any = _Server(config, started)
     try:
         server.run()
     except OSError as err:

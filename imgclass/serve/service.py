@@ -61,12 +61,17 @@ class Service:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise HTTPError(413, f"the body is over the limit of {limit} bytes")
+        from starlette.requests import ClientDisconnect
+
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"the body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPError(413, f"the body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise HTTPError(499, "the client went away before sending the whole body") from None
         return b"".join(chunks)
 
     async def outcomes(self, request: Request, images: list[tuple[bytes, str]]) -> list[Outcome]:
@@ -95,8 +100,8 @@ class Service:
         """The record `imgclass predict` makes for this image."""
         clf = self.classifier
         tta = None if clf.tta == "none" else clf.tta
-        if outcome.error is not None:
-            return Record(name, clf.name, clf.preset, [], outcome.error, clf.multi_label, tta=tta)
+        if outcome.error is not None or outcome.probabilities is None:
+            return Record(name, clf.name, clf.preset, [], outcome.error or "no result", clf.multi_label, tta=tta)
         ranked = clf.model.ranker(top, threshold).rank_probabilities(outcome.probabilities[None])[0]
         return Record(name, clf.name, clf.preset, ranked, None, clf.multi_label, tta=tta)
 
