@@ -264,7 +264,7 @@ def test_progress_bar_only_on_a_terminal(tiny, photos, tmp_path, home):
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["models", "list"], ["models", "list", "--format", "json"], ["--version"]]
+    "args", [["--help"], ["models", "list"], ["models", "list", "--format", "json"], ["--version"], ["serve", "--help"]]
 )
 def test_help_and_models_list_import_neither_numpy_nor_onnxruntime(args, home):
     code = (

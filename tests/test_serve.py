@@ -334,3 +334,64 @@ def test_names_are_escaped_and_no_request_names_a_server_path(tiny_server, tmp_p
     assert status == 400 and answer["error"] == "empty file"  # a name is only a label: nothing is opened
     status, answer = tiny_server.json("POST", "/v1/classify?name=" + quote("\x1b[31mred"), b"junk")
     assert status == 400 and answer["path"] == "\x1b[31mred"  # JSON carries it escaped; the CLI prints it inert
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_hosts_need_no_token(host):
+    from imgclass.serve import ServeOptions
+
+    ServeOptions(host=host).check()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org", "127.0.0.1.evil.example"])
+def test_other_hosts_need_a_token(host):
+    from imgclass.errors import UsageError
+    from imgclass.serve import ServeOptions
+
+    with pytest.raises(UsageError, match="token"):
+        ServeOptions(host=host).check()
+    ServeOptions(host=host, token="t0ken").check()
+    with pytest.raises(UsageError, match="empty"):
+        ServeOptions(host=host, token="  ").check()
+
+
+def _frame(images: list[bytes], shape=None, size=None) -> tuple[bytes, str]:
+    data = b"".join(struct.pack("<I", len(b)) + b for b in images)
+    head = json.dumps({"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": shape or [len(images)],
+                                   "parameters": {"binary_data_size": len(data) if size is None else size}}]}).encode()  # fmt: skip
+    return head + data, str(len(head))
+
+
+def test_the_protocol_reader_refuses_what_does_not_add_up():
+    from imgclass.serve.protocol import ProtocolError, parse_infer
+
+    body, length = _frame([b"abc", b"de"], shape=[2, 1])
+    assert parse_infer(body, length).images == [b"abc", b"de"]
+    for bad_body, bad_length in (
+        (*_frame([b"abc"], shape=[2]),),  # the shape says 2
+        (*_frame([b"abc"], size=1),),  # a length cut off
+        (_frame([b"abc"])[0] + b"extra", _frame([b"abc"])[1]),  # bytes nobody described
+        (_frame([b"abc"])[0], "999999"),  # a header longer than the body
+        (_frame([b"abc"])[0], "-1"),
+        (_frame([b"abc"])[0], "ten"),
+        (*_frame([b"x"] * 2000),),  # more images than one request may carry
+        (*_frame([b"abc"], shape=[1 << 40, 1 << 40]),),  # a huge shape is refused before anything is built
+    ):
+        with pytest.raises(ProtocolError):
+            parse_infer(bad_body, bad_length)
+    with pytest.raises(ProtocolError, match="classification"):
+        body, length = _frame([b"abc"])
+        head = json.loads(body[: int(length)])
+        head["outputs"] = [{"name": "PROBABILITIES", "parameters": {"classification": 0}}]
+        raw = json.dumps(head).encode()
+        parse_infer(raw + body[int(length) :], str(len(raw)))
+
+
+def test_classification_strings_rank_like_records():
+    import numpy as np
+
+    from imgclass.serve.protocol import classification
+
+    row = np.array([0.1, 0.4, 0.4, 0.1], dtype=np.float32)
+    assert classification(row, 3, ("a", "b:c", "d", "e")) == ["0.400000006:1:b:c", "0.400000006:2:d", "0.100000001:0:a"]
+    assert len(classification(row, 10, ("a", "b", "c", "d"))) == 4

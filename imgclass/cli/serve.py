@@ -78,7 +78,8 @@ def serve(env: Environment, **values: Any) -> int:
         from imgclass.serve.ray import require_ray_serve
 
         require_ray_serve()
-    classifier = load_classifier(env, values, background=False)
+    # background: ONNX Runtime's threads do not spin between runs, as decode threads share the cores
+    classifier = load_classifier(env, values, background=True)
     if engine == "ray":
         from imgclass.serve.ray import serve_on_ray
 

@@ -181,18 +181,18 @@ def _error_text(body: bytes) -> str:
 
 def classify_paths(paths: Iterable[str], options: ClientOptions) -> Iterator[Record]:
     """Records for `paths`, in order, with up to `options.connections` requests in flight."""
+    import threading
+
     workers = max(1, options.connections)
     clients: list[Client] = []
+    mine = threading.local()  # one keep-alive connection per thread
 
     def one(path: str) -> Record:
-        import threading
-
-        local = getattr(threading.current_thread(), "_imgclass_client", None)
-        if local is None:
-            local = Client(options)
-            clients.append(local)
-            threading.current_thread()._imgclass_client = local  # type: ignore[attr-defined]
-        return local.classify(path)
+        client = getattr(mine, "client", None)
+        if client is None:
+            client = mine.client = Client(options)
+            clients.append(client)
+        return client.classify(path)
 
     Client(options)  # a bad URL is refused before any file is read
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgclass-client")

@@ -31,6 +31,8 @@ def serve(classifier: Classifier, options: ServeOptions, started: Callable[[str]
     require_serve()
     import uvicorn
 
+    classifier.scorer.wait()  # a model that cannot start is its ModelError (exit 3), not a failed start-up
+
     from imgclass.serve.app import create_app
 
     config = uvicorn.Config(
