@@ -136,7 +136,9 @@ def one_round(k: int, model: str, url: str, photos: list[Path], folder: Path, lo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("IMGCLASS_MODEL", "/work/shared/models/mobilenetv2-12-int8.onnx"))
+    parser.add_argument(
+        "--model", default=os.environ.get("IMGCLASS_MODEL", "/work/shared/models/mobilenetv2-12-int8.onnx")
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--loops", type=int, default=20)
     parser.add_argument("--photos", type=int, default=96)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from imgclass.errors import MissingExtra, UsageError
+from imgclass.errors import MissingExtra, UsageError, option
 
 DEFAULT_PORT = 8000
 MAX_BODY = 32 * 1024 * 1024  # bytes of one request body; more is a 413, refused before it is all read
@@ -40,16 +40,18 @@ class ServeOptions:
     def check(self) -> None:
         """Refuse an open door and impossible limits (UsageError)."""
         if self.max_batch < 1 or self.max_queue < 1 or self.max_body < 1 or self.max_delay_ms < 0:
-            raise UsageError("the batch size, queue length and body limit must be at least 1, the delay at least 0")
+            raise UsageError(f"{option('max_batch')}, {option('max_queue')} and {option('max_body')} must be at least 1, "
+                             f"{option('max_delay_ms')} at least 0")  # fmt: skip
         if self.max_queue < self.max_batch:
-            raise UsageError(f"a queue of {self.max_queue} images cannot hold a batch of {self.max_batch}")
+            raise UsageError(f"{option('max_queue')} {self.max_queue} cannot hold a batch of {option('max_batch')} "
+                             f"{self.max_batch}")  # fmt: skip
         if not 0 <= self.port < 65536:
-            raise UsageError(f"port {self.port}: give a port between 1 and 65535")
+            raise UsageError(f"{option('port')} {self.port}: give a port between 1 and 65535")
         if self.token is not None and not self.token.strip():
-            raise UsageError("the token must not be empty")
+            raise UsageError(f"{option('token')} must not be empty")
         if not is_loopback(self.host) and self.token is None:
             raise UsageError(
-                f"listening on {self.host} opens the model beyond this machine: it needs a token "
+                f"{option('host')} {self.host} opens the model beyond this machine: it needs a {option('token')} "
                 "(clients then send 'Authorization: Bearer TOKEN')"
             )
 

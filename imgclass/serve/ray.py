@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgclass.errors import MissingExtra
@@ -42,7 +43,7 @@ def _spec(classifier: Classifier) -> dict[str, Any]:
     weights = list(classifier.scorer.weights) if len(members) > 1 else None
     options = classifier.options
     if options.labels is not None:
-        options = dataclasses.replace(options, labels=os.path.abspath(options.labels))
+        options = dataclasses.replace(options, labels=Path(options.labels).resolve())
     names = [m.name for m in classifier.members]  # records name the models as the driver's command line did
     return {"models": members, "names": names, "weights": weights, "options": options}
 

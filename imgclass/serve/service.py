@@ -79,7 +79,9 @@ class Service:
         if not self.batcher.ready:
             raise HTTPError(503, "the model is not ready yet", {"Retry-After": "1"})
         if len(images) > self.options.max_queue:
-            raise HTTPError(413, f"{len(images)} images in one request; this server takes {self.options.max_queue} at most")
+            raise HTTPError(
+                413, f"{len(images)} images in one request; this server takes {self.options.max_queue} at most"
+            )
         work = asyncio.ensure_future(self.batcher.classify(images))
         gone = asyncio.ensure_future(_disconnected(request))
         try:
