@@ -76,6 +76,37 @@ def test_ray_serve_answers_the_protocol_and_the_local_record(ray_instance, make_
         undeploy()
 
 
+def test_the_command_on_ray_answers_what_is_in_flight_at_sigterm_and_exits_0(make_model, photos):
+    import threading
+
+    from support.serve_process import start_server, wait_until
+
+    # a long batch delay keeps all 8 waiting in the replica's queue when the signal comes
+    server = start_server("-m", str(make_model("tiny", spatial=32)), "--engine", "ray", "--max-batch", "32",
+                          "--max-delay-ms", "5000", port=_free_port(), timeout=300)  # fmt: skip
+    results: list = []
+
+    def one() -> None:
+        try:
+            results.append(server.request("POST", "/v1/classify", photos["coffee.png"].read_bytes(), timeout=120)[0])
+        except OSError as err:
+            results.append(repr(err))
+
+    try:
+        assert server.request("GET", "/v2/health/ready")[0] == 200
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        assert wait_until(lambda: server.metric("imgclass_queue_images") == 8, timeout=120)
+        assert server.stop(timeout=300) == 0
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+    assert results == [200] * 8
+
+
 def test_engine_ray_needs_the_same_token_rule(make_model):
     result = run_cli("serve", "--engine", "ray", "--host", "0.0.0.0", "-m", str(make_model("tiny", spatial=32)))
     assert result.returncode == 2 and "token" in result.stderr

@@ -82,12 +82,16 @@ def deploy(classifier: Classifier, options: ServeOptions, address: str | None = 
     from imgclass.serve.server import url_for
 
     options.check()
+    for name in ("ray", "ray.serve"):  # Ray's INFO lines are not for the terminal
+        logging.getLogger(name).setLevel(logging.WARNING)
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
                  logging_level=logging.ERROR, log_to_driver=False)  # fmt: skip
     serve.start(http_options={"host": options.host, "port": options.port})
     named = ServeOptions(**{**options.__dict__, "name": options.name or model_name(classifier.name)})
-    app = _deployment().options(num_replicas=replicas).bind(_spec(classifier), named)
+    # each replica admits as many requests as its own queue holds (Ray's default is 5)
+    app = _deployment().options(num_replicas=replicas, max_ongoing_requests=options.max_queue)
+    app = app.bind(_spec(classifier), named)
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     return url_for(options.host, options.port)
 
@@ -96,6 +100,7 @@ def undeploy() -> None:
     """Delete the app (requests in flight finish first) and stop Ray Serve."""
     from ray import serve
 
+    serve.delete(APP_NAME)  # blocks until the replicas have answered what they hold
     serve.shutdown()
 
 
@@ -111,17 +116,20 @@ def serve_on_ray(classifier: Classifier, options: ServeOptions, address: str | N
         received.append(sig)
         stop.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         url = deploy(classifier, options, address, replicas)
-        if started is not None and not stop.is_set():
-            started(url)
-        while not stop.wait(0.5):
-            pass
-        undeploy()
+        # after ray.init, which installs a SIGTERM handler of its own in the driver
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if started is not None:
+                started(url)
+            while not stop.wait(0.5):
+                pass
+            undeploy()
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
         if owned and ray.is_initialized():
             ray.shutdown()
     return received[0] if received else None

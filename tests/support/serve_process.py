@@ -66,10 +66,10 @@ class Served:
             raise
 
 
-def start_server(*args: str, timeout: float = 120, env: dict | None = None) -> Served:
-    """Start `imgclass serve ARGS --port 0` and wait until it says it is ready (bounded)."""
+def start_server(*args: str, timeout: float = 120, env: dict | None = None, port: int = 0) -> Served:
+    """Start `imgclass serve ARGS --port PORT` (0: a free one) and wait until it says it is ready (bounded)."""
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    process = subprocess.Popen([*_command(), "serve", *args, "--host", "127.0.0.1", "--port", "0"],
+    process = subprocess.Popen([*_command(), "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=full_env)  # fmt: skip
     lines: list[str] = []
     found: list[str] = []
