@@ -12,19 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import click
-
 from imgclass.cli.environment import Environment
 from imgclass.errors import UsageError
 from imgclass.output.sinks import Sink
-
-server_option = click.option(
-    "--server",
-    metavar="URL",
-    envvar="IMGCLASS_SERVER",
-    help="Send the images to a running `imgclass serve` at URL instead of loading a model here (env IMGCLASS_SERVER); "
-    "its token from IMGCLASS_TOKEN.",
-)
 
 # Options that choose the model or how images become pixels: the server's, so a client cannot give them.
 _SERVER_SIDE = {
