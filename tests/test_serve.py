@@ -325,6 +325,8 @@ def test_the_client_imports_neither_numpy_nor_onnxruntime(tiny_server, photos):
 def test_server_side_options_are_refused_with_server(photos):
     result = run_cli("predict", str(photos["coffee.png"]), "--server", "http://127.0.0.1:9", "--tta", "flip")
     assert result.returncode == 2 and "--tta" in result.stderr
+    grouped = run_cli("predict", str(photos["coffee.png"]), "--server", "http://127.0.0.1:9", "--groups", "coarse")
+    assert grouped.returncode == 2 and "--groups" in grouped.stderr
     down = run_cli("predict", str(photos["coffee.png"]), "--server", "http://127.0.0.1:9")
     assert down.returncode == 4 and "cannot reach the server" in down.stderr
 

@@ -144,10 +144,17 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     server = values.pop("server", None)
     if server:  # a client of `imgclass serve`: nothing below (numpy, ONNX Runtime) is imported
         from imgclass.cli.remote import check_remote, classify_remote
+        from imgclass.output.sinks import choose_format
 
         check_remote(values, str(values.get("engine", "local")).lower(), resume, report)
         _check_output(values["output"], inputs)
-        return classify_remote(env, server, inputs, values, view=view, recursive=recursive, make_sink=_sink)
+        _check_wide(values["wide"], choose_format(values["fmt"], values["output"], bool(env.stdout_isatty)), resume)
+        wide = values["top"] if values["wide"] else None
+
+        def make_sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool) -> Sink:
+            return _sink(env, fmt, target, view, progress, _Columns(multi_label, False, wide))
+
+        return classify_remote(env, server, inputs, values, view=view, recursive=recursive, make_sink=make_sink)
     from imgclass.cli.loading import load_classifier
     from imgclass.cli.render import progress_line
     from imgclass.data.sources import check_inputs

@@ -22,6 +22,7 @@ _SERVER_SIDE = {
     "interpolation": (None,), "mean": (None,), "std": (None,), "bgr": (False,), "labels": (None,),
     "activation": ("auto", None), "exact_decode": (False,), "tta": ("none", None), "weights": (None,),
     "max_pixels": (None,), "allow_truncated": (False,), "threads": (None,),
+    "groups": (None,), "abstain_below": (None,),  # not sent to the server (yet): they run locally only
 }  # fmt: skip
 
 
