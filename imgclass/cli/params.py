@@ -679,7 +679,7 @@ RequestTimeout = Annotated[
 ServeEngine = Annotated[
     Engine,
     typer.Option("--engine", case_sensitive=False, rich_help_panel=SERVING,
-                 help="Serve here, or as a Ray Serve deployment (pip install 'imgclass[ray-serve]')."),
+                 help="Serve here, or as a Ray Serve deployment (pip install 'imgclass\\[ray-serve]')."),
 ]  # fmt: skip
 Replicas = Annotated[
     int, typer.Option("--replicas", min=1, rich_help_panel=SERVING, help="With --engine ray: model replicas.")
