@@ -102,7 +102,14 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
 
 @contextmanager
 def _help_colour(args: list[str], env: Environment) -> Iterator[None]:
-    """Typer renders --help with rich before --color is parsed: apply --color and NO_COLOR to it here."""
+    """Typer renders --help with rich before --color is parsed: apply --color and NO_COLOR to it here.
+
+    Only where help may be printed (--help, -h, a bare command or group): importing rich costs
+    every other command line tens of milliseconds (a shell loop of `predict --server` pays it per call).
+    """
+    if len(args) > 1 and not {"--help", "-h"} & set(args):
+        yield
+        return
     from typer import rich_utils
 
     choice = env.color
