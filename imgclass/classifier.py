@@ -22,6 +22,7 @@ from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path
 from imgclass.data.presets import Overrides
 from imgclass.data.sources import expand
 from imgclass.data.tta import check_tta
+from imgclass.data.video import Every, Frame, VideoOptions, expand_frames, parse_every
 from imgclass.errors import InputError, UsageError
 from imgclass.graph.runtime import parse_device
 from imgclass.inference.pipeline import (
@@ -34,6 +35,7 @@ from imgclass.inference.pipeline import (
 )
 from imgclass.inference.scoring import Scored, Scorer
 from imgclass.records import Record
+from imgclass.store.download import URL_MAX_BYTES, URL_TIMEOUT, UrlPolicy
 from imgclass.store.loader import LoadedModel, ModelSettings, load_model
 
 if TYPE_CHECKING:
@@ -61,6 +63,8 @@ class LoadOptions:
     allow_truncated: bool = False
     activation: str | None = None  # softmax, sigmoid, logsoftmax, none; None/"auto": metadata, then the graph
     tta: str = "none"  # test-time augmentation: none, flip, five-crop, ten-crop (probabilities averaged over the views)
+    url_timeout: float = URL_TIMEOUT  # seconds to fetch an image named by an http(s) URL (connect and body)
+    url_max_bytes: int = URL_MAX_BYTES  # largest image body fetched from a URL
 
 
 def load(
@@ -244,11 +248,20 @@ class Classifier:
         stop: threading.Event | None = None,
         expand_inputs: bool = True,
         debug: bool = False,
+        every: Every | str = Every(),
+        video: bool = False,
     ) -> Classification:
-        """Records for files, directories and globs, in input order; a bad input is an error record."""
+        """Records for files, http(s) URLs, directories and globs, in input order; a bad input is an error record.
+
+        A video file gives a record per sampled frame (`every`: `Every` or "1s", "30f"), with
+        `time` and `frame`; `video`: directories and globs list video files too.
+        """
         _check_top(top, threshold)
         options = self._pipeline_options(batch_size, workers, debug)
-        paths = self._paths(inputs, recursive, expand_inputs)
+        paths = self._paths(inputs, recursive, expand_inputs, video)
+        if expand_inputs:
+            sampling = parse_every(every) if isinstance(every, str) else every
+            paths = expand_frames(paths, VideoOptions(sampling, self.decode.max_pixels))
         ranker = self.model.ranker(top, threshold)
         scored = None if self.scorer.plain else Scored(self.scorer, ranker)  # an ensemble and/or TTA
         return Classification(Pipeline(self.model, ranker, options, stop, scored), paths)
@@ -303,13 +316,25 @@ class Classifier:
             workers=workers or default_workers(),
             decode=decode or self.decode,
             debug=debug,
+            urls=self.urls,
         )
 
+    @property
+    def urls(self) -> UrlPolicy:
+        """How inputs named by http(s) URLs are fetched: none in an offline run."""
+        from imgclass.store import registry
+
+        opts = self.options
+        if not opts.url_timeout > 0 or opts.url_max_bytes < 1:
+            raise UsageError("the URL timeout and size limit must be more than 0")
+        offline = registry.offline_from_env() if opts.offline is None else opts.offline
+        return UrlPolicy(timeout=opts.url_timeout, max_bytes=opts.url_max_bytes, offline=offline)
+
     @staticmethod
-    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool) -> Iterable[Any]:
+    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool, video: bool = False) -> Iterable[Any]:
         if not expand_inputs:
-            return (i if hasattr(i, "view") else os.fspath(i) for i in inputs)
-        return expand((os.fspath(i) for i in inputs), recursive=recursive)
+            return (i if hasattr(i, "view") or isinstance(i, Frame) else os.fspath(i) for i in inputs)
+        return expand((os.fspath(i) for i in inputs), recursive=recursive, video=video)
 
     def explain(self, image: Any, class_: int | str | None = None, **options: Any) -> Explanation:
         """Where the model looked for `class_` (default: its top-1) in one image: a heat map.

@@ -37,6 +37,8 @@ class Record:
     # them escaped (\udcff) and cannot be turned back into the name; these bytes can.
     path_bytes: str | None = None
     tta: str | None = None  # test-time augmentation the probabilities are averaged over (flip, five-crop, ten-crop)
+    time: float | None = None  # a video frame's: seconds from the start, from the stream's timestamps
+    frame: int | None = None  # a video frame's index in the stream (0 = the first frame)
 
     @property
     def ok(self) -> bool:
@@ -46,6 +48,8 @@ class Record:
         data: dict[str, Any] = {"path": self.path}
         if self.path_bytes is not None:
             data["path_bytes"] = self.path_bytes
+        if self.frame is not None or self.time is not None:
+            data.update(time=self.time, frame=self.frame)
         data.update(
             model=self.model,
             preset=self.preset,
@@ -67,5 +71,11 @@ class Record:
         tta = data.get("tta")
         if tta is not None and not isinstance(tta, str):
             raise ValueError(f"tta must be a string, not {tta!r}")
+        time, frame = data.get("time"), data.get("frame")
+        if (time is not None and not isinstance(time, (int, float))) or isinstance(time, bool):
+            raise ValueError(f"time must be a number of seconds, not {time!r}")
+        if (frame is not None and not isinstance(frame, int)) or isinstance(frame, bool):
+            raise ValueError(f"frame must be an index, not {frame!r}")
         return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"),
-                   multi_label, str(raw) if raw is not None else None, tta)  # fmt: skip
+                   multi_label, str(raw) if raw is not None else None, tta,
+                   float(time) if time is not None else None, frame)  # fmt: skip

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from imgclass._util.resources import load_json
 from imgclass._util.text import printable
-from imgclass.data.sources import expand, is_image_name
+from imgclass.data.sources import expand, is_image_name, is_url
 from imgclass.errors import UsageError
 
 WNID = re.compile(r"^n\d{8}$")
@@ -237,7 +237,7 @@ def _jsonl_rows(handle, where: str) -> Iterable[tuple[int, str, str]]:
 
 
 def read_list(path: Path, classes: ClassNames) -> Dataset:
-    """A CSV or JSONL list of path,label; relative paths are relative to the list file's folder."""
+    """A CSV or JSONL list of path,label; relative paths are relative to the list file's folder; http(s) URLs stay URLs."""
     layout = LIST_SUFFIXES[path.suffix.lower()]
     where = printable(str(path))
     rows_of = _csv_rows if layout == "csv" else _jsonl_rows
@@ -253,7 +253,8 @@ def read_list(path: Path, classes: ClassNames) -> Dataset:
             raise UsageError(f"{where}, line {number}: empty path or label")
     resolved = _mapping(sorted({label for _, _, label in rows}, key=natural_key), classes, where, "label(s)")
     base = path.parent
-    samples = [Sample(os.path.join(base, image), resolved[label][0], label) for _, image, label in rows]
+    samples = [Sample(image if is_url(image) else os.path.join(base, image), resolved[label][0], label)
+               for _, image, label in rows]  # fmt: skip
     counts = Counter(s.name for s in samples)
     return Dataset(str(path), layout, samples, _entries(resolved, classes, counts))
 

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from imgclass._util.interrupt import stop_on_signals
 from imgclass.classifier import Classifier
-from imgclass.data.sources import path_key
+from imgclass.data.sources import frame_key, path_key
+from imgclass.data.video import Every, VideoOptions, expand_frames
 from imgclass.engines import Cluster, Engine, RunOptions
 from imgclass.errors import ExitCode
 from imgclass.output.sinks import Sink
@@ -43,6 +44,8 @@ class JobOptions:
     debug: bool = False
     null: bool = False  # the list on stdin ('-') is NUL-separated
     stdin: Any = None  # where '-' reads from (default: sys.stdin)
+    video: bool = False  # folders and globs list video files too (a video named on its own always counts)
+    every: Every = Every()  # which frames of a video are classified
 
 
 @dataclass
@@ -62,14 +65,26 @@ class Summary:
         return ExitCode.INPUT_FAILED if self.failed else ExitCode.OK
 
 
-def _pending(inputs: Iterable[str], options: JobOptions, engine: Engine, done: set[bytes], summary: Summary
-             ) -> Iterator[str]:  # fmt: skip
+def _pending(inputs: Iterable[str], options: JobOptions, engine: Engine, done: set[bytes], summary: Summary,
+             max_pixels: int | None) -> Iterator[Any]:  # fmt: skip
+    """The inputs to classify: paths and URLs, and the sampled frames of video files; those in `done` skipped."""
     stdin = options.stdin if options.stdin is not None else sys.stdin
-    for path in engine.expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null):
-        if done and path_key(path) in done:
+    video = options.video
+    paths = engine.expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null,
+                          **({"video": True} if video else {}))  # fmt: skip
+
+    def wanted(path: str, index: int) -> bool:
+        if done and frame_key(path_key(path), index) in done:
+            summary.skipped += 1
+            return False
+        return True
+
+    for item in expand_frames(paths, VideoOptions(options.every, max_pixels), wanted):
+        whole = item if isinstance(item, str) else item.path if item.index is None else None  # a file, not a frame
+        if done and whole is not None and path_key(whole) in done:
             summary.skipped += 1
             continue
-        yield path
+        yield item
 
 
 def run_job(
@@ -91,7 +106,7 @@ def run_job(
     engine = engine or Engine()
     with engine:  # a distributed engine connects before the signal handlers go in, and leaves after
         summary = Summary(cluster=engine.cluster)
-        paths: Iterable[str] = _pending(inputs, options, engine, done, summary)
+        paths: Iterable[Any] = _pending(inputs, options, engine, done, summary, classifier.decode.max_pixels)
         if options.count_first:
             paths = list(paths)
         events.started(len(paths) if isinstance(paths, list) else None)
