@@ -466,7 +466,11 @@ class _BoundedRedirects(_HttpOnlyRedirects):
         try:
             return super().http_error_302(req, fp, code, msg, headers)
         except urllib.error.HTTPError as err:
-            if "redirect" in str(err.reason).lower():  # a loop, or more than max_redirections
+            text = str(err.reason)
+            if "is not allowed" in text:  # urllib refuses a redirect to file:, data: and the like itself
+                where = display_url(headers.get("location") or headers.get("uri") or "")
+                raise DownloadError(UNSUPPORTED, f"redirected to {where}; only http and https are followed") from None
+            if "infinite loop" in text:  # a loop, or more than max_redirections
                 raise DownloadError(HTTP_ERROR, f"more than {self.max_redirections} redirects") from None
             raise
 
