@@ -9,10 +9,10 @@ import time
 import pytest
 from conftest import jsonl, run_cli
 from PIL import Image
+from support.http_server import Behaviour, Server
 
 from imgclass.data.sources import check_inputs, expand
 from imgclass.store.download import DownloadError, UrlPolicy, fetch_bytes
-from support.http_server import Behaviour, Server
 
 
 def _jpeg(colour: tuple[int, int, int], size=(64, 48)) -> bytes:

@@ -18,7 +18,9 @@ from imgclass.records import Record
 PREDICT_EXAMPLES = """\b
 Examples:
   imgclass predict cat.jpg dog.png --top 3
-  imgclass predict photo.jpg --model resnet50 --format json"""
+  imgclass predict photo.jpg --model resnet50 --format json
+  imgclass predict https://example.org/cat.jpg
+  imgclass predict clip.mp4 --every 0.5s --summary"""
 
 BATCH_EXAMPLES = """\b
 Examples:
@@ -26,6 +28,7 @@ Examples:
   find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
   find photos -type f -print0 | imgclass batch - --null -o results.jsonl
   imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl
+  imgclass batch footage/ --video --every 2s -o frames.jsonl --resume
   imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
@@ -39,7 +42,7 @@ null_option = click.option(
 @null_option
 @classify_options
 def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
-    """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
+    """Classify images, image URLs or video frames and print the top labels ('-' reads paths from stdin)."""
     return classify(env, list(images), values, view="predict")
 
 
@@ -47,6 +50,7 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
 @click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
+@click.option("--video", is_flag=True, help="Directories and globs also list video files (classified frame by frame).")
 @null_option
 @engine_options
 @click.option(
@@ -58,7 +62,7 @@ def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
 def batch(
     env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any
 ) -> int:
-    """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
+    """Classify every image in directories, files, globs or URLs ('-' reads a list from stdin); a record per image."""
     return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
 
 
@@ -86,6 +90,7 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
 
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     engine.check_inputs(inputs)
+    video = _video_options(inputs, values)
     if not any(is_uri(item) for item in inputs):
         check_inputs(inputs)  # before any model is resolved or downloaded
     _check_output(values["output"], inputs)
@@ -93,15 +98,18 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    summary_sink = _summary_sink(values.pop("summary"), fmt)
     existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
     target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
     progress = progress_line(env) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug, null=values["null"],
-                         stdin=env.stdin)  # fmt: skip
+                         stdin=env.stdin, video=video["video"], every=video["every"])  # fmt: skip
     try:
         sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
+        if summary_sink is not None:
+            sink = _tee(sink, summary_sink)
         if report is not None:
             sink = _with_report(sink, report, classifier, values["workers"])
         events = _Events(env, progress, human=fmt == "table")
@@ -110,6 +118,10 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
         if progress is not None:
             progress.clear()
         target.close()
+    if summary_sink is not None and summary.signal is None:
+        from imgclass.cli.render import print_video_summary
+
+        print_video_summary(env, summary_sink.videos())
     if env.verbose or progress is not None:
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
@@ -118,6 +130,34 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if summary.signal is not None and not summary.broken_pipe:
         env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
     return summary.exit_code
+
+
+def _video_options(inputs: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """--every parsed, --video taken; the `video` extra checked when any video can be an input (exit 2 without it)."""
+    from imgclass.data.sources import is_video_name
+    from imgclass.data.video import parse_every, require_video
+
+    video = bool(values.pop("video", False))
+    every = parse_every(values.pop("every", "1s"))
+    if video or any(is_video_name(item) for item in inputs):
+        require_video("video files as inputs")
+    return {"video": video, "every": every}
+
+
+def _summary_sink(wanted: bool, fmt: str):
+    if not wanted:
+        return None
+    if fmt != "table":
+        raise UsageError(f"--summary goes with the table output, not --format {fmt}")
+    from imgclass.output.summary import VideoSummary
+
+    return VideoSummary()
+
+
+def _tee(sink: Sink, extra: Sink) -> Sink:
+    from imgclass.output.report import TeeSink
+
+    return TeeSink(sink, extra)
 
 
 def engine_line(images: int, seconds: float, cluster: str) -> str:
@@ -161,9 +201,11 @@ class _Events:
             self.progress.start(total)
 
     def record(self, record: Record) -> None:
+        from imgclass.cli.render import shown
+
         if record.error is not None and self.lines:
             if self.progress is not None:
                 self.progress.clear()
-            self.env.err(f"{record.path}: {record.error}")
+            self.env.err(f"{shown(record)}: {record.error}")
         if self.progress is not None:
             self.progress.advance()

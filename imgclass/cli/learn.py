@@ -17,6 +17,7 @@ from imgclass.cli.options import (
     pop_engine_options,
     run_options,
     scoring_options,
+    url_options,
 )
 from imgclass.errors import ExitCode
 
@@ -54,6 +55,7 @@ FAILURES_SHOWN = 20  # failed images listed in the table; --format json lists th
 @model_options
 @scoring_options
 @decode_options
+@url_options
 @run_options
 @engine_options
 @list_format_option

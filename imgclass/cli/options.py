@@ -133,6 +133,32 @@ decode_options = _stack(
     ),
 )
 
+# Inputs named by http(s) URLs (predict, batch, evaluate, train, embed: anywhere a path is read by the pipeline).
+url_options = _stack(
+    click.option(
+        "--url-timeout",
+        type=click.FloatRange(0, min_open=True),
+        default=30.0,
+        show_default=True,
+        metavar="S",
+        help="Seconds to fetch an image given as an http(s) URL (connecting and the whole body; at most 50 MB).",
+    ),
+)
+
+# Video files (predict and batch; the `video` extra): which frames, and a summary per video.
+video_options = _stack(
+    click.option(
+        "--every",
+        default="1s",
+        show_default=True,
+        metavar="INTERVAL",
+        help="Video files: classify a frame every INTERVAL of presentation time (1s, 0.5s) or every Nth frame (30f).",
+    ),
+    click.option(
+        "--summary", is_flag=True, help="Table output: after the frames, each video's labels with first and last time."
+    ),
+)
+
 scoring_options = _stack(
     click.option("--tta", type=_choice(TTA_MODES), default="none", show_default=True,
                  help="Test-time augmentation: average over the image and its mirror (flip), or the standard 5 or 10 crops."),
@@ -251,6 +277,7 @@ def pop_load_options(values: dict[str, Any]):
     from imgclass.classifier import LoadOptions
     from imgclass.data.presets import Overrides
     from imgclass.errors import UsageError
+    from imgclass.store.download import URL_TIMEOUT
 
     model = values.pop("model", None)
     if isinstance(model, (tuple, list)):
@@ -274,6 +301,7 @@ def pop_load_options(values: dict[str, Any]):
         max_pixels=values.pop("max_pixels", None),
         allow_truncated=values.pop("allow_truncated", False),
         tta=values.pop("tta", None) or "none",
+        url_timeout=values.pop("url_timeout", None) or URL_TIMEOUT,
     )
 
 
@@ -284,5 +312,5 @@ def listing_options(function: Callable) -> Callable:
 
 def classify_options(function: Callable) -> Callable:
     """The options `predict` and `batch` share: model, decoding, batching, records, display."""
-    return _stack(model_options, scoring_options, decode_options, run_options, record_options, display_options,
-                  click.pass_obj)(function)  # fmt: skip
+    return _stack(model_options, scoring_options, decode_options, url_options, video_options, run_options,
+                  record_options, display_options, click.pass_obj)(function)  # fmt: skip

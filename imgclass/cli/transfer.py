@@ -16,6 +16,7 @@ from imgclass.cli.options import (
     model_options,
     pop_engine_options,
     run_options,
+    url_options,
 )
 
 EMBED_EXAMPLES = """\b
@@ -54,6 +55,7 @@ def _load(env: Environment, values: dict[str, Any]):
 @click.option("--resume", is_flag=True, help="With --output .npy or .jsonl: skip images already in it, add the rest.")
 @model_options
 @decode_options
+@url_options
 @run_options
 @engine_options
 @display_options
@@ -128,6 +130,7 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
 @click.option("--no-cache", is_flag=True, help="Neither read nor keep bottleneck vectors in the cache.")
 @model_options
 @decode_options
+@url_options
 @run_options
 @click.option("--format", "-f", "fmt", type=click.Choice(("table", "json"), case_sensitive=False), default="table",
               show_default=True, help="The report's format.")  # fmt: skip

@@ -172,7 +172,9 @@ class _Sampler:
     def _check_size(self, width: int, height: int) -> None:
         limit = self.options.max_pixels
         if limit and width * height > limit:
-            raise _TooBig(f"{width}x{height} = {width * height} pixels a frame is over the limit of {limit} (possible decompression bomb)")
+            raise _TooBig(
+                f"{width}x{height} = {width * height} pixels a frame is over the limit of {limit} (possible decompression bomb)"
+            )
 
     def _time(self, pts: int | None, time_base: Fraction | None) -> float | None:
         if pts is not None and time_base:

@@ -532,8 +532,8 @@ def _read_within(response, policy: UrlPolicy, deadline: float) -> bytes:
         _set_timeout(response, left)
         try:
             block = response.read1(CHUNK)
-        except TimeoutError:
-            continue  # the deadline check above decides
+        except TimeoutError:  # a timed-out socket cannot be read again: this is the end either way
+            raise DownloadError(TOO_SLOW, f"not received within {policy.timeout:g} s ({received} bytes so far)") from None
         except (http.client.HTTPException, OSError) as err:
             raise DownloadError(INTERRUPTED, f"connection lost after {received} bytes: {type(err).__name__}") from None
         if not block:
@@ -550,6 +550,6 @@ def _set_timeout(response, seconds: float) -> None:
     sock = getattr(sock, "_sock", None)
     if sock is not None:
         try:
-            sock.settimeout(max(0.05, min(seconds, 1.0)))
+            sock.settimeout(max(0.05, seconds))
         except OSError:
             pass

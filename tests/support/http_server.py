@@ -89,7 +89,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
 
-
     def _drip(self, payload: bytes, seconds: float) -> None:
         """A byte at a time, `seconds` apart, until the client goes away."""
         self.close_connection = True
