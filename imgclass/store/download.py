@@ -533,7 +533,9 @@ def _read_within(response, policy: UrlPolicy, deadline: float) -> bytes:
         try:
             block = response.read1(CHUNK)
         except TimeoutError:  # a timed-out socket cannot be read again: this is the end either way
-            raise DownloadError(TOO_SLOW, f"not received within {policy.timeout:g} s ({received} bytes so far)") from None
+            raise DownloadError(
+                TOO_SLOW, f"not received within {policy.timeout:g} s ({received} bytes so far)"
+            ) from None
         except (http.client.HTTPException, OSError) as err:
             raise DownloadError(INTERRUPTED, f"connection lost after {received} bytes: {type(err).__name__}") from None
         if not block:
