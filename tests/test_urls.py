@@ -146,3 +146,17 @@ def test_cli_offline_refuses_urls_and_resume_skips_them(server, images, make_mod
     assert again.returncode == 0, again.stderr
     assert len(server.behaviour.requests) == requests  # the URL was in the output already: not fetched again
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [url, local]
+
+
+def test_evaluate_list_with_urls(server, images, make_model, home, tmp_path):
+    """A URL in an evaluate list stays a URL (never joined to the list's folder) and is classified."""
+    model = make_model("tiny", classes=3, spatial=None)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red\nblue\nother\n")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"path,label\n{server.url}/red.jpg,red\n{images['dir'] / 'blue.jpg'},blue\n")
+    result = run_cli("evaluate", listing, "--model", model, "--labels", labels, "-f", "json", "--url-timeout", "5")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["classified"] == 2 and report.get("failed", 0) == 0, report
+    assert ("/red.jpg", None) in server.behaviour.requests
