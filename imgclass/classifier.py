@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
+from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, display_path, load_rgb, to_rgb
 from imgclass.data.presets import Overrides
-from imgclass.data.sources import expand
+from imgclass.data.sources import expand, is_url
 from imgclass.data.tta import check_tta
 from imgclass.data.video import Every, Frame, VideoOptions, expand_frames, parse_every
 from imgclass.errors import InputError, UsageError
@@ -31,6 +31,7 @@ from imgclass.inference.pipeline import (
     Stats,
     default_batch_size,
     default_workers,
+    fetch_image,
     rank_finite,
 )
 from imgclass.inference.scoring import Scored, Scorer
@@ -218,7 +219,7 @@ class Classifier:
         return info
 
     def predict(self, image: Any, top: int = 5, threshold: float | None = None) -> Record:
-        """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError.
+        """Classify one image: a path or http(s) URL, a PIL image or an HWC uint8 RGB array. Raises InputError.
 
         `threshold` None: the model's default, 0.5 for multi-label scores and 0 otherwise.
         """
@@ -353,6 +354,8 @@ class Classifier:
 
         if isinstance(image, (str, bytes, os.PathLike)):
             path = os.fsdecode(image)
+            if is_url(path):
+                return path, decode_rgb(fetch_image(path, self.urls), path, decode or self.decode)
             return display_path(path), load_rgb(path, decode or self.decode)
         if isinstance(image, Image.Image):
             return MEMORY_PATH, to_rgb(image)

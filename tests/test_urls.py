@@ -160,3 +160,14 @@ def test_evaluate_list_with_urls(server, images, make_model, home, tmp_path):
     report = json.loads(result.stdout)
     assert report["classified"] == 2 and report.get("failed", 0) == 0, report
     assert ("/red.jpg", None) in server.behaviour.requests
+
+
+def test_predict_takes_a_url(server, images, make_model):
+    import imgclass
+
+    clf = imgclass.load(make_model("tiny"))
+    remote = clf.predict(server.url + "/red.jpg")
+    assert remote.path == server.url + "/red.jpg"
+    assert remote.predictions == clf.predict(str(images["dir"] / "red.jpg")).predictions
+    with pytest.raises(imgclass.InputError, match="not-found"):
+        clf.predict(server.url + "/missing.jpg")

@@ -202,3 +202,56 @@ def test_without_the_extra_video_input_exits_2(clip, tmp_path, make_model, home)
     _still("coffee").save(photo)
     assert run_cli("predict", photo, "-m", make_model("tiny"), "-f", "jsonl", env=env).returncode == 0
     assert run_cli("batch", tmp_path, "--video", "-m", make_model("tiny"), env=env).returncode == 2
+
+
+def test_a_counted_job_never_lists_frames_ahead(clip, make_model, tmp_path):
+    """Progress counts inputs first; with a video among them the frames are still decoded one at a time, as asked."""
+    import imgclass
+    from imgclass.output.sinks import Sink
+    from imgclass.tasks.jobs import JobOptions, run_job
+
+    class Collect(Sink):
+        def __init__(self):
+            super().__init__(None, "list")  # type: ignore[arg-type]
+            self.records = []
+
+        def write(self, record):
+            self.records.append(record)
+
+        def close(self):
+            pass
+
+    class Events:
+        total: object = "unset"
+
+        def started(self, total):
+            self.total = total
+
+        def record(self, record):
+            pass
+
+    photo = tmp_path / "coffee.jpg"
+    _still("coffee").save(photo)
+    clf = imgclass.load(make_model("tiny"))
+    sink, events = Collect(), Events()
+    options = JobOptions(count_first=True, every=Every(seconds=None, frames=15))
+    summary = run_job(clf, [str(photo), str(clip)], sink, options, events, done=set())
+    assert events.total is None  # not known without decoding the video ahead
+    assert [(Path(r.path).name, r.frame) for r in sink.records] == [
+        ("coffee.jpg", None),
+        ("clip.mp4", 0),
+        ("clip.mp4", 15),
+    ]
+    assert summary.failed == 0
+    events = Events()
+    run_job(clf, [str(photo)], Collect(), options, events, done=set())
+    assert events.total == 1
+
+
+def test_the_library_classifies_frames_and_urls_like_files(clip, make_model):
+    import imgclass
+
+    clf = imgclass.load(make_model("tiny"))
+    records = list(clf.classify([str(clip)], every="1s"))
+    assert [(r.time, r.frame) for r in records] == [(0.0, 0), (1.0, 10), (2.0, 20)]
+    assert records[0].to_dict()["time"] == 0.0 and imgclass.Record.from_dict(records[1].to_dict()) == records[1]

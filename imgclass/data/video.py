@@ -2,9 +2,9 @@
 
 `frames(path, options)` opens a container with PyAV (the optional `video` extra), decodes
 its first video stream packet by packet and yields a `Frame` for each sampled frame: the
-file, the frame's index, its time in seconds from the stream's timestamps, and its RGB
-image (or the reason it could not be decoded). A file that cannot be opened is one error
-frame; a packet the decoder refuses is an error frame where a sample was due; a frame over
+file, the frame's index, its time in seconds from the stream's timestamps (counted from its
+first), and its RGB image (or the reason it could not be decoded). A file that cannot be
+opened is one error frame; a packet the decoder refuses is an error frame where a sample was due; a frame over
 the pixel limit is refused like a huge image. Nothing else is kept: memory is one frame.
 """
 
@@ -137,6 +137,7 @@ class _Sampler:
         self.due = 0.0  # the next sample time (seconds mode)
         rate = stream.average_rate or stream.guessed_rate
         self.rate = float(rate) if rate else None
+        self.start = stream.start_time or 0  # times count from the stream's first timestamp
 
     def run(self, container: Any) -> Iterator[Frame]:
         import av
@@ -178,7 +179,7 @@ class _Sampler:
 
     def _time(self, pts: int | None, time_base: Fraction | None) -> float | None:
         if pts is not None and time_base:
-            return float(pts * time_base)
+            return float((pts - self.start) * time_base)
         return self.index / self.rate if self.rate else None
 
     def _due_time(self) -> float | None:

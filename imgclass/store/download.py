@@ -437,6 +437,10 @@ def _copy(response, out: BinaryIO, digest, received: int, size: int | None, prog
 URL_TIMEOUT = 30.0  # seconds to connect and receive the whole body
 URL_MAX_BYTES = 50 * 1000 * 1000
 URL_REDIRECTS = 5
+# Connections open at once for image URLs, whoever asks: the decode threads (at most 8 per
+# pipeline) each hold one while fetching; this bounds a process running several pipelines.
+URL_CONNECTIONS = 16
+_CONNECTIONS = threading.BoundedSemaphore(URL_CONNECTIONS)
 
 
 @dataclass(frozen=True)
@@ -489,6 +493,15 @@ def fetch_bytes(url: str, policy: UrlPolicy = UrlPolicy()) -> bytes:
     if not is_url(url):
         raise DownloadError(UNSUPPORTED, "only http and https URLs can be fetched")
     deadline = time.monotonic() + policy.timeout
+    if not _CONNECTIONS.acquire(timeout=policy.timeout):
+        raise DownloadError(TOO_SLOW, f"no free connection within {policy.timeout:g} s")
+    try:
+        return _fetch_within(url, policy, deadline)
+    finally:
+        _CONNECTIONS.release()
+
+
+def _fetch_within(url: str, policy: UrlPolicy, deadline: float) -> bytes:
     opener = urllib.request.build_opener(_BoundedRedirects(policy.redirects, deadline))
     headers = {"User-Agent": f"imgclass/{__version__}", "Accept-Encoding": "identity"}
     try:
