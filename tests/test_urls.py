@@ -171,3 +171,19 @@ def test_predict_takes_a_url(server, images, make_model):
     assert remote.predictions == clf.predict(str(images["dir"] / "red.jpg")).predictions
     with pytest.raises(imgclass.InputError, match="not-found"):
         clf.predict(server.url + "/missing.jpg")
+
+
+def test_a_body_without_length_is_cut_at_the_limit_and_a_silent_server_times_out(images):
+    import socket
+
+    endless = Behaviour(files={"/big.jpg": images["red"] * 50}, no_length=True)
+    with Server(endless) as srv:
+        with pytest.raises(DownloadError, match="more than the limit of 5000 bytes"):
+            fetch_bytes(srv.url + "/big.jpg", UrlPolicy(timeout=5, max_bytes=5000))
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match="within 1 s"):
+            fetch_bytes(f"http://127.0.0.1:{silent.getsockname()[1]}/x.jpg", UrlPolicy(timeout=1))
+        assert time.monotonic() - start < 10

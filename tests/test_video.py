@@ -255,3 +255,11 @@ def test_the_library_classifies_frames_and_urls_like_files(clip, make_model):
     records = list(clf.classify([str(clip)], every="1s"))
     assert [(r.time, r.frame) for r in records] == [(0.0, 0), (1.0, 10), (2.0, 20)]
     assert records[0].to_dict()["time"] == 0.0 and imgclass.Record.from_dict(records[1].to_dict()) == records[1]
+
+
+def test_csv_output_of_frames_cannot_be_resumed(clip, tmp_path, make_model, home):
+    out = tmp_path / "frames.csv"
+    first = run_cli("batch", clip, "-m", make_model("tiny"), "-o", out)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("batch", clip, "-m", make_model("tiny"), "-o", out, "--resume")
+    assert again.returncode == 2 and "needs jsonl output" in again.stderr

@@ -99,6 +99,8 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
     summary_sink = _summary_sink(values.pop("summary"), fmt)
+    if resume and fmt in ("csv", "tsv") and video["videos"]:
+        raise UsageError(f"--resume of video frames needs jsonl output: {fmt} rows do not say which frame they are")
     existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
     target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
@@ -139,9 +141,10 @@ def _video_options(inputs: list[str], values: dict[str, Any]) -> dict[str, Any]:
 
     video = bool(values.pop("video", False))
     every = parse_every(values.pop("every", "1s"))
-    if video or any(is_video_name(item) for item in inputs):
+    videos = video or any(is_video_name(item) for item in inputs)
+    if videos:
         require_video("video files as inputs")
-    return {"video": video, "every": every}
+    return {"video": video, "every": every, "videos": videos}
 
 
 def _summary_sink(wanted: bool, fmt: str):
