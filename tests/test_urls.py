@@ -187,3 +187,22 @@ def test_a_body_without_length_is_cut_at_the_limit_and_a_silent_server_times_out
         with pytest.raises(DownloadError, match="within 1 s"):
             fetch_bytes(f"http://127.0.0.1:{silent.getsockname()[1]}/x.jpg", UrlPolicy(timeout=1))
         assert time.monotonic() - start < 10
+
+
+def test_proxy_credentials_go_to_the_proxy_only(images, monkeypatch):
+    """urllib copies Proxy-Authorization onto a redirect; a redirect that bypasses the proxy must not get it."""
+    with Server(Behaviour(files={"/red.jpg": images["red"]})) as target:
+        port = target.httpd.server_address[1]
+        hops = {
+            "http://example.invalid/away": f"http://localhost:{port}/red.jpg",  # no_proxy: straight to the target
+            "http://example.invalid/stay": "http://example.invalid/red.jpg",  # through the proxy again
+        }
+        behaviour = Behaviour(files={"http://example.invalid/red.jpg": images["red"]}, redirects=hops)
+        with Server(behaviour) as proxy:
+            monkeypatch.setenv("http_proxy", proxy.url.replace("http://", "http://user:secret@"))
+            monkeypatch.setenv("no_proxy", "localhost")
+            assert fetch_bytes("http://example.invalid/away", UrlPolicy(timeout=5)) == images["red"]
+            assert fetch_bytes("http://example.invalid/stay", UrlPolicy(timeout=5)) == images["red"]
+        assert target.behaviour.proxy_authorizations == [None]
+        assert all(value and value.startswith("Basic ") for value in proxy.behaviour.proxy_authorizations)
+        assert len(proxy.behaviour.proxy_authorizations) == 3

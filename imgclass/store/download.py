@@ -332,13 +332,22 @@ class _Busy(Exception):
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects to http and https URLs only (never ftp:, file: or anything else)."""
+    """Follow redirects to http and https URLs only (never ftp:, file: or anything else).
+
+    urllib copies every header of a request onto the redirected one, the proxy's
+    credentials (`http_proxy=http://user:pass@proxy`) included: a redirect to a host that
+    bypasses the proxy (`no_proxy`) would get them. They are dropped here; the proxy
+    handler adds them again when the new request does go through the proxy.
+    """
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         if scheme not in ("http", "https"):
             raise DownloadError(UNSUPPORTED, f"redirected to {display_url(newurl)}; only http and https are followed")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            new.remove_header("Proxy-authorization")
+        return new
 
 
 _opener = urllib.request.build_opener(_HttpOnlyRedirects)

@@ -25,6 +25,7 @@ class Behaviour:
     no_length: bool = False  # send no Content-Length: the body ends when the connection closes
     requests: list = field(default_factory=list)  # (path, Range header or None)
     authorizations: list = field(default_factory=list)  # Authorization header of each request, or None
+    proxy_authorizations: list = field(default_factory=list)  # Proxy-Authorization of each request, or None
     lengths: dict[str, int] = field(default_factory=dict)  # path -> Content-Length to announce (a lie, if need be)
     drips: dict[str, float] = field(default_factory=dict)  # path -> seconds between single bytes of its body
 
@@ -40,6 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Range")
         b.requests.append((self.path, header))
         b.authorizations.append(self.headers.get("Authorization"))
+        b.proxy_authorizations.append(self.headers.get("Proxy-Authorization"))
         body = b.files.get(self.path)
         if self.path in b.redirects:
             self.send_response(302)
