@@ -206,3 +206,24 @@ def test_proxy_credentials_go_to_the_proxy_only(images, monkeypatch):
         assert target.behaviour.proxy_authorizations == [None]
         assert all(value and value.startswith("Basic ") for value in proxy.behaviour.proxy_authorizations)
         assert len(proxy.behaviour.proxy_authorizations) == 3
+
+
+def test_train_list_with_urls(tmp_path, make_model, home):
+    """A training list whose images are partly URLs: every image is read, none is lost."""
+    from test_train import in_process, photo_classes
+
+    data = photo_classes(tmp_path / "data", per_class=8)
+    served = {f"/{p.parent.name}/{p.name}": p.read_bytes() for p in sorted((data / "coffee").iterdir())}
+    with Server(Behaviour(files=served)) as srv:
+        rows = ["path,label"]
+        for image in sorted(data.rglob("*.jpg")):
+            key = f"/{image.parent.name}/{image.name}"
+            rows.append(f"{srv.url + key if key in served else image},{image.parent.name}")
+        listing = tmp_path / "list.csv"
+        listing.write_text("\n".join(rows) + "\n")
+        code, out, err = in_process("train", listing, "--model", make_model("tiny", spatial=32), "-o",
+                                    tmp_path / "m.onnx", "--augment", "1", "--c", "1", "-f", "json")  # fmt: skip
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["train_images"] + report["val_images"] == 24
+        assert len([r for r in srv.behaviour.requests if r[0].startswith("/coffee/")]) >= 8
