@@ -311,7 +311,7 @@ Null = Annotated[
 ]  # fmt: skip
 UrlTimeout = Annotated[
     float,
-    typer.Option("--url-timeout", min=0, min_open=True, metavar="S", rich_help_panel=INPUT,
+    typer.Option("--url-timeout", click_type=click_types.FloatRange(0, min_open=True), metavar="S", rich_help_panel=INPUT,
                  help="Seconds to fetch an image given as an http(s) URL (connecting and the whole body; at most 50 MB)."),
 ]  # fmt: skip
 Every = Annotated[
