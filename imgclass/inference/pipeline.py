@@ -142,7 +142,9 @@ class Ranked:
 
     def record(self, item: Any, path: str, result: Any, error: str | None, raw: str | None = None) -> Record:
         model = self.model
-        record = Record(path, model.name, model.preset.preset.name, result or [], error, model.multi_label, raw)
+        abstained = getattr(result, "abstained", None) if error is None else None
+        record = Record(path, model.name, model.preset.preset.name, list(result or []), error, model.multi_label, raw,
+                        abstained=abstained)  # fmt: skip
         return at_frame(record, item)
 
 
