@@ -263,3 +263,11 @@ def test_csv_output_of_frames_cannot_be_resumed(clip, tmp_path, make_model, home
     assert first.returncode == 0, first.stderr
     again = run_cli("batch", clip, "-m", make_model("tiny"), "-o", out, "--resume")
     assert again.returncode == 2 and "needs jsonl output" in again.stderr
+
+
+def test_a_fifo_or_a_missing_file_named_like_a_video_is_an_error_not_a_hang(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    got = list(frames(str(fifo)))
+    assert len(got) == 1 and "FIFO" in got[0].error
+    assert "no such file" in list(frames(str(tmp_path / "gone.mkv")))[0].error

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -110,6 +112,10 @@ def frames(path: str, options: VideoOptions = VideoOptions(),
     require_video()
     import av
 
+    refused = _not_a_file(path)
+    if refused is not None:
+        yield Frame(path, None, None, error=refused)
+        return
     try:
         container = av.open(path, mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, ValueError) as err:
@@ -121,6 +127,21 @@ def frames(path: str, options: VideoOptions = VideoOptions(),
             yield Frame(path, None, None, error="no video stream in this file")
             return
         yield from _Sampler(path, streams[0], options, wanted).run(container)
+
+
+def _not_a_file(path: str) -> str | None:
+    """Why `path` cannot be read as a video file (a FIFO would block FFmpeg forever), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file (or a broken symlink)"
+    except OSError as err:
+        return f"cannot read file: {(err.strerror or str(err)).lower()}"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a video file"
+    if not stat.S_ISREG(mode):
+        return "is a FIFO, socket or device, not a video file"
+    return None
 
 
 def _reason(err: BaseException) -> str:
