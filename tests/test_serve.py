@@ -327,6 +327,8 @@ def test_server_side_options_are_refused_with_server(photos):
     assert result.returncode == 2 and "--tta" in result.stderr
     grouped = run_cli("predict", str(photos["coffee.png"]), "--server", "http://127.0.0.1:9", "--groups", "coarse")
     assert grouped.returncode == 2 and "--groups" in grouped.stderr
+    url = run_cli("predict", "https://example.org/cat.jpg", "--server", "http://127.0.0.1:9")
+    assert url.returncode == 2 and "local run" in url.stderr
     down = run_cli("predict", str(photos["coffee.png"]), "--server", "http://127.0.0.1:9")
     assert down.returncode == 4 and "cannot reach the server" in down.stderr
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
 from imgclass.errors import UsageError
 from imgclass.output.sinks import Sink
@@ -23,11 +24,18 @@ _SERVER_SIDE = {
     "activation": ("auto", None), "exact_decode": (False,), "tta": ("none", None), "weights": (None,),
     "max_pixels": (None,), "allow_truncated": (False,), "threads": (None,),
     "groups": (None,), "abstain_below": (None,),  # not sent to the server (yet): they run locally only
+    "every": ("1s", None), "summary": (False,), "video": (False,),  # video frames are decoded locally
 }  # fmt: skip
 
 
-def check_remote(values: dict[str, Any], engine: str, resume: bool, report: Path | None) -> None:
-    """Refuse options that only a local run (or the server's own command line) can honour."""
+def check_remote(values: dict[str, Any], engine: str, resume: bool, report: Path | None,
+                 inputs: Sequence[str] = ()) -> None:  # fmt: skip
+    """Refuse options and inputs that only a local run (or the server's own command line) can honour."""
+    from imgclass.data.sources import is_url, is_video_name
+
+    for item in inputs:
+        if is_url(item) or is_video_name(item):
+            raise UsageError(f"{printable(item)}: URLs and videos are read by a local run; leave out --server")
     for name, defaults in _SERVER_SIDE.items():
         if name in values and values[name] not in defaults:
             flag = "--" + name.replace("_", "-")
