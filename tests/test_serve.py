@@ -215,6 +215,7 @@ def test_metrics_are_prometheus_text(tiny_server, photos):
             float(line.rsplit(" ", 1)[1])
     assert tiny_server.metric("imgclass_images_total") == before + 1
     assert tiny_server.metric("imgclass_ready") == 1
+    assert tiny_server.metric("imgclass_body_bytes") == 0  # every finished request gave its body's bytes back
     assert tiny_server.metric('imgclass_batch_size_bucket{le="+Inf"}') >= 1
     assert any(line.startswith('imgclass_requests_total{endpoint="classify",code="200"}') for line in lines)
     assert any(line.startswith("# TYPE imgclass_inference_seconds histogram") for line in lines)

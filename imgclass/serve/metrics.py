@@ -75,7 +75,7 @@ class Metrics:
             self.images += images
             self.image_errors += errors
 
-    def render(self, in_flight: int, ready: bool) -> str:
+    def render(self, in_flight: int, ready: bool, body_bytes: int = 0) -> str:
         with self._lock:
             lines = _family("imgclass_requests_total", "counter", "HTTP requests by endpoint and status code.")
             for (endpoint, status), count in sorted(self.requests.items()):
@@ -87,6 +87,7 @@ class Metrics:
                  self.rejected),
                 ("imgclass_queue_images", "gauge", "Images admitted and not yet answered.", in_flight),
                 ("imgclass_ready", "gauge", "1 once the model has run its warm-up batch.", int(ready)),
+                ("imgclass_body_bytes", "gauge", "Bytes of request bodies held in memory.", body_bytes),
             ):  # fmt: skip
                 lines += _family(name, kind, text) + [f"{name} {value}"]
             for name, text, hist in (

@@ -41,6 +41,8 @@ class Handlers:
                 response = json_response(body, err.status, err.headers)
             except ProtocolError as err:
                 response = json_response({"error": str(err)}, 400)
+            finally:
+                service.release(request)
             service.metrics.request(endpoint, response.status_code, time.perf_counter() - start)
             return response
 
@@ -76,7 +78,7 @@ class Handlers:
         from starlette.responses import Response
 
         batcher = self.service.batcher
-        text = self.service.metrics.render(batcher.admitted, batcher.ready)
+        text = self.service.metrics.render(batcher.admitted, batcher.ready, self.service.buffered)
         return Response(text, media_type=CONTENT_TYPE)
 
     async def infer(self, request: Request) -> Response:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from imgclass.classifier import Classifier
 
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+BODY_BUDGET = 256 * 1024 * 1024  # bytes of request bodies held at once, at least
 RAW_NAME = "<body>"  # a record's path for an image sent as the whole body, unless ?name= gives one
 
 
@@ -41,6 +42,9 @@ class Service:
         self.options = options
         self.name = options.name or model_name(classifier.name)
         self.metrics = Metrics()
+        # request bodies held in memory at once, all requests together: beyond it, 503 with Retry-After
+        self.body_budget = max(4 * options.max_body, BODY_BUDGET)
+        self.buffered = 0
         self.batcher = Batcher(classifier, self.metrics, options.max_batch, options.max_delay_ms / 1000,
                                options.max_queue, options.workers)  # fmt: skip
 
@@ -61,6 +65,8 @@ class Service:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise HTTPError(413, f"the body is over the limit of {limit} bytes")
+        if length is not None and self.buffered + int(length) > self.body_budget:
+            raise HTTPError(503, "too many request bodies in memory; try again shortly", {"Retry-After": "1"})
         from starlette.requests import ClientDisconnect
 
         chunks, size = [], 0
@@ -69,10 +75,19 @@ class Service:
                 size += len(chunk)
                 if size > limit:
                     raise HTTPError(413, f"the body is over the limit of {limit} bytes")
+                if self.buffered + len(chunk) > self.body_budget:
+                    raise HTTPError(503, "too many request bodies in memory; try again shortly", {"Retry-After": "1"})
+                self.buffered += len(chunk)
+                request.state.held = getattr(request.state, "held", 0) + len(chunk)
                 chunks.append(chunk)
         except ClientDisconnect:
             raise HTTPError(499, "the client went away before sending the whole body") from None
         return b"".join(chunks)
+
+    def release(self, request: Request) -> None:
+        """Give back the body budget a finished request held."""
+        self.buffered -= getattr(request.state, "held", 0)
+        request.state.held = 0
 
     async def outcomes(self, request: Request, images: list[tuple[bytes, str]]) -> list[Outcome]:
         """Run images through the batcher, within the timeout, for as long as the client is there."""
