@@ -88,7 +88,7 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
     except typer.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        env.err(f"error: {exc.format_message()} (see: imgclass {_command_name(args)} --help)")
+        env.err(f"error: {exc.format_message()} (see: {' '.join(filter(None, (PROG, _command_name(args), '--help')))})")
         return ExitCode.USAGE
     except typer.Abort:
         return ExitCode.SIGINT
