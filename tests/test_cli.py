@@ -282,7 +282,7 @@ def test_help_models_list_and_completion_import_neither_numpy_nor_onnxruntime(ar
         f"sys.argv = ['imgclass', *{args!r}]\n"
         "from imgclass.cli import main\n"
         "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
-        "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx', 'PIL') if m in sys.modules]\n"
+        "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx', 'PIL', 'markdown_it', 'pygments') if m in sys.modules]\n"
         "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
     )
     # cwd: away from the checkout, so that the installed package is the one imported

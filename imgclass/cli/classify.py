@@ -12,10 +12,10 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.jobs import JobRunner
 from imgclass.cli.options import display, values
 from imgclass.errors import UsageError
-from imgclass.output.sinks import Sink
 
 if TYPE_CHECKING:
     from imgclass.cli.render import ProgressLine
+    from imgclass.output.sinks import Sink
 
 PREDICT_EXAMPLES = """\b
 Examples:
