@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,9 @@ def predict(
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
     verbose: p.Verbose = False,
     quiet: p.Quiet = False,
     color: p.ColorOpt = p.Color.auto,
@@ -106,6 +110,9 @@ def batch(
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
     verbose: p.Verbose = False,
     quiet: p.Quiet = False,
     color: p.ColorOpt = p.Color.auto,
@@ -130,21 +137,43 @@ def classify(env: Environment, inputs: list[str], given: dict[str, Any], *, view
     if report is not None and output is not None and report.resolve() == output.resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(given["fmt"], output, bool(env.stdout_isatty))
+    _check_wide(given["wide"], fmt, resume)
     existing = check_output(output, fmt, resume)  # nothing is written before the model loads
     classifier = job.load()
+    grouping = classifier.grouping(given["groups"]) if given["groups"] is not None else None  # before any output
     target = open_target(output, fmt, resume, env.stdout, existing, classifier.multi_label)
     options = JobOptions(given["top"], given["threshold"], recursive, given["batch_size"], given["workers"],
-                         null=given["null"], stdin=env.stdin)  # fmt: skip
+                         null=given["null"], stdin=env.stdin, groups=grouping,
+                         abstain_below=given["abstain_below"])  # fmt: skip
+    columns = _Columns(
+        classifier.multi_label, given["abstain_below"] is not None, given["top"] if given["wide"] else None
+    )
 
     def sink(progress: ProgressLine | None) -> Sink:
-        made = _sink(env, fmt, target, view, progress, classifier.multi_label)
+        made = _sink(env, fmt, target, view, progress, columns)
         return made if report is None else _with_report(made, report, classifier, given["workers"])
 
     summary = job.run(classifier, inputs, sink, options, done=target.done, human=fmt == "table", close=target.close)
     return job.finish(summary, "classified", "records")
 
 
-def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
+def _check_wide(wide: bool, fmt: str, resume: bool) -> None:
+    if wide and fmt not in ("csv", "tsv"):
+        raise UsageError(f"--wide is a layout of --format csv or tsv, not {fmt}")
+    if wide and resume:
+        raise UsageError("--wide files cannot be resumed yet; write a new file (or resume without --wide)")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What csv/tsv rows carry besides the base columns."""
+
+    multi_label: bool
+    abstained: bool  # --abstain-below was given
+    wide: int | None  # --wide: this many predictions per row (--top)
+
+
+def _sink(env: Environment, fmt: str, target, view: str, progress, columns: _Columns):
     from imgclass.cli.render import BatchRows, PredictTable, guarded
     from imgclass.output.sinks import make_sink
 
@@ -153,7 +182,8 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
         sink = PredictTable(env) if view == "predict" else BatchRows(env)
     else:
         sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, columns=target.columns,
-                         multi_label=multi_label)  # fmt: skip
+                         multi_label=columns.multi_label, abstained=columns.abstained,
+                         wide=columns.wide or None)  # fmt: skip
     return guarded(env, sink, progress, target.stream is env.stdout)
 
 
