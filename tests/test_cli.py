@@ -273,8 +273,8 @@ COMPLETE_MODEL = {
 @pytest.mark.parametrize(
     "args, env",
     [(["--help"], {}), (["predict", "--help"], {}), (["models", "list"], {}), (["models", "list", "--format", "json"], {}),
-     (["--version"], {}), ([], COMPLETE_MODEL)],
-    ids=["help", "predict-help", "models-list", "models-list-json", "version", "completion"],
+     (["--version"], {}), (["serve", "--help"], {}), ([], COMPLETE_MODEL)],
+    ids=["help", "predict-help", "models-list", "models-list-json", "version", "serve-help", "completion"],
 )  # fmt: skip
 def test_help_models_list_and_completion_import_neither_numpy_nor_onnxruntime(args, env, home):
     code = (

@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "cache": ("cache", "cache", None),
     "bench": ("tools", "bench", "BENCH_EXAMPLES"),
     "info": ("tools", "info", "INFO_EXAMPLES"),
+    "serve": ("serve", "serve", "SERVE_EXAMPLES"),
 }
 
 

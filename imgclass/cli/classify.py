@@ -10,7 +10,7 @@ import typer
 
 from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.jobs import JobRunner
+from imgclass.cli.jobs import JobRunner, check_not_an_input
 from imgclass.cli.options import display, values
 from imgclass.errors import UsageError
 
@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 PREDICT_EXAMPLES = """\b
 Examples:
   imgclass predict cat.jpg dog.png --top 3
-  imgclass predict photo.jpg --model resnet50 --format json"""
+  imgclass predict photo.jpg --model resnet50 --format json
+  imgclass predict https://example.org/cat.jpg
+  imgclass predict clip.mp4 --every 0.5s --summary
+  imgclass predict photo.jpg --server http://127.0.0.1:8000   (a running `imgclass serve`)"""
 
 BATCH_EXAMPLES = """\b
 Examples:
@@ -29,6 +32,7 @@ Examples:
   find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
   find photos -type f -print0 | imgclass batch - --null -o results.jsonl
   imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl
+  imgclass batch footage/ --video --every 2s -o frames.jsonl --resume
   imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
@@ -36,6 +40,7 @@ def predict(
     ctx: typer.Context,
     images: p.Images,
     null: p.Null = False,
+    server: p.Server = None,
     model: p.Models = None,
     preset: p.Preset = None,
     labels: p.Labels = None,
@@ -57,10 +62,13 @@ def predict(
     workers: p.Workers = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
+    every: p.Every = "1s",
     top: p.Top = 5,
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    summary: p.Summary = False,
     wide: p.Wide = False,
     groups: p.Groups = None,
     abstain_below: p.AbstainBelow = None,
@@ -69,7 +77,7 @@ def predict(
     color: p.ColorOpt = p.Color.auto,
     debug: p.Debug = False,
 ) -> int:
-    """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
+    """Classify images, image URLs or video frames and print the top labels ('-' reads paths from stdin)."""
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     return classify(env, list(given.pop("images")), given, view="predict")
@@ -80,6 +88,7 @@ def batch(
     inputs: p.Inputs,
     recursive: p.Recursive = False,
     null: p.Null = False,
+    server: p.Server = None,
     resume: p.Resume = False,
     report: p.Report = None,
     model: p.Models = None,
@@ -106,10 +115,14 @@ def batch(
     actors: p.Actors = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
+    every: p.Every = "1s",
+    video: p.Video = False,
     top: p.Top = 5,
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    summary: p.Summary = False,
     wide: p.Wide = False,
     groups: p.Groups = None,
     abstain_below: p.AbstainBelow = None,
@@ -118,7 +131,7 @@ def batch(
     color: p.ColorOpt = p.Color.auto,
     debug: p.Debug = False,
 ) -> int:
-    """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
+    """Classify every image in directories, files, globs or URLs ('-' reads a list from stdin); a record per image."""
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     inputs_, recursive_, resume_, report_ = (given.pop(k) for k in ("inputs", "recursive", "resume", "report"))
@@ -127,34 +140,93 @@ def batch(
 
 def classify(env: Environment, inputs: list[str], given: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
+    server = given.pop("server", None)
+    if server:  # a client of `imgclass serve`: nothing below (numpy, ONNX Runtime) is imported
+        return _classify_remote(env, server, inputs, given, view=view, recursive=recursive, resume=resume,
+                                report=report)  # fmt: skip
     from imgclass.output.sinks import choose_format
     from imgclass.output.targets import check_output, open_target
     from imgclass.tasks.jobs import JobOptions
 
     job = JobRunner(env, given, "classifying" if view == "batch" else None)
+    video = _video_options(inputs, given)
     output = given["output"]
     job.check(inputs, {"--output": output, "--report": report})
     if report is not None and output is not None and report.resolve() == output.resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(given["fmt"], output, bool(env.stdout_isatty))
+    summary_sink = _summary_sink(given.pop("summary", False), fmt)
+    if resume and fmt in ("csv", "tsv") and video["videos"]:
+        raise UsageError(f"--resume of video frames needs jsonl output: {fmt} rows do not say which frame they are")
     _check_wide(given["wide"], fmt, resume)
     existing = check_output(output, fmt, resume)  # nothing is written before the model loads
     classifier = job.load()
     grouping = classifier.grouping(given["groups"]) if given["groups"] is not None else None  # before any output
     target = open_target(output, fmt, resume, env.stdout, existing, classifier.multi_label)
     options = JobOptions(given["top"], given["threshold"], recursive, given["batch_size"], given["workers"],
-                         null=given["null"], stdin=env.stdin, groups=grouping,
-                         abstain_below=given["abstain_below"])  # fmt: skip
+                         null=given["null"], stdin=env.stdin, groups=grouping, abstain_below=given["abstain_below"],
+                         video=video["video"], every=video["every"])  # fmt: skip
     columns = _Columns(
         classifier.multi_label, given["abstain_below"] is not None, given["top"] if given["wide"] else None
     )
 
     def sink(progress: ProgressLine | None) -> Sink:
         made = _sink(env, fmt, target, view, progress, columns)
+        if summary_sink is not None:
+            made = _tee(made, summary_sink)
         return made if report is None else _with_report(made, report, classifier, given["workers"])
 
     summary = job.run(classifier, inputs, sink, options, done=target.done, human=fmt == "table", close=target.close)
+    if summary_sink is not None and summary.signal is None:
+        from imgclass.cli.render import print_video_summary
+
+        print_video_summary(env, summary_sink.videos())
     return job.finish(summary, "classified", "records")
+
+
+def _classify_remote(env: Environment, server: str, inputs: list[str], given: dict[str, Any], *, view: str,
+                     recursive: bool, resume: bool, report: Path | None) -> int:  # fmt: skip
+    from imgclass.cli.remote import check_remote, classify_remote
+    from imgclass.output.sinks import choose_format
+
+    check_remote(given, str(given.get("engine", "local")).lower(), resume, report, inputs)
+    check_not_an_input(given["output"], inputs)
+    _check_wide(given["wide"], choose_format(given["fmt"], given["output"], bool(env.stdout_isatty)), resume)
+    wide = given["top"] if given["wide"] else None
+
+    def make_sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool) -> Sink:
+        return _sink(env, fmt, target, view, progress, _Columns(multi_label, False, wide))
+
+    return classify_remote(env, server, inputs, given, view=view, recursive=recursive, make_sink=make_sink)
+
+
+def _video_options(inputs: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """--every parsed, --video taken; the `video` extra checked when any video can be an input (exit 2 without it)."""
+    from imgclass.data.sources import is_video_name
+    from imgclass.data.video import parse_every, require_video
+
+    video = bool(values.pop("video", False))
+    every = parse_every(values.pop("every", "1s"))
+    videos = video or any(is_video_name(item) for item in inputs)
+    if videos:
+        require_video("video files as inputs")
+    return {"video": video, "every": every, "videos": videos}
+
+
+def _summary_sink(wanted: bool, fmt: str):
+    if not wanted:
+        return None
+    if fmt != "table":
+        raise UsageError(f"--summary goes with the table output, not --format {fmt}")
+    from imgclass.output.summary import VideoSummary
+
+    return VideoSummary()
+
+
+def _tee(sink: Sink, extra: Sink) -> Sink:
+    from imgclass.output.report import TeeSink
+
+    return TeeSink(sink, extra)
 
 
 def _check_wide(wide: bool, fmt: str, resume: bool) -> None:

@@ -126,9 +126,11 @@ class Events:
             self.progress.start(total)
 
     def record(self, record: Record) -> None:
+        from imgclass.cli.render import shown
+
         if record.error is not None and self.lines:
             if self.progress is not None:
                 self.progress.clear()
-            self.env.err(f"{record.path}: {record.error}")
+            self.env.err(f"{shown(record)}: {record.error}")
         if self.progress is not None:
             self.progress.advance()
