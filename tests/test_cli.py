@@ -292,3 +292,10 @@ def test_help_models_list_and_completion_import_neither_numpy_nor_onnxruntime(ar
     assert result.stderr.endswith("HEAVY=")
     if env:
         assert "inception-v3" in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("command, extra", [("batch", "imgclass[ray]"), ("embed", "imgclass[parquet]")])
+def test_help_names_the_extra_in_brackets(command, extra):
+    """Rich markup must not eat `[ray]`: the help would tell people to install the wrong thing."""
+    result = run_cli(command, "--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0 and extra in result.stdout, result.stdout

@@ -278,7 +278,7 @@ Workers = Annotated[
 EngineOpt = Annotated[
     Engine,
     typer.Option("--engine", case_sensitive=False, rich_help_panel=RUNTIME,
-                 help="Run here, or as a Ray Data job (pip install 'imgclass[ray]')."),
+                 help="Run here, or as a Ray Data job (pip install 'imgclass\\[ray]')."),
 ]  # fmt: skip
 RayAddress = Annotated[
     str | None,
