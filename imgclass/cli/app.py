@@ -29,7 +29,9 @@ from imgclass.cli.learn import evaluate
 from imgclass.cli.models import models
 from imgclass.cli.tools import bench, info
 from imgclass.cli.transfer import embed, train
+from imgclass.data.sources import NoImagesFound
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
+from imgclass.output.guard import OutputRefused
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -78,6 +80,17 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
         return _report(env, exc)
 
 
+# How the CLI words the way out of an OutputRefused (the library names no flags).
+REMEDIES = {
+    "force": "add --force to replace it",
+    "resume": "add --resume to go on with it, or --force to start it again",
+    "other": "remove it first, or choose another path",
+    "restart": "choose another path, or add --force to start it again",
+    "elsewhere": "choose another path",
+    "wait": "wait for the other run to end, or choose another path",
+}
+
+
 def _command_name(args: list[str]) -> str:
     words = [a for a in args[:2] if not a.startswith("-")]
     return " ".join(words[:2] if words[:1] in (["models"], ["cache"]) else words[:1]).strip() or ""
@@ -92,6 +105,10 @@ def _report(env: Environment, exc: BaseException) -> int:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=env.stderr)
     if isinstance(exc, Interrupted):
         env.err(str(exc))
+    elif isinstance(exc, NoImagesFound):
+        env.err(f"error: {exc}" + ("; add -r (--recursive) to read them" if exc.nested else ""))
+    elif isinstance(exc, OutputRefused):
+        env.err(f"error: {exc}; {REMEDIES[exc.remedy]}")
     elif isinstance(exc, ImgclassError):
         env.err(f"error: {exc}")
     elif isinstance(exc, KeyboardInterrupt):

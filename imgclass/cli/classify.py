@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
 from imgclass.cli.options import classify_options, engine_options, pop_engine_options
 from imgclass.errors import UsageError
@@ -62,39 +61,45 @@ def batch(
     return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
 
 
-def _check_output(output: Path | None, inputs: list[str], option: str = "--output") -> None:
-    """Never overwrite an input: refuse an --output that is one of the files given."""
-    if output is None or not output.exists():
-        return
-    for item in inputs:
-        try:
-            if os.path.isfile(item) and os.path.samefile(item, output):
-                raise UsageError(f"{option} {printable(str(output))} is one of the inputs; it would be overwritten")
-        except OSError:
-            continue
-
-
 def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
-    from imgclass.cli.loading import load_classifier
-    from imgclass.cli.render import progress_line
-    from imgclass.data.sources import check_inputs
+    from imgclass.data.sources import check_found, check_inputs
     from imgclass.engines import is_uri, open_engine
+    from imgclass.output.guard import Inputs
     from imgclass.output.sinks import choose_format
-    from imgclass.output.targets import check_output, open_target
-    from imgclass.tasks.jobs import JobOptions, run_job
 
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     engine.check_inputs(inputs)
     if not any(is_uri(item) for item in inputs):
         check_inputs(inputs)  # before any model is resolved or downloaded
-    _check_output(values["output"], inputs)
-    _check_output(report, inputs, "--report")
-    if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
-        raise UsageError("--report and --output name the same file; give the report its own (report.html)")
+        check_found(inputs, recursive)
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    if resume and values["output"] is None:
+        raise UsageError("--resume needs --output FILE")
+    lock = guard_records(values["output"], report, Inputs.of(inputs, recursive), values.pop("force"), resume)
+    try:
+        return _classify(env, inputs, values, fmt, lock, view=view, recursive=recursive, resume=resume,
+                         report=report, engine=engine)  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: str, lock, *, view: str,
+              recursive: bool, resume: bool, report: Path | None, engine) -> int:  # fmt: skip
+    from imgclass.cli.loading import load_classifier
+    from imgclass.cli.render import progress_line
+    from imgclass.output.targets import check_output, open_target
+    from imgclass.tasks.jobs import JobOptions, run_job
+
     existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
+    if lock is not None:
+        job = job_header(classifier, "records", format=fmt, top=values["top"], threshold=values["threshold"],
+                         tta=classifier.tta)  # fmt: skip
+        if resume:
+            lock.check(job)
+        lock.commit(job)
     target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
     progress = progress_line(env) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
@@ -118,6 +123,35 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if summary.signal is not None and not summary.broken_pipe:
         env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
     return summary.exit_code
+
+
+def job_header(classifier, kind: str, **options: Any) -> dict[str, Any]:
+    """What --resume compares: the model's bytes (by sha256), its preset, and the options that shape the output."""
+    from imgclass.store.index import sha256_of
+
+    return {"kind": kind, "model": classifier.name, "model_sha256": [sha256_of(m.path) for m in classifier.members],
+            "preset": classifier.preset, **options}  # fmt: skip
+
+
+def guard_records(output: Path | None, report: Path | None, inputs, force: bool, resume: bool):
+    """Before any work: --output and --report may be written (see output.guard); the lock on --output, held."""
+    from imgclass.output.guard import RECORDS, REPORT, SHARD, JobLock, guard, guard_folder
+    from imgclass.output.shards import shard_files
+
+    if report is not None:
+        if output is not None and report.resolve() == output.resolve():
+            raise UsageError("--report and --output name the same file; give the report its own (report.html)")
+        guard(report, REPORT, inputs=inputs, force=force, option="--report")
+    if output is None:
+        return None
+    if output.is_dir() and not output.is_symlink():
+        guard_folder(output, [p.name for _, p in shard_files(output)], SHARD, inputs=inputs, force=resume,
+                     option="--output")  # fmt: skip
+        return JobLock(output, "--output", output / ".imgclass-job").acquire()
+    guard(output, RECORDS, inputs=inputs, force=force, resume=resume, option="--output")
+    if not os.path.isfile(output) and os.path.exists(output):
+        return None  # /dev/null, a pipe: nothing to lock
+    return JobLock(output, "--output").acquire()
 
 
 def engine_line(images: int, seconds: float, cluster: str) -> str:

@@ -168,6 +168,11 @@ record_options = _stack(
         type=click.Path(path_type=Path),
         help="Write records to FILE instead of stdout (a folder: jsonl shards).",
     ),
+    click.option("--force", is_flag=True, help="Replace an existing output of imgclass's own (never any other file)."),
+)
+
+force_option = click.option(
+    "--force", is_flag=True, help="Replace existing outputs of imgclass's own (never any other file)."
 )
 
 engine_options = _stack(

@@ -172,13 +172,11 @@ def write_report(path: str | os.PathLike, entries: Sequence[Entry], options: Rep
             entry.thumbnail = uri
     target = Path(path)
     page = render(entries, options)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # the umask's permissions, unlike mkstemp's 0600
+    from imgclass._util.fs import write_atomically
+
     try:
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as handle:
-            handle.write(page)
-        os.replace(tmp, target)
+        write_atomically(target, page, errors="backslashreplace")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise OutputError(
             f"--report {printable(str(path))}: cannot write the report: {describe_os_error(err)}"
         ) from None

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from imgclass._util.fs import create_new, temp_name
 from imgclass._util.text import printable
 from imgclass.errors import MissingExtra, OutputError, UsageError, describe_os_error
 from imgclass.output.sinks import Sink
@@ -212,23 +213,17 @@ class NpyVectors:
 
         import numpy as np
 
+        from imgclass._util.fs import atomic_write, write_atomically
+
         count = len(self.old_paths) + len(self.paths)
-        tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as out:
-                header = {"descr": "<f4", "fortran_order": False, "shape": (count, self.dim)}
-                np.lib.format.write_array_header_1_0(out, header)
-                if self.old_paths:
-                    out.write(np.ascontiguousarray(np.load(self.output, mmap_mode="r"), "<f4").tobytes())
-                with open(rows, "rb") as source:
-                    shutil.copyfileobj(source, out, 1 << 20)
-            listing = "".join(p + "\n" for p in (*self.old_paths, *self.paths))
-            paths_tmp = self.paths_file.with_name(f".{self.paths_file.name}.{os.getpid()}.tmp")
-            paths_tmp.write_text(listing, encoding="utf-8", errors="backslashreplace")
-            os.replace(tmp, self.output)
-            os.replace(paths_tmp, self.paths_file)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(self.output) as out:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (count, self.dim)}
+            np.lib.format.write_array_header_1_0(out, header)
+            if self.old_paths:
+                out.write(np.ascontiguousarray(np.load(self.output, mmap_mode="r"), "<f4").tobytes())
+            with open(rows, "rb") as source:
+                shutil.copyfileobj(source, out, 1 << 20)
+        write_atomically(self.paths_file, "".join(p + "\n" for p in (*self.old_paths, *self.paths)))
 
 
 def require_pyarrow() -> None:
@@ -246,7 +241,7 @@ class ParquetVectors:
     def __init__(self, output: Path):
         require_pyarrow()
         self.output, self.name = output, str(output)
-        self._tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        self._tmp = temp_name(output)
         self._writer: Any = None
         self._rows: list[Any] = []
 
@@ -257,6 +252,7 @@ class ParquetVectors:
         schema = pa.schema([("path", pa.string()), ("model", pa.string()), ("vector", pa.list_(pa.float32())),
                             ("error", pa.string())])  # fmt: skip
         try:
+            os.close(create_new(self._tmp))  # claimed with O_EXCL|O_NOFOLLOW: never a planted symlink
             self._writer = pq.ParquetWriter(os.fspath(self._tmp), schema)
         except OSError as err:
             raise OutputError(f"--output {printable(self.name)}: {describe_os_error(err)}") from None

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgclass._util.fs import write_atomically
 from imgclass.errors import CacheError, UsageError, describe_os_error
 
 ENV_HOME = "IMGCLASS_HOME"
@@ -147,12 +148,9 @@ def _write_registry(entries: dict[str, Registered]) -> None:
     data = {
         n: {"file": r.file, "sha256": r.sha256, "size": r.size, "origin": r.origin} for n, r in sorted(entries.items())
     }
-    tmp = path.with_name(f"registry.json.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(data, indent=2) + "\n")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CacheError(f"{path}: cannot write the model registry: {describe_os_error(err)}") from None
 
 

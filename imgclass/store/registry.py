@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgclass._util.fs import create_new, temp_name
 from imgclass.errors import CacheError, ModelError, UsageError, describe_os_error
 from imgclass.store import cache, catalog
 from imgclass.store.catalog import Entry
@@ -158,9 +159,10 @@ def import_file(source: Path, name: str, force: bool = False) -> cache.Registere
     else:
         dest = cache.models_dir() / f"{name}.onnx"
     with cache.lock(dest):
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        tmp = temp_name(dest, ".part")
         try:
-            shutil.copyfile(source, tmp)
+            with open(source, "rb") as reader, os.fdopen(create_new(tmp), "wb") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
             if cache.sha256_file(tmp) != digest:
                 raise ModelError(f"{source}: changed while it was being copied; try again")
             os.replace(tmp, dest)
