@@ -7,12 +7,14 @@ from typing import Any
 
 import click
 
+from imgclass.cli.classify import job_header
 from imgclass.cli.environment import Environment
 from imgclass.cli.options import (
     Numbers,
     decode_options,
     display_options,
     engine_options,
+    force_option,
     model_options,
     pop_engine_options,
     run_options,
@@ -52,6 +54,7 @@ def _load(env: Environment, values: dict[str, Any]):
 @click.option("--normalize", is_flag=True, help="Scale each vector to unit L2 norm.")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
 @click.option("--resume", is_flag=True, help="With --output .npy or .jsonl: skip images already in it, add the rest.")
+@force_option
 @model_options
 @decode_options
 @run_options
@@ -59,7 +62,7 @@ def _load(env: Environment, values: dict[str, Any]):
 @display_options
 @click.pass_obj
 def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: str | None, normalize: bool,
-          recursive: bool, resume: bool, **values: Any) -> int:  # fmt: skip
+          recursive: bool, resume: bool, force: bool, **values: Any) -> int:  # fmt: skip
     """One bottleneck vector per image: the pooled features the model's classifier reads ('-' reads paths from stdin).
 
     \b
@@ -67,34 +70,70 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
     .jsonl: {"path", "model", "vector", "error"} per image, failures included.
     .parquet: the same columns (needs: pip install 'imgclass[parquet]').
     """
-    from imgclass.cli.classify import _check_output, _Events, engine_line
-    from imgclass.data.sources import check_inputs, record_key
+    from imgclass.data.sources import check_found, check_inputs
     from imgclass.engines import is_uri, open_engine
     from imgclass.output.vectors import open_vectors, require_pyarrow, vector_format
-    from imgclass.tasks.jobs import JobOptions, run_job
 
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     engine.check_inputs(list(inputs))
     if not any(is_uri(item) for item in inputs):
         check_inputs(list(inputs))  # before any model is resolved or downloaded
-    _check_output(output, list(inputs))
+        check_found(list(inputs), recursive)
     fmt = vector_format(fmt, output)
     if fmt == "parquet":
         require_pyarrow()  # before any model is loaded
-    classifier = _load(env, values)
-    target = open_vectors(output, fmt, resume, env.stdout, classifier.bottleneck.dim)
-    held = target.done or getattr(target.sink, "done", set())
-    done = {record_key(path, None) for path in held}  # what the job compares inputs with
+    lock = guard_vectors(output, fmt, list(inputs), recursive, force, resume)
+    try:
+        classifier = _load(env, values)
+        if lock is not None:
+            job = job_header(classifier, "vectors", format=fmt, normalize=normalize)
+            if resume:
+                lock.check(job)
+            lock.commit(job)
+        target = open_vectors(output, fmt, resume, env.stdout, classifier.bottleneck.dim, classifier.name)
+        return _embed(env, classifier, target, list(inputs), output, fmt, recursive, normalize, values, engine)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def guard_vectors(output: Path | None, fmt: str, inputs: list[str], recursive: bool, force: bool, resume: bool):
+    """Before any work: the vectors file (and an .npy's paths list) may be written; the lock on it, held."""
+    import os
+
+    from imgclass.output import guard as g
+    from imgclass.output.vectors import paths_file
+
+    if output is None:
+        return None
+    seen = g.Inputs.of(inputs, recursive)
+    kind = {"npy": g.VECTORS_NPY, "jsonl": g.VECTORS_JSONL, "parquet": g.VECTORS_PARQUET}[fmt]
+    g.guard(output, kind, inputs=seen, force=force, resume=resume, option="--output")
+    if fmt == "npy":
+        g.guard(paths_file(output), g.PATHS_LIST, inputs=seen, force=force, resume=resume, option="--output")
+    if os.path.exists(output) and not os.path.isfile(output):
+        return None  # /dev/null, a pipe: nothing to lock
+    return g.JobLock(output, "--output").acquire()
+
+
+def _embed(env: Environment, classifier, target, inputs: list[str], output: Path | None, fmt: str,
+           recursive: bool, normalize: bool, values: dict[str, Any], engine) -> int:  # fmt: skip
+    from imgclass.cli.classify import _Events, engine_line
+    from imgclass.output.vectors import resume_key
+    from imgclass.tasks.jobs import JobOptions, run_job
+
+    key = resume_key(fmt)
+    done = {line.encode("utf-8") for line in target.sink.done} if fmt == "npy" else target.done
     from imgclass.cli.render import guarded, progress_line
 
     progress = progress_line(env, "embedding")
     options = JobOptions(recursive=recursive, batch_size=values["batch_size"], workers=values["workers"],
-                         count_first=progress is not None, debug=env.debug)  # fmt: skip
+                         count_first=progress is not None, debug=env.debug, key=key)  # fmt: skip
     produce = engine.embedder(classifier, normalize)
     try:
         sink = guarded(env, target.sink, progress, output is None)
         events = _Events(env, progress, human=False)
-        summary = run_job(classifier, list(inputs), sink, options, events, done, produce, engine)
+        summary = run_job(classifier, inputs, sink, options, events, done, produce, engine)
     finally:
         if progress is not None:
             progress.clear()

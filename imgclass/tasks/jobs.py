@@ -43,6 +43,7 @@ class JobOptions:
     debug: bool = False
     null: bool = False  # the list on stdin ('-') is NUL-separated
     stdin: Any = None  # where '-' reads from (default: sys.stdin)
+    key: Callable[[str], bytes] = path_key  # how an input is named in `done` (the output's own spelling)
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _pending(inputs: Iterable[str], options: JobOptions, engine: Engine, done: s
              ) -> Iterator[str]:  # fmt: skip
     stdin = options.stdin if options.stdin is not None else sys.stdin
     for path in engine.expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null):
-        if done and path_key(path) in done:
+        if done and options.key(path) in done:
             summary.skipped += 1
             continue
         yield path
