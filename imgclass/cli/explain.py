@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import decode_options, display_options, model_options
+from imgclass.cli.options import decode_options, display_options, force_option, model_options
 from imgclass.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -68,13 +68,14 @@ Examples:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write a self-contained HTML page with the heat maps.",
 )
+@force_option
 @model_options
 @decode_options
 @display_options
 @click.pass_obj
 def explain(env: Environment, images: tuple[str, ...], output_dir: Path, class_: str | None, method: str, npy: bool,
             colormap: str, patch: int | None, stride: int | None, batch_size: int, top: int, report: Path | None,
-            **values: Any) -> int:  # fmt: skip
+            force: bool, **values: Any) -> int:  # fmt: skip
     """Show where the model looked: a heat map per image over the original photo, one JSON line each on stdout.
 
     \b
@@ -83,17 +84,20 @@ def explain(env: Environment, images: tuple[str, ...], output_dir: Path, class_:
     other graphs use --method occlusion. The area outside the model's crop is dimmed.
     """
     from imgclass.cli.loading import load_classifier
-    from imgclass.data.sources import check_inputs, expand
+    from imgclass.data.sources import check_found, check_inputs, expand
     from imgclass.inference.explain import ExplainOptions, colour_table, explain_files
 
     check_inputs(list(images))
+    check_found(list(images))
     colour_table(colormap)  # the extra and the name, before any model is loaded
+    paths = list(expand(images))
+    _guard(paths, list(images), output_dir, method.lower(), npy, report, force)
     classifier = load_classifier(env, values, background=False)
     options = ExplainOptions(class_, method.lower(), top, None, patch, stride, batch_size, npy, colormap)
     bar = _Bar(env) if env.progress and options.method == "occlusion" else None
     failed, entries = 0, []
     try:
-        for written in explain_files(classifier, expand(images), output_dir, options, bar.for_image if bar else None):
+        for written in explain_files(classifier, paths, output_dir, options, bar.for_image if bar else None):
             if bar is not None:
                 bar.clear()
             env.stdout.write(json.dumps(written.to_dict(), ensure_ascii=False) + "\n")
@@ -109,6 +113,25 @@ def explain(env: Environment, images: tuple[str, ...], output_dir: Path, class_:
         if report is not None:
             _write_report(report, entries, classifier, method)
     return ExitCode.INPUT_FAILED if failed else ExitCode.OK
+
+
+def _guard(paths: list[str], images: list[str], folder: Path, method: str, npy: bool, report: Path | None,
+           force: bool) -> None:  # fmt: skip
+    """Before any work: every heat map (and .npy) and the report may be written (see output.guard)."""
+    from imgclass.inference.explain import planned_names
+    from imgclass.output import guard as g
+
+    seen = g.Inputs.of(images)
+    seen.files |= g.Inputs.of(paths).files  # the images a glob or a folder gave, too
+    seen.resolved |= g.Inputs.of(paths).resolved
+    stems = planned_names(paths, method)
+    g.guard_folder(folder, [f"{stem}.png" for stem in stems], g.HEAT_MAP, inputs=seen, force=force,
+                   option="--output-dir")  # fmt: skip
+    if npy:
+        g.guard_folder(folder, [f"{stem}.npy" for stem in stems], g.RAW_MAP, inputs=seen, force=force,
+                       option="--output-dir")  # fmt: skip
+    if report is not None:
+        g.guard(report, g.REPORT, inputs=seen, force=force, option="--report")
 
 
 class _Bar:

@@ -71,7 +71,8 @@ def _records(path: Path) -> bool:
 
 def _report(path: Path) -> bool:
     head = _head(path, 4096).lstrip().lower()
-    return head.startswith(b"<!doctype html>") and b'name="generator" content="imgclass' in head
+    mark = b'name="generator" content="imgclass' in head or b"<title>imgclass" in head  # earlier reports: the title
+    return head.startswith(b"<!doctype html>") and mark
 
 
 def _png(path: Path) -> bool:

@@ -155,7 +155,7 @@ def render(entries: Sequence[Entry], options: ReportOptions = ReportOptions()) -
     cards = "\n".join(_card(entry, i, low) for i, entry in enumerate(entries))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="generator" content="imgclass">'
         f"<title>{_text(options.title)}</title><style>{CSS}</style></head>\n<body><header>"
         f'<h1>{_text(options.title)}</h1><p class="summary">{_text(summary)}</p>'
         f'{_controls(entries, low)}</header>\n<main id="cards">\n{cards}\n</main>\n'
