@@ -28,7 +28,7 @@ Examples:
 )
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the int8 model to this file.")
 @click.option("--name", help="Also put the int8 model in the cache under this name.")
-@click.option("--force", is_flag=True, help="Replace a cached model of that --name.")
+@click.option("--force", is_flag=True, help="Replace a cached model of that --name, or an ONNX model at --output.")
 @click.option(
     "--method",
     type=click.Choice(("entropy", "percentile", "minmax"), case_sensitive=False),
@@ -81,6 +81,11 @@ def quantize(env: Environment, source: str | None, calibrate: Path, output: Path
     )
     if output is None and name is None:
         raise UsageError("give --output OUT.onnx, --name NAME, or both")
+    if output is not None:
+        from imgclass.output import guard as g
+
+        read = [str(p) for p in (calibrate, evaluate_on) if p is not None] + [model]
+        g.guard(output, g.MODEL, inputs=g.Inputs.of(read, recursive=True), force=force, option="--output")
     progress = _Progress(env)
     try:
         result = run_quantize(model, calibrate, output, name, load_options=load_options, options=options,

@@ -165,6 +165,7 @@ def _embed(env: Environment, classifier, target, inputs: list[str], output: Path
 )
 @click.option("--max-iter", type=click.IntRange(min=1), default=1000, show_default=True, help="Solver iterations.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor keep bottleneck vectors in the cache.")
+@force_option
 @model_options
 @decode_options
 @run_options
@@ -173,7 +174,7 @@ def _embed(env: Environment, classifier, target, inputs: list[str], output: Path
 @display_options
 @click.pass_obj
 def train(env: Environment, data: Path, output: Path, val_split: float, augment: int, seed: int, cs: tuple[float, ...],
-          folds: int, max_iter: int, no_cache: bool, fmt: str, **values: Any) -> int:  # fmt: skip
+          folds: int, max_iter: int, no_cache: bool, force: bool, fmt: str, **values: Any) -> int:  # fmt: skip
     """Train a classifier for your own classes on a model's frozen bottleneck; write a standalone ONNX model.
 
     \b
@@ -184,10 +185,12 @@ def train(env: Environment, data: Path, output: Path, val_split: float, augment:
     does not run the model again. `imgclass predict x.jpg --model OUTPUT` then prints your labels.
     """
     from imgclass.errors import ExitCode
+    from imgclass.output import guard as g
     from imgclass.tasks.train import TrainOptions, read_training_data, require_sklearn
     from imgclass.tasks.train import train as train_head
 
     require_sklearn()
+    g.guard(output, g.MODEL, inputs=g.Inputs.of([data], recursive=True), force=force, option="--output")
     split = read_training_data(data, val_split, seed)  # refusals before any model is loaded
     classifier = _load(env, values)
     options = TrainOptions(val_split, augment, seed, cs, folds, max_iter, not no_cache, values["batch_size"],
