@@ -101,7 +101,7 @@ def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: 
             lock.check(job)
         lock.commit(job)
     target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
-    progress = progress_line(env) if view == "batch" else None
+    progress = progress_line(env, data_on_stdout=target.stream is env.stdout) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug, null=values["null"],
                          stdin=env.stdin)  # fmt: skip
@@ -115,7 +115,7 @@ def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: 
         if progress is not None:
             progress.clear()
         target.close()
-    if env.verbose or progress is not None:
+    if env.verbose or progress is not None or (view == "batch" and env.progress):
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
     if summary.cluster is not None and not env.quiet:

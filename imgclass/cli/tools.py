@@ -47,10 +47,12 @@ from imgclass.cli.render import print_fields, print_json
 def bench(env: Environment, images: Path | None, synthetic: int, compare_with: str, fmt: str, **values: Any) -> None:
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
     from imgclass.cli.loading import load_classifier
-    from imgclass.data.sources import expand
+    from imgclass.data.sources import check_found, expand
     from imgclass.tasks import bench as benchmark
     from imgclass.tasks.quantize import counterpart, model_precision
 
+    if images is not None:
+        check_found([str(images)])  # before any model is loaded
     same_options = dict(values)  # the compared model is loaded with the same options
     classifier = load_classifier(env, values, background=False)
     paths = list(expand([str(images)])) if images else []

@@ -126,7 +126,7 @@ def _embed(env: Environment, classifier, target, inputs: list[str], output: Path
     done = {line.encode("utf-8") for line in target.sink.done} if fmt == "npy" else target.done
     from imgclass.cli.render import guarded, progress_line
 
-    progress = progress_line(env, "embedding")
+    progress = progress_line(env, "embedding", data_on_stdout=output is None)
     options = JobOptions(recursive=recursive, batch_size=values["batch_size"], workers=values["workers"],
                          count_first=progress is not None, debug=env.debug, key=key)  # fmt: skip
     produce = engine.embedder(classifier, normalize)
@@ -138,7 +138,7 @@ def _embed(env: Environment, classifier, target, inputs: list[str], output: Path
         if progress is not None:
             progress.clear()
         target.close()
-    if env.verbose or progress is not None:
+    if env.verbose or env.progress:
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} embedded ({classifier.bottleneck.dim} values each), "
                  f"{summary.failed} failed{skipped}")  # fmt: skip
