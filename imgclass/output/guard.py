@@ -105,7 +105,7 @@ def _paths_list(path: Path) -> bool:
     return npy is not None and npy.is_file() and _npy(npy)
 
 
-RECORDS = Kind("imgclass records file", _records, resumable=True)
+RECORDS = Kind("imgclass output", _records, resumable=True)
 REPORT = Kind("imgclass HTML report", _report)
 HEAT_MAP = Kind("imgclass heat map", _png)
 RAW_MAP = Kind("imgclass raw map (.npy)", _npy)
@@ -187,7 +187,8 @@ def guard(path: Path, kind: Kind, *, inputs: Inputs | None = None, force: bool =
     if st.st_size == 0:
         return True
     if not kind.looks_like(path):
-        raise OutputRefused(path, f"exists and is not an {kind.name}; refusing to overwrite it", REMEDY_OTHER, option)
+        refusal = "cannot resume into it" if resume else "refusing to overwrite it"
+        raise OutputRefused(path, f"exists and is not an {kind.name}; {refusal}", REMEDY_OTHER, option)
     if resume and kind.resumable:
         return True
     if not force:

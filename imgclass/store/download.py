@@ -258,7 +258,8 @@ def _fetch_one(url: str, dest: Path, sha256, size, progress: Progress, attempt: 
     try:
         progress.start(dest.name, size)
         try:
-            out = os.fdopen(create_new(tmp), "wb")
+            os.close(create_new(tmp))  # claimed with O_EXCL|O_NOFOLLOW: never through a planted symlink
+            out = open(tmp, "r+b")
         except OSError as err:
             raise CacheError(f"{dest.parent}: cannot save the download: {describe_os_error(err)}") from None
         with out:
