@@ -179,7 +179,7 @@ def guard(path: Path, kind: Kind, *, inputs: Inputs | None = None, force: bool =
     if stat.S_ISLNK(st.st_mode):
         raise OutputRefused(path, "is a symlink; imgclass never writes through one", REMEDY_OTHER, option)
     if stat.S_ISDIR(st.st_mode):
-        raise OutputRefused(path, "is a folder; give a file name", REMEDY_OTHER, option)
+        raise OutputRefused(path, "is a directory; give a file name", REMEDY_OTHER, option)
     if not stat.S_ISREG(st.st_mode):
         return False
     if inputs is not None and inputs.holds(path, st):
