@@ -204,7 +204,9 @@ def test_train_and_val_folders_are_used_as_given(tmp_path, make_model, home):
     assert report["layout"] == "train/val" and (report["train_images"], report["val_images"]) == (18, 4)
     assert [c["val_images"] for c in report["per_class"]] == [0, 2, 2] and report["per_class"][0]["recall"] is None
     photo_classes(root / "val", names=("rocket",), per_class=1)
-    code, _, err = in_process("train", root, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx", "--force")
+    code, _, err = in_process(
+        "train", root, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx", "--force"
+    )
     assert code == 2 and "'rocket' are not in" in err
 
 
