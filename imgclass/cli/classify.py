@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
+import typer
 
+from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import classify_options, engine_options, pop_engine_options
+from imgclass.cli.options import display, pop_engine_options, values
 from imgclass.errors import UsageError
 from imgclass.output.sinks import Sink
 from imgclass.records import Record
@@ -28,101 +30,99 @@ Examples:
   imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
-null_option = click.option(
-    "--null", "-0", is_flag=True, help="The list '-' reads from stdin is NUL-separated (find -print0)."
-)
-
-
-@click.command(epilog=PREDICT_EXAMPLES)
-@click.argument("images", nargs=-1, required=True)
-@null_option
-@classify_options
-def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
+def predict(
+    ctx: typer.Context,
+    images: p.Images,
+    null: p.Null = False,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    top: p.Top = 5,
+    threshold: p.Threshold = None,
+    fmt: p.Format = None,
+    output: p.Output = None,
+    force: p.ReplaceOutput = False,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
     """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
-    return classify(env, list(images), values, view="predict")
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    return classify(env, list(given.pop("images")), given, view="predict")
 
 
-@click.command(epilog=BATCH_EXAMPLES)
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
-@click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
-@null_option
-@engine_options
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).",
-)
-@classify_options
 def batch(
-    env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any
+    ctx: typer.Context,
+    inputs: p.Inputs,
+    recursive: p.Recursive = False,
+    null: p.Null = False,
+    resume: p.Resume = False,
+    report: p.Report = None,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    engine: p.EngineOpt = p.Engine.local,
+    ray_address: p.RayAddress = None,
+    actors: p.Actors = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    top: p.Top = 5,
+    threshold: p.Threshold = None,
+    fmt: p.Format = None,
+    output: p.Output = None,
+    force: p.ReplaceOutput = False,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
 ) -> int:
     """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
-    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
-
-
-def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
-             resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
-    from imgclass.data.sources import check_found, check_inputs
-    from imgclass.engines import is_uri, open_engine
-    from imgclass.output.guard import Inputs
-    from imgclass.output.sinks import choose_format
-
-    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
-    engine.check_inputs(inputs)
-    if not any(is_uri(item) for item in inputs):
-        check_inputs(inputs)  # before any model is resolved or downloaded
-        check_found(inputs, recursive)
-    fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
-    if resume and values["output"] is None:
-        raise UsageError("--resume needs --output FILE")
-    lock = guard_records(values["output"], report, Inputs.of(inputs, recursive), values.pop("force"), resume)
-    try:
-        return _classify(env, inputs, values, fmt, lock, view=view, recursive=recursive, resume=resume,
-                         report=report, engine=engine)  # fmt: skip
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: str, lock, *, view: str,
-              recursive: bool, resume: bool, report: Path | None, engine) -> int:  # fmt: skip
-    from imgclass.cli.loading import load_classifier
-    from imgclass.cli.render import progress_line
-    from imgclass.output.targets import check_output, open_target
-    from imgclass.tasks.jobs import JobOptions, run_job
-
-    existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
-    classifier = load_classifier(env, values)
-    if lock is not None:
-        job = job_header(classifier, "records", format=fmt, top=values["top"], threshold=values["threshold"],
-                         tta=classifier.tta)  # fmt: skip
-        if resume:
-            lock.check(job)
-        lock.commit(job)
-    target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
-    progress = progress_line(env, data_on_stdout=target.stream is env.stdout) if view == "batch" else None
-    options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
-                         count_first=progress is not None, debug=env.debug, null=values["null"],
-                         stdin=env.stdin)  # fmt: skip
-    try:
-        sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
-        if report is not None:
-            sink = _with_report(sink, report, classifier, values["workers"])
-        events = _Events(env, progress, human=fmt == "table")
-        summary = run_job(classifier, inputs, sink, options, events, target.done, engine=engine)
-    finally:
-        if progress is not None:
-            progress.clear()
-        target.close()
-    if env.verbose or progress is not None or (view == "batch" and env.progress):
-        skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
-        env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
-    if summary.cluster is not None and not env.quiet:
-        env.note(engine_line(summary.images, summary.seconds.get("wall", 0.0), summary.cluster.describe()))
-    if summary.signal is not None and not summary.broken_pipe:
-        env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
-    return summary.exit_code
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    inputs_, recursive_, resume_, report_ = (given.pop(k) for k in ("inputs", "recursive", "resume", "report"))
+    return classify(env, list(inputs_), given, view="batch", recursive=recursive_, resume=resume_, report=report_)
 
 
 def job_header(classifier, kind: str, **options: Any) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def guard_records(output: Path | None, report: Path | None, inputs, force: bool,
     if output is None:
         return None
     if output.is_dir() and not output.is_symlink():
-        guard_folder(output, [p.name for _, p in shard_files(output)], SHARD, inputs=inputs, force=resume,
+        guard_folder(output, [shard.name for _, shard in shard_files(output)], SHARD, inputs=inputs, force=resume,
                      option="--output")  # fmt: skip
         return JobLock(output, "--output", output / ".imgclass-job").acquire()
     guard(output, RECORDS, inputs=inputs, force=force, resume=resume, option="--output")
@@ -154,12 +154,99 @@ def guard_records(output: Path | None, report: Path | None, inputs, force: bool,
     return JobLock(output, "--output").acquire()
 
 
+def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
+             resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
+    from imgclass.data.sources import check_found, check_inputs
+    from imgclass.engines import is_uri, open_engine
+    from imgclass.output.guard import Inputs
+    from imgclass.output.sinks import choose_format
+
+    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
+    engine.check_inputs(inputs)
+    if not any(is_uri(item) for item in inputs):
+        check_inputs(inputs)  # before any model is resolved or downloaded
+        check_found(inputs, recursive)
+    fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    _check_wide(values["wide"], fmt, resume)
+    if resume and values["output"] is None:
+        raise UsageError("--resume needs --output FILE")
+    lock = guard_records(values["output"], report, Inputs.of(inputs, recursive), values.pop("force"), resume)
+    try:
+        return _classify(env, inputs, values, fmt, lock, view=view, recursive=recursive, resume=resume,
+                         report=report, engine=engine)  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: str, lock, *, view: str,
+              recursive: bool, resume: bool, report: Path | None, engine) -> int:  # fmt: skip
+    from imgclass.cli.loading import load_classifier
+    from imgclass.cli.render import progress_line
+    from imgclass.output.targets import check_output, open_target
+    from imgclass.tasks.jobs import JobOptions, run_job
+
+    existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
+    classifier = load_classifier(env, values)
+    grouping = classifier.grouping(values["groups"]) if values["groups"] is not None else None  # before any output
+    if lock is not None:
+        groups = None if values["groups"] is None else str(values["groups"])
+        job = job_header(classifier, "records", format=fmt, top=values["top"], threshold=values["threshold"],
+                         tta=classifier.tta, groups=groups, abstain_below=values["abstain_below"],
+                         wide=bool(values["wide"]))  # fmt: skip
+        if resume:
+            lock.check(job)
+        lock.commit(job)
+    target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
+    progress = progress_line(env, data_on_stdout=target.stream is env.stdout) if view == "batch" else None
+    options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
+                         count_first=progress is not None, debug=env.debug, null=values["null"],
+                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"])  # fmt: skip
+    columns = _Columns(
+        classifier.multi_label, values["abstain_below"] is not None, values["top"] if values["wide"] else None
+    )
+    try:
+        sink = _sink(env, fmt, target, view, progress, columns)
+        if report is not None:
+            sink = _with_report(sink, report, classifier, values["workers"])
+        events = _Events(env, progress, human=fmt == "table")
+        summary = run_job(classifier, inputs, sink, options, events, target.done, engine=engine)
+    finally:
+        if progress is not None:
+            progress.clear()
+        target.close()
+    if env.verbose or progress is not None or (view == "batch" and env.progress):
+        skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
+        env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
+    if summary.cluster is not None and not env.quiet:
+        env.note(engine_line(summary.images, summary.seconds.get("wall", 0.0), summary.cluster.describe()))
+    if summary.signal is not None and not summary.broken_pipe:
+        env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
+    return summary.exit_code
+
+
 def engine_line(images: int, seconds: float, cluster: str) -> str:
     rate = images / seconds if seconds > 0 else 0.0
     return f"ray: {images} images in {seconds:.1f} s ({rate:.1f} images/s) on {cluster}"
 
 
-def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
+def _check_wide(wide: bool, fmt: str, resume: bool) -> None:
+    if wide and fmt not in ("csv", "tsv"):
+        raise UsageError(f"--wide is a layout of --format csv or tsv, not {fmt}")
+    if wide and resume:
+        raise UsageError("--wide files cannot be resumed yet; write a new file (or resume without --wide)")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What csv/tsv rows carry besides the base columns."""
+
+    multi_label: bool
+    abstained: bool  # --abstain-below was given
+    wide: int | None  # --wide: this many predictions per row (--top)
+
+
+def _sink(env: Environment, fmt: str, target, view: str, progress, columns: _Columns):
     from imgclass.cli.render import BatchRows, PredictTable, guarded
     from imgclass.output.sinks import make_sink
 
@@ -168,7 +255,8 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
         sink = PredictTable(env) if view == "predict" else BatchRows(env)
     else:
         sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, columns=target.columns,
-                         multi_label=multi_label)  # fmt: skip
+                         multi_label=columns.multi_label, abstained=columns.abstained,
+                         wide=columns.wide or None)  # fmt: skip
     return guarded(env, sink, progress, target.stream is env.stdout)
 
 
