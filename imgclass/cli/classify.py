@@ -19,7 +19,10 @@ from imgclass.records import Record
 PREDICT_EXAMPLES = """\b
 Examples:
   imgclass predict cat.jpg dog.png --top 3
-  imgclass predict photo.jpg --model resnet50 --format json"""
+  imgclass predict photo.jpg --model resnet50 --format json
+  imgclass predict https://example.org/cat.jpg
+  imgclass predict clip.mp4 --every 0.5s --summary
+  imgclass predict photo.jpg --server http://127.0.0.1:8000   (a running `imgclass serve`)"""
 
 BATCH_EXAMPLES = """\b
 Examples:
@@ -27,6 +30,7 @@ Examples:
   find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
   find photos -type f -print0 | imgclass batch - --null -o results.jsonl
   imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl
+  imgclass batch footage/ --video --every 2s -o frames.jsonl --resume
   imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
@@ -34,6 +38,7 @@ def predict(
     ctx: typer.Context,
     images: p.Images,
     null: p.Null = False,
+    server: p.Server = None,
     model: p.Models = None,
     preset: p.Preset = None,
     labels: p.Labels = None,
@@ -55,11 +60,14 @@ def predict(
     workers: p.Workers = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
+    every: p.Every = "1s",
     top: p.Top = 5,
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
     force: p.ReplaceOutput = False,
+    summary: p.Summary = False,
     wide: p.Wide = False,
     groups: p.Groups = None,
     abstain_below: p.AbstainBelow = None,
@@ -68,7 +76,7 @@ def predict(
     color: p.ColorOpt = p.Color.auto,
     debug: p.Debug = False,
 ) -> int:
-    """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
+    """Classify images, image URLs or video frames and print the top labels ('-' reads paths from stdin)."""
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     return classify(env, list(given.pop("images")), given, view="predict")
@@ -79,6 +87,7 @@ def batch(
     inputs: p.Inputs,
     recursive: p.Recursive = False,
     null: p.Null = False,
+    server: p.Server = None,
     resume: p.Resume = False,
     report: p.Report = None,
     model: p.Models = None,
@@ -105,11 +114,15 @@ def batch(
     actors: p.Actors = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
+    every: p.Every = "1s",
+    video: p.Video = False,
     top: p.Top = 5,
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
     force: p.ReplaceOutput = False,
+    summary: p.Summary = False,
     wide: p.Wide = False,
     groups: p.Groups = None,
     abstain_below: p.AbstainBelow = None,
@@ -118,7 +131,7 @@ def batch(
     color: p.ColorOpt = p.Color.auto,
     debug: p.Debug = False,
 ) -> int:
-    """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
+    """Classify every image in directories, files, globs or URLs ('-' reads a list from stdin); a record per image."""
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     inputs_, recursive_, resume_, report_ = (given.pop(k) for k in ("inputs", "recursive", "resume", "report"))
@@ -156,31 +169,56 @@ def guard_records(output: Path | None, report: Path | None, inputs, force: bool,
 
 def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
+    from imgclass.output.guard import Inputs
+
+    server = values.pop("server", None)
+    if server:  # a client of `imgclass serve`: nothing below (numpy, ONNX Runtime) is imported
+        from imgclass.cli.remote import check_remote, classify_remote
+        from imgclass.output.sinks import choose_format
+
+        force = values.pop("force", False)
+        check_remote(values, str(values.get("engine", "local")).lower(), resume, report, inputs)
+        _check_wide(values["wide"], choose_format(values["fmt"], values["output"], bool(env.stdout_isatty)), resume)
+        wide = values["top"] if values["wide"] else None
+
+        def make_sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool) -> Sink:
+            return _sink(env, fmt, target, view, progress, _Columns(multi_label, False, wide))
+
+        lock = guard_records(values["output"], None, Inputs.of(inputs, recursive), force, resume)
+        try:
+            return classify_remote(env, server, inputs, values, view=view, recursive=recursive, make_sink=make_sink)
+        finally:
+            if lock is not None:
+                lock.release()
     from imgclass.data.sources import check_found, check_inputs
     from imgclass.engines import is_uri, open_engine
-    from imgclass.output.guard import Inputs
     from imgclass.output.sinks import choose_format
 
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     engine.check_inputs(inputs)
+    video = _video_options(inputs, values)
     if not any(is_uri(item) for item in inputs):
         check_inputs(inputs)  # before any model is resolved or downloaded
         check_found(inputs, recursive)
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    summary_sink = _summary_sink(values.pop("summary", False), fmt)
+    if resume and fmt in ("csv", "tsv") and video["videos"]:
+        raise UsageError(f"--resume of video frames needs jsonl output: {fmt} rows do not say which frame they are")
     _check_wide(values["wide"], fmt, resume)
     if resume and values["output"] is None:
         raise UsageError("--resume needs --output FILE")
     lock = guard_records(values["output"], report, Inputs.of(inputs, recursive), values.pop("force"), resume)
     try:
         return _classify(env, inputs, values, fmt, lock, view=view, recursive=recursive, resume=resume,
-                         report=report, engine=engine)  # fmt: skip
+                         report=report, engine=engine, video=video, summary_sink=summary_sink)  # fmt: skip
     finally:
         if lock is not None:
             lock.release()
 
 
 def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: str, lock, *, view: str,
-              recursive: bool, resume: bool, report: Path | None, engine) -> int:  # fmt: skip
+              recursive: bool, resume: bool, report: Path | None, engine, video: dict[str, Any],
+              summary_sink) -> int:  # fmt: skip
     from imgclass.cli.loading import load_classifier
     from imgclass.cli.render import progress_line
     from imgclass.output.targets import check_output, open_target
@@ -201,12 +239,15 @@ def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: 
     progress = progress_line(env, data_on_stdout=target.stream is env.stdout) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug, null=values["null"],
-                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"])  # fmt: skip
+                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"],
+                         video=video["video"], every=video["every"])  # fmt: skip
     columns = _Columns(
         classifier.multi_label, values["abstain_below"] is not None, values["top"] if values["wide"] else None
     )
     try:
         sink = _sink(env, fmt, target, view, progress, columns)
+        if summary_sink is not None:
+            sink = _tee(sink, summary_sink)
         if report is not None:
             sink = _with_report(sink, report, classifier, values["workers"])
         events = _Events(env, progress, human=fmt == "table")
@@ -215,6 +256,10 @@ def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: 
         if progress is not None:
             progress.clear()
         target.close()
+    if summary_sink is not None and summary.signal is None:
+        from imgclass.cli.render import print_video_summary
+
+        print_video_summary(env, summary_sink.videos())
     if env.verbose or progress is not None or (view == "batch" and env.progress):
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
@@ -223,6 +268,35 @@ def _classify(env: Environment, inputs: list[str], values: dict[str, Any], fmt: 
     if summary.signal is not None and not summary.broken_pipe:
         env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
     return summary.exit_code
+
+
+def _video_options(inputs: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """--every parsed, --video taken; the `video` extra checked when any video can be an input (exit 2 without it)."""
+    from imgclass.data.sources import is_video_name
+    from imgclass.data.video import parse_every, require_video
+
+    video = bool(values.pop("video", False))
+    every = parse_every(values.pop("every", "1s"))
+    videos = video or any(is_video_name(item) for item in inputs)
+    if videos:
+        require_video("video files as inputs")
+    return {"video": video, "every": every, "videos": videos}
+
+
+def _summary_sink(wanted: bool, fmt: str):
+    if not wanted:
+        return None
+    if fmt != "table":
+        raise UsageError(f"--summary goes with the table output, not --format {fmt}")
+    from imgclass.output.summary import VideoSummary
+
+    return VideoSummary()
+
+
+def _tee(sink: Sink, extra: Sink) -> Sink:
+    from imgclass.output.report import TeeSink
+
+    return TeeSink(sink, extra)
 
 
 def engine_line(images: int, seconds: float, cluster: str) -> str:
@@ -283,9 +357,11 @@ class _Events:
             self.progress.start(total)
 
     def record(self, record: Record) -> None:
+        from imgclass.cli.render import shown
+
         if record.error is not None and self.lines:
             if self.progress is not None:
                 self.progress.clear()
-            self.env.err(f"{record.path}: {record.error}")
+            self.env.err(f"{shown(record)}: {record.error}")
         if self.progress is not None:
             self.progress.advance()

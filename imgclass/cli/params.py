@@ -278,7 +278,7 @@ Workers = Annotated[
 EngineOpt = Annotated[
     Engine,
     typer.Option("--engine", case_sensitive=False, rich_help_panel=RUNTIME,
-                 help="Run here, or as a Ray Data job (pip install 'imgclass[ray]')."),
+                 help="Run here, or as a Ray Data job (pip install 'imgclass\\[ray]')."),
 ]  # fmt: skip
 RayAddress = Annotated[
     str | None,
@@ -310,11 +310,30 @@ Null = Annotated[
     typer.Option("--null", "-0", help="The list '-' reads from stdin is NUL-separated (find -print0).",
                  rich_help_panel=INPUT),
 ]  # fmt: skip
-Images = Annotated[list[str], typer.Argument(help="Image files ('-' reads paths from stdin).", show_default=False)]
+UrlTimeout = Annotated[
+    float,
+    typer.Option("--url-timeout", click_type=click_types.FloatRange(0, min_open=True), metavar="S", rich_help_panel=INPUT,
+                 help="Seconds to fetch an image given as an http(s) URL (connecting and the whole body; at most 50 MB)."),
+]  # fmt: skip
+Every = Annotated[
+    str,
+    typer.Option("--every", metavar="INTERVAL", rich_help_panel=INPUT,
+                 help="Video files: classify a frame every INTERVAL of presentation time (1s, 0.5s) or every Nth frame (30f)."),
+]  # fmt: skip
+Video = Annotated[
+    bool,
+    typer.Option("--video", rich_help_panel=INPUT,
+                 help="Directories and globs also list video files (classified frame by frame; the video extra)."),
+]  # fmt: skip
+Images = Annotated[
+    list[str],
+    typer.Argument(help="Image files, http(s) URLs or video files ('-' reads paths from stdin).", show_default=False),
+]
 Inputs = Annotated[
     list[str],
-    typer.Argument(help="Files, directories, globs or URIs ('-' reads paths from stdin).", show_default=False),
-]
+    typer.Argument(help="Files, directories, globs, http(s) URLs or URIs ('-' reads paths from stdin).",
+                   show_default=False),
+]  # fmt: skip
 
 # -- Output ----------------------------------------------------------------------------------------------------------
 
@@ -340,6 +359,11 @@ Resume = Annotated[
         "--resume", help="With --output: skip inputs already in FILE, append the rest.", rich_help_panel=OUTPUT
     ),
 ]
+Summary = Annotated[
+    bool,
+    typer.Option("--summary", rich_help_panel=OUTPUT,
+                 help="Table output: after the frames, each video's labels with their first and last time."),
+]  # fmt: skip
 Report = Annotated[
     Path | None,
     typer.Option("--report", dir_okay=False, rich_help_panel=OUTPUT,
@@ -417,7 +441,10 @@ VectorResume = Annotated[
 
 TRAINING = "Training"
 TrainData = Annotated[
-    Path, typer.Argument(help="One folder per class, or DATA/train and DATA/val.", show_default=False)
+    Path,
+    typer.Argument(
+        help="One folder per class, DATA/train and DATA/val, or a CSV/JSONL list of path,label.", show_default=False
+    ),
 ]
 ModelOutput = Annotated[
     Path,
@@ -627,4 +654,67 @@ def _show_version(ctx: typer.Context, value: bool) -> None:
 Version = Annotated[
     bool,
     typer.Option("--version", is_eager=True, callback=_show_version, help="Show the version and exit."),
+]
+
+
+# -- imgclass serve, and the client side (--server on predict and batch) -------------------------------------------
+
+SERVING = "Serving"
+
+Server = Annotated[
+    str | None,
+    typer.Option("--server", metavar="URL", envvar="IMGCLASS_SERVER", rich_help_panel=SERVING,
+                 help="Send the images to a running `imgclass serve` at URL instead of loading a model here "
+                      "(env IMGCLASS_SERVER; its token from IMGCLASS_TOKEN)."),
+]  # fmt: skip
+ServeName = Annotated[
+    str | None,
+    typer.Option("--name", rich_help_panel=SERVING,
+                 help="The model's name in /v2/models/NAME (default: the catalog name or the file's stem)."),
+]  # fmt: skip
+Host = Annotated[
+    str,
+    typer.Option("--host", rich_help_panel=SERVING, help="Address to listen on; any but a loopback address needs --token."),
+]  # fmt: skip
+Port = Annotated[
+    int, typer.Option("--port", min=0, max=65535, rich_help_panel=SERVING, help="Port to listen on (0: any free one).")
+]
+Token = Annotated[
+    str | None,
+    typer.Option("--token", envvar="IMGCLASS_TOKEN", rich_help_panel=SERVING, show_default=False,
+                 help="Bearer token every request but the health probes must carry (env IMGCLASS_TOKEN)."),
+]  # fmt: skip
+MaxBatch = Annotated[
+    int,
+    typer.Option(
+        "--max-batch", min=1, rich_help_panel=SERVING, help="Images run through the model as one batch at most."
+    ),
+]
+MaxDelayMs = Annotated[
+    float,
+    typer.Option("--max-delay-ms", min=0, max=10_000, rich_help_panel=SERVING,
+                 help="How long the first image of a batch waits for others."),
+]  # fmt: skip
+MaxQueue = Annotated[
+    int,
+    typer.Option("--max-queue", min=1, rich_help_panel=SERVING,
+                 help="Images admitted at once; more are answered 503 with Retry-After."),
+]  # fmt: skip
+MaxBodyMb = Annotated[
+    float,
+    typer.Option("--max-body-mb", min=0.001, max=1024, rich_help_panel=SERVING,
+                 help="Largest request body in MiB; more is answered 413."),
+]  # fmt: skip
+RequestTimeout = Annotated[
+    float,
+    typer.Option("--timeout", min=0.1, max=3600, rich_help_panel=SERVING,
+                 help="Seconds a request may take; more is answered 504."),
+]  # fmt: skip
+ServeEngine = Annotated[
+    Engine,
+    typer.Option("--engine", case_sensitive=False, rich_help_panel=SERVING,
+                 help="Serve here, or as a Ray Serve deployment (pip install 'imgclass\\[ray-serve]')."),
+]  # fmt: skip
+Replicas = Annotated[
+    int, typer.Option("--replicas", min=1, rich_help_panel=SERVING, help="With --engine ray: model replicas.")
 ]

@@ -68,6 +68,7 @@ def embed(
     actors: p.Actors = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
     verbose: p.Verbose = False,
     quiet: p.Quiet = False,
     color: p.ColorOpt = p.Color.auto,
@@ -78,7 +79,7 @@ def embed(
     \b
     .npy: a float32 array, row i for line i of FILE.paths.txt (failed images get no row).
     .jsonl: {"path", "model", "vector", "error"} per image, failures included.
-    .parquet: the same columns (needs: pip install 'imgclass[parquet]').
+    .parquet: the same columns (needs: pip install 'imgclass\\[parquet]').
     """
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
@@ -192,6 +193,7 @@ def train(
     workers: p.Workers = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
     fmt: p.ReportFormat = p.ListFormat.table,
     verbose: p.Verbose = False,
     quiet: p.Quiet = False,
