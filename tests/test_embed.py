@@ -82,6 +82,9 @@ def test_resume_npy_adds_only_the_new_images(make_model, folder, tmp_path, photo
     # a file of another width is refused, not appended to
     narrow = builders.save(builders.tiny(builders.Signature(spatial=32), width=8), tmp_path / "narrow.onnx")
     code, _, err = in_process("embed", folder, "--model", narrow, "-o", out, "--resume")
+    assert code == 2 and "written by another job (model" in err  # the job header names the model
+    (tmp_path / ".v.npy.imgclass-job").unlink()  # a file from before job headers: the array itself is checked
+    code, _, err = in_process("embed", folder, "--model", narrow, "-o", out, "--resume")
     assert code == 2 and "8-d float32 vectors" in err
     assert np.load(out).shape == (4, 16)
 
@@ -99,7 +102,7 @@ def test_resume_jsonl_skips_what_is_there_and_cuts_a_partial_line(make_model, fo
     assert code == 0  # broken.jpg's error record was already there: skipped, as batch does
     (tmp_path / "foreign.jsonl").write_text('{"path": "a.jpg", "predictions": []}\n')
     code, _, err = in_process("embed", folder, "--model", model, "-o", tmp_path / "foreign.jsonl", "--resume")
-    assert code == 2 and "not an imgclass vector record" in err
+    assert code == 2 and "not an imgclass vectors file; cannot resume into it" in err
 
 
 def test_parquet(make_model, folder, tmp_path):

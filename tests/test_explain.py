@@ -416,5 +416,5 @@ def test_occlusion_progress_on_a_terminal_is_cleared(texture, tmp_path):
     assert "occluding a.png 1/4" in err.getvalue() and "occluding a.png 4/4" in err.getvalue()  # 64 squares, 16 a run
     assert err.getvalue().endswith("\r\x1b[2K") and json.loads(out.getvalue())["method"] == "occlusion"
     out, err = io.StringIO(), io.StringIO()
-    assert run([*args, "-q"], Environment(stdout=out, stderr=err, stderr_isatty=True)) == 0
+    assert run([*args, "-q", "--force"], Environment(stdout=out, stderr=err, stderr_isatty=True)) == 0
     assert err.getvalue() == ""

@@ -240,8 +240,10 @@ def test_an_existing_file_that_is_not_ours_is_never_overwritten(tiny, photos, tm
     assert result.returncode == 2 and "not an imgclass output" in result.stderr
     assert notes.read_text() == "name,score\nalice,3\n"
     ours = tmp_path / "ours.csv"
-    for _ in range(2):  # our own earlier output is replaced as before
-        assert run_cli("predict", photos["china.jpg"], "-m", tiny, "-o", ours, "-k", "2").returncode == 0
+    assert run_cli("predict", photos["china.jpg"], "-m", tiny, "-o", ours, "-k", "2").returncode == 0
+    again = run_cli("predict", photos["china.jpg"], "-m", tiny, "-o", ours, "-k", "2")
+    assert again.returncode == 2 and "--force" in again.stderr  # our own earlier output: replaced only when asked
+    assert run_cli("predict", photos["china.jpg"], "-m", tiny, "-o", ours, "-k", "2", "--force").returncode == 0
     assert len(rows(ours.read_text())) == 2
 
 

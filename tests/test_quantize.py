@@ -207,7 +207,7 @@ def test_progress_lines_on_a_terminal(make_model, photos, tmp_path, home):
         (["--calibrate", "{tmp}/empty", "-o", "{tmp}/o.onnx"], 2, "no images"),
         (["--calibrate", "{cal}", "-o", "{tmp}"], 2, "is a directory"),
         (["--calibrate", "{cal}", "-o", "{tmp}/nowhere/o.onnx"], 2, "does not exist"),
-        (["--calibrate", "{cal}", "-o", "{source}"], 2, "is the model being quantised"),
+        (["--calibrate", "{cal}", "-o", "{source}"], 2, "is one of the inputs"),
         (["--calibrate", "{cal}", "--name", "resnet50"], 2, "catalog model's name"),
         (["--calibrate", "{cal}", "-o", "{tmp}/o.onnx", "--method", "kl"], 2, "kl"),
     ],

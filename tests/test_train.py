@@ -115,7 +115,7 @@ def test_model_metadata_predict_evaluate_and_pull_by_name(tmp_path, make_model, 
 
 def test_report_counts_and_per_class_scores(tmp_path, make_model, home):
     data = photo_classes(tmp_path / "data", per_class=8)
-    code, out, _ = in_process("train", data, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx",
+    code, out, _ = in_process("train", data, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx", "--force",
                               "--augment", "2", "--c", "1", "-f", "json")  # fmt: skip
     report = json.loads(out)
     assert code == 0
@@ -131,7 +131,7 @@ def test_report_counts_and_per_class_scores(tmp_path, make_model, home):
         )
     assert report["c"] == 1.0 and list(report["cv_scores"]) == ["1"]
     assert set(report["seconds"]) == {"scan", "features", "fit", "validate", "export"}
-    table = in_process("train", data, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx",
+    table = in_process("train", data, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx", "--force",
                        "--augment", "2", "--c", "1")[1]  # fmt: skip
     assert "confusion matrix" in table and "val top-1" in table and "60 vectors read, 0 computed" in table
 
@@ -140,7 +140,7 @@ def test_report_counts_and_per_class_scores(tmp_path, make_model, home):
 def test_a_second_run_with_other_settings_does_not_run_the_backbone(tmp_path, make_model, home):
     data = photo_classes(tmp_path / "data", per_class=8)
     model = make_model("tiny", spatial=32)
-    args = ("train", data, "--model", model, "-o", tmp_path / "m.onnx", "--augment", "2", "-f", "json")
+    args = ("train", data, "--model", model, "-o", tmp_path / "m.onnx", "--force", "--augment", "2", "-f", "json")
     first = json.loads(in_process(*args)[1])["cache"]
     assert first == {"enabled": True, "hits": 0, "computed": 18 * 3 + 6}
     second = json.loads(in_process(*args, "--c", "0.5,5", "--folds", "3")[1])["cache"]
@@ -160,7 +160,7 @@ def test_a_second_run_with_other_settings_does_not_run_the_backbone(tmp_path, ma
 def test_unreadable_images_are_reported_skipped_and_counted(tmp_path, make_model, home):
     data = photo_classes(tmp_path / "data")
     (data / "coffee" / "zz_broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    code, out, err = in_process("train", data, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx",
+    code, out, err = in_process("train", data, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx", "--force",
                                 "--augment", "1", "-f", "json")  # fmt: skip
     report = json.loads(out)
     assert code == 1
@@ -178,15 +178,15 @@ def test_unreadable_images_are_reported_skipped_and_counted(tmp_path, make_model
 def test_refusals(tmp_path, make_model, home):
     model = make_model("tiny", spatial=32)
     one = photo_classes(tmp_path / "one", names=("coffee",))
-    code, _, err = in_process("train", one, "--model", model, "-o", tmp_path / "m.onnx")
+    code, _, err = in_process("train", one, "--model", model, "-o", tmp_path / "m.onnx", "--force")
     assert code == 2 and "at least 2 class folders (only 'coffee')" in err
     few = photo_classes(tmp_path / "few")
     for path in sorted((few / "chelsea").iterdir())[3:]:
         path.unlink()
-    code, _, err = in_process("train", few, "--model", model, "-o", tmp_path / "m.onnx")
+    code, _, err = in_process("train", few, "--model", model, "-o", tmp_path / "m.onnx", "--force")
     assert code == 2 and f"class 'chelsea' has 3 images; at least {needed_images(0.2)} are needed" in err
     assert needed_images(0.2) == 6 and needed_images(0.4) == 8
-    code, _, err = in_process("train", tmp_path / "missing", "--model", model, "-o", tmp_path / "m.onnx")
+    code, _, err = in_process("train", tmp_path / "missing", "--model", model, "-o", tmp_path / "m.onnx", "--force")
     assert code == 2 and "not a folder" in err
     code, _, err = in_process("train", few, "--model", model, "-o", tmp_path / "nowhere" / "m.onnx")
     assert code == 2
@@ -197,21 +197,23 @@ def test_train_and_val_folders_are_used_as_given(tmp_path, make_model, home):
     root = tmp_path / "data"
     photo_classes(root / "train", per_class=6)
     photo_classes(root / "val", names=PHOTOS[:2], per_class=2, seed=7)
-    code, out, err = in_process("train", root, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx",
+    code, out, err = in_process("train", root, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx", "--force",
                                 "--augment", "0", "-f", "json")  # fmt: skip
     report = json.loads(out)
     assert code == 0, err
     assert report["layout"] == "train/val" and (report["train_images"], report["val_images"]) == (18, 4)
     assert [c["val_images"] for c in report["per_class"]] == [0, 2, 2] and report["per_class"][0]["recall"] is None
     photo_classes(root / "val", names=("rocket",), per_class=1)
-    code, _, err = in_process("train", root, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx")
+    code, _, err = in_process(
+        "train", root, "--model", make_model("tiny", spatial=32), "-o", tmp_path / "m.onnx", "--force"
+    )
     assert code == 2 and "'rocket' are not in" in err
 
 
 def test_without_scikit_learn_train_names_the_extra(tmp_path, make_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     code, _, err = in_process("train", photo_classes(tmp_path / "d"), "--model", make_model("tiny", spatial=32),
-                              "-o", tmp_path / "m.onnx")  # fmt: skip
+                              "-o", tmp_path / "m.onnx", "--force")  # fmt: skip
     assert code == 2 and "pip install 'imgclass[train]'" in err
 
 
@@ -219,7 +221,7 @@ def test_a_model_without_a_bottleneck_exits_3(tmp_path, home):
     from test_surgery import _headless, _labels
 
     code, _, err = in_process("train", photo_classes(tmp_path / "d"), "--model", _headless(tmp_path),
-                              "--labels", _labels(tmp_path), "-o", tmp_path / "m.onnx")  # fmt: skip
+                              "--labels", _labels(tmp_path), "-o", tmp_path / "m.onnx", "--force")  # fmt: skip
     assert code == 3 and "no bottleneck to train on" in err
 
 

@@ -29,7 +29,9 @@ from typer import _click as click  # Typer's vendored click: the exceptions pars
 from imgclass._util.interrupt import Interrupted, raise_on_signals
 from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
+from imgclass.data.sources import NoImagesFound
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
+from imgclass.output.guard import OutputRefused
 
 HELP_OPTIONS = ("-h", "--help")
 CONTEXT = {"help_option_names": list(HELP_OPTIONS), "max_content_width": 100}
@@ -186,6 +188,17 @@ def _command_name(args: list[str]) -> str:
     return " ".join(words[:2] if words[:1] in (["models"], ["cache"]) else words[:1]).strip() or ""
 
 
+# How the CLI words the way out of an OutputRefused (the library names no flags).
+REMEDIES = {
+    "force": "add --force to replace it",
+    "resume": "add --resume to go on with it, or --force to start it again",
+    "restart": "choose another path, or add --force to start it again",
+    "other": "remove it first, or choose another path",
+    "elsewhere": "choose another path",
+    "wait": "wait for the other run to end, or choose another path",
+}
+
+
 def _report(env: Environment, exc: BaseException) -> int:
     code = exit_code_for(exc)
     if isinstance(exc, BrokenPipeError):
@@ -195,6 +208,10 @@ def _report(env: Environment, exc: BaseException) -> int:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=env.stderr)
     if isinstance(exc, Interrupted):
         env.err(str(exc))
+    elif isinstance(exc, NoImagesFound):
+        env.err(f"error: {exc}" + ("; add -r (--recursive) to read them" if exc.nested else ""))
+    elif isinstance(exc, OutputRefused):
+        env.err(f"error: {exc}; {REMEDIES[exc.remedy]}")
     elif isinstance(exc, ImgclassError):
         env.err(f"error: {exc}")
     elif isinstance(exc, KeyboardInterrupt):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ import typer
 
 from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.jobs import JobRunner, check_not_an_input
+from imgclass.cli.jobs import JobRunner
 from imgclass.cli.options import display, values
 from imgclass.errors import UsageError
 
@@ -68,6 +69,7 @@ def predict(
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    force: p.ReplaceOutput = False,
     summary: p.Summary = False,
     wide: p.Wide = False,
     groups: p.Groups = None,
@@ -122,6 +124,7 @@ def batch(
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    force: p.ReplaceOutput = False,
     summary: p.Summary = False,
     wide: p.Wide = False,
     groups: p.Groups = None,
@@ -138,30 +141,82 @@ def batch(
     return classify(env, list(inputs_), given, view="batch", recursive=recursive_, resume=resume_, report=report_)
 
 
+def job_header(classifier, kind: str, **options: Any) -> dict[str, Any]:
+    """What --resume compares: the model's bytes (by sha256), its preset, and the options that shape the output."""
+    from imgclass.store.index import sha256_of
+
+    return {"kind": kind, "model": classifier.name, "model_sha256": [sha256_of(m.path) for m in classifier.members],
+            "preset": classifier.preset, **options}  # fmt: skip
+
+
+def guard_records(output: Path | None, report: Path | None, inputs, force: bool, resume: bool):
+    """Before any work: --output and --report may be written (see output.guard); the lock on --output, held."""
+    from imgclass.output.guard import RECORDS, REPORT, SHARD, JobLock, guard, guard_folder
+    from imgclass.output.shards import shard_files
+
+    if report is not None:
+        if output is not None and report.resolve() == output.resolve():
+            raise UsageError("--report and --output name the same file; give the report its own (report.html)")
+        guard(report, REPORT, inputs=inputs, force=force, option="--report")
+    if output is None:
+        return None
+    if output.is_dir() and not output.is_symlink():
+        guard_folder(output, [shard.name for _, shard in shard_files(output)], SHARD, inputs=inputs, force=resume,
+                     option="--output")  # fmt: skip
+        return JobLock(output, "--output", output / ".imgclass-job").acquire()
+    guard(output, RECORDS, inputs=inputs, force=force, resume=resume, option="--output")
+    if not os.path.isfile(output) and os.path.exists(output):
+        return None  # /dev/null, a pipe: nothing to lock
+    return JobLock(output, "--output").acquire()
+
+
 def classify(env: Environment, inputs: list[str], given: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
+    from imgclass.output.guard import Inputs
+    from imgclass.output.sinks import choose_format
+
     server = given.pop("server", None)
+    force = given.pop("force", False)
     if server:  # a client of `imgclass serve`: nothing below (numpy, ONNX Runtime) is imported
         return _classify_remote(env, server, inputs, given, view=view, recursive=recursive, resume=resume,
-                                report=report)  # fmt: skip
-    from imgclass.output.sinks import choose_format
-    from imgclass.output.targets import check_output, open_target
-    from imgclass.tasks.jobs import JobOptions
-
+                                report=report, force=force)  # fmt: skip
     job = JobRunner(env, given, "classifying" if view == "batch" else None)
     video = _video_options(inputs, given)
-    output = given["output"]
-    job.check(inputs, {"--output": output, "--report": report})
-    if report is not None and output is not None and report.resolve() == output.resolve():
-        raise UsageError("--report and --output name the same file; give the report its own (report.html)")
-    fmt = choose_format(given["fmt"], output, bool(env.stdout_isatty))
+    job.check(inputs, recursive)
+    fmt = choose_format(given["fmt"], given["output"], bool(env.stdout_isatty))
     summary_sink = _summary_sink(given.pop("summary", False), fmt)
     if resume and fmt in ("csv", "tsv") and video["videos"]:
         raise UsageError(f"--resume of video frames needs jsonl output: {fmt} rows do not say which frame they are")
     _check_wide(given["wide"], fmt, resume)
+    if resume and given["output"] is None:
+        raise UsageError("--resume needs --output FILE")
+    lock = guard_records(given["output"], report, Inputs.of(inputs, recursive), force, resume)
+    try:
+        return _classify(env, job, inputs, given, fmt, lock, view=view, recursive=recursive, resume=resume,
+                         report=report, video=video, summary_sink=summary_sink)  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _classify(env: Environment, job: JobRunner, inputs: list[str], given: dict[str, Any], fmt: str, lock, *,
+              view: str, recursive: bool, resume: bool, report: Path | None, video: dict[str, Any],
+              summary_sink) -> int:  # fmt: skip
+    from imgclass.output.targets import check_output, open_target
+    from imgclass.tasks.jobs import JobOptions
+
+    output = given["output"]
     existing = check_output(output, fmt, resume)  # nothing is written before the model loads
     classifier = job.load()
     grouping = classifier.grouping(given["groups"]) if given["groups"] is not None else None  # before any output
+    if lock is not None:
+        groups = None if given["groups"] is None else str(given["groups"])
+        header = job_header(classifier, "records", format=fmt, top=given["top"], threshold=given["threshold"],
+                            tta=classifier.tta, groups=groups, abstain_below=given["abstain_below"],
+                            wide=bool(given["wide"]))  # fmt: skip
+        if resume:
+            lock.check(header)
+        lock.commit(header)
     target = open_target(output, fmt, resume, env.stdout, existing, classifier.multi_label)
     options = JobOptions(given["top"], given["threshold"], recursive, given["batch_size"], given["workers"],
                          null=given["null"], stdin=env.stdin, groups=grouping, abstain_below=given["abstain_below"],
@@ -176,6 +231,7 @@ def classify(env: Environment, inputs: list[str], given: dict[str, Any], *, view
             made = _tee(made, summary_sink)
         return made if report is None else _with_report(made, report, classifier, given["workers"])
 
+    job.data_on_stdout = target.stream is env.stdout
     summary = job.run(classifier, inputs, sink, options, done=target.done, human=fmt == "table", close=target.close)
     if summary_sink is not None and summary.signal is None:
         from imgclass.cli.render import print_video_summary
@@ -185,19 +241,24 @@ def classify(env: Environment, inputs: list[str], given: dict[str, Any], *, view
 
 
 def _classify_remote(env: Environment, server: str, inputs: list[str], given: dict[str, Any], *, view: str,
-                     recursive: bool, resume: bool, report: Path | None) -> int:  # fmt: skip
+                     recursive: bool, resume: bool, report: Path | None, force: bool) -> int:  # fmt: skip
     from imgclass.cli.remote import check_remote, classify_remote
+    from imgclass.output.guard import Inputs
     from imgclass.output.sinks import choose_format
 
     check_remote(given, str(given.get("engine", "local")).lower(), resume, report, inputs)
-    check_not_an_input(given["output"], inputs)
     _check_wide(given["wide"], choose_format(given["fmt"], given["output"], bool(env.stdout_isatty)), resume)
     wide = given["top"] if given["wide"] else None
 
     def make_sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool) -> Sink:
         return _sink(env, fmt, target, view, progress, _Columns(multi_label, False, wide))
 
-    return classify_remote(env, server, inputs, given, view=view, recursive=recursive, make_sink=make_sink)
+    lock = guard_records(given["output"], None, Inputs.of(inputs, recursive), force, resume)
+    try:
+        return classify_remote(env, server, inputs, given, view=view, recursive=recursive, make_sink=make_sink)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _video_options(inputs: list[str], values: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ build `Environment(stdout_isatty=True, ...)` and check terminal behaviour withou
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -59,6 +60,17 @@ class Environment:
     def progress(self) -> bool:
         """Progress bars: on a terminal only, and never with --quiet."""
         return bool(self.stderr_isatty) and not self.quiet
+
+    @property
+    def stdout_is_pipe(self) -> bool:
+        """stdout is a pipe or socket: its reader (`| jq`, `| head`) may write to this terminal too."""
+        import stat
+
+        try:
+            mode = os.fstat(self.stdout.fileno()).st_mode
+        except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+            return False
+        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
     def err(self, message: str) -> None:
         """One line on stderr, prefixed with the program name; hostile text is made inert.

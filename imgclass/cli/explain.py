@@ -36,6 +36,7 @@ def explain(
     batch_size: p.OcclusionBatch = 16,
     top: p.ExplainTop = 5,
     report: p.ExplainReport = None,
+    force: p.ReplaceOutput = False,
     groups: p.Groups = None,
     abstain_below: p.AbstainBelow = None,
     model: p.Models = None,
@@ -70,11 +71,14 @@ def explain(
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     from imgclass.cli.loading import load_classifier
-    from imgclass.data.sources import check_inputs, expand
+    from imgclass.data.sources import check_found, check_inputs, expand
     from imgclass.inference.explain import ExplainOptions, colour_table, explain_files
 
     check_inputs(list(images))
+    check_found(list(images))
     colour_table(colormap)  # the extra and the name, before any model is loaded
+    paths = list(expand(images))
+    _guard(paths, list(images), output_dir, str(method), npy, report, given.pop("force"))
     given.pop("groups"), given.pop("abstain_below")
     classifier = load_classifier(env, given, background=False)
     grouping = classifier.grouping(groups) if groups is not None else None
@@ -83,7 +87,7 @@ def explain(
     bar = _Bar(env) if env.progress and options.method == "occlusion" else None
     failed, entries = 0, []
     try:
-        for written in explain_files(classifier, expand(images), output_dir, options, bar.for_image if bar else None):
+        for written in explain_files(classifier, paths, output_dir, options, bar.for_image if bar else None):
             if bar is not None:
                 bar.clear()
             env.stdout.write(json.dumps(written.to_dict(), ensure_ascii=False) + "\n")
@@ -99,6 +103,25 @@ def explain(
         if report is not None:
             _write_report(report, entries, classifier, str(method))
     return ExitCode.INPUT_FAILED if failed else ExitCode.OK
+
+
+def _guard(paths: list[str], images: list[str], folder: Path, method: str, npy: bool, report: Path | None,
+           force: bool) -> None:  # fmt: skip
+    """Before any work: every heat map (and .npy) and the report may be written (see output.guard)."""
+    from imgclass.inference.explain import planned_names
+    from imgclass.output import guard as g
+
+    seen = g.Inputs.of(images)
+    seen.files |= g.Inputs.of(paths).files  # the images a glob or a folder gave, too
+    seen.resolved |= g.Inputs.of(paths).resolved
+    stems = planned_names(paths, method)
+    g.guard_folder(folder, [f"{stem}.png" for stem in stems], g.HEAT_MAP, inputs=seen, force=force,
+                   option="--output-dir")  # fmt: skip
+    if npy:
+        g.guard_folder(folder, [f"{stem}.npy" for stem in stems], g.RAW_MAP, inputs=seen, force=force,
+                       option="--output-dir")  # fmt: skip
+    if report is not None:
+        g.guard(report, g.REPORT, inputs=seen, force=force, option="--report")
 
 
 class _Bar:

@@ -9,17 +9,13 @@ signal that stopped the run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
 from imgclass.cli.options import pop_engine_options
-from imgclass.errors import UsageError
 
 if TYPE_CHECKING:
     from imgclass.classifier import Classifier
@@ -27,18 +23,6 @@ if TYPE_CHECKING:
     from imgclass.output.sinks import Sink
     from imgclass.records import Record
     from imgclass.tasks.jobs import JobOptions, Summary
-
-
-def check_not_an_input(output: Path | None, inputs: list[str], option: str = "--output") -> None:
-    """Never overwrite an input: refuse an output that is one of the files given."""
-    if output is None or not output.exists():
-        return
-    for item in inputs:
-        try:
-            if os.path.isfile(item) and os.path.samefile(item, output):
-                raise UsageError(f"{option} {printable(str(output))} is one of the inputs; it would be overwritten")
-        except OSError:
-            continue
 
 
 def engine_line(images: int, seconds: float, cluster: str) -> str:
@@ -55,17 +39,20 @@ class JobRunner:
         self.env, self.given, self.label = env, given, label
         self.engine = open_engine(pop_engine_options(given))  # a missing extra: exit 2 before any model is fetched
         self.showed_progress = False
+        self.data_on_stdout = False  # records on stdout: no live progress line when stdout is a pipe (see render)
 
-    def check(self, inputs: list[str], outputs: dict[str, Path | None] | None = None) -> None:
-        """The inputs exist and no output is one of them: before any model is resolved or downloaded."""
-        from imgclass.data.sources import check_inputs
+    def check(self, inputs: list[str], recursive: bool = False) -> None:
+        """The inputs exist and hold images (else exit 2 naming the fix, e.g. -r): before any model is resolved.
+
+        Commands that write files pass them through the output guard (imgclass.output.guard) as well.
+        """
+        from imgclass.data.sources import check_found, check_inputs
         from imgclass.engines import is_uri
 
         self.engine.check_inputs(inputs)
         if not any(is_uri(item) for item in inputs):
             check_inputs(inputs)
-        for option, path in (outputs or {}).items():
-            check_not_an_input(path, inputs, option)
+            check_found(inputs, recursive)
 
     def load(self, background: bool = True) -> Classifier:
         from imgclass.cli.loading import load_classifier
@@ -77,7 +64,7 @@ class JobRunner:
         """A progress line on a terminal's stderr for the length of the block (None elsewhere, with -q, or no label)."""
         from imgclass.cli.render import progress_line
 
-        progress = progress_line(self.env, self.label) if self.label else None
+        progress = progress_line(self.env, self.label, self.data_on_stdout) if self.label else None
         self.showed_progress = progress is not None
         if progress is not None and total is not None:
             progress.start(total)
@@ -104,7 +91,7 @@ class JobRunner:
     def finish(self, summary: Summary, done: str, written: str) -> int:
         """The closing lines on stderr ("3 classified, 0 failed"), and the exit code."""
         env = self.env
-        if env.verbose or self.showed_progress:
+        if env.verbose or self.showed_progress or (self.label is not None and env.progress):
             skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
             env.note(f"{summary.images - summary.failed} {done}, {summary.failed} failed{skipped}")
         if summary.cluster is not None and not env.quiet:

@@ -370,6 +370,11 @@ Report = Annotated[
     typer.Option("--report", dir_okay=False, rich_help_panel=OUTPUT,
                  help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters)."),
 ]  # fmt: skip
+ReplaceOutput = Annotated[
+    bool,
+    typer.Option("--force", help="Replace an existing output of imgclass's own (never any other file).",
+                 rich_help_panel=OUTPUT),
+]  # fmt: skip
 ListFormatOpt = Annotated[
     ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="Output format.", rich_help_panel=OUTPUT)
 ]
@@ -592,8 +597,10 @@ CacheName = Annotated[
     typer.Option("--name", help="Also put the int8 model in the cache under this name.", rich_help_panel=OUTPUT),
 ]
 ForceName = Annotated[
-    bool, typer.Option("--force", help="Replace a cached model of that --name.", rich_help_panel=OUTPUT)
-]
+    bool,
+    typer.Option("--force", help="Replace a cached model of that --name, or an ONNX model at --output.",
+                 rich_help_panel=OUTPUT),
+]  # fmt: skip
 QuantizeMethodOpt = Annotated[
     QuantizeMethod,
     typer.Option("--method", case_sensitive=False, rich_help_panel=QUANTIZING,

@@ -73,6 +73,11 @@ def quantize(
     )
     if output is None and name is None:
         raise UsageError("give --output OUT.onnx, --name NAME, or both")
+    if output is not None:
+        from imgclass.output import guard as g
+
+        read = [str(path) for path in (calibrate, evaluate_on) if path is not None] + [spec]
+        g.guard(output, g.MODEL, inputs=g.Inputs.of(read, recursive=True), force=force, option="--output")
     progress = _Progress(env)
     try:
         result = run_quantize(spec, calibrate, output, name, load_options=load_options, options=options,

@@ -101,9 +101,16 @@ class ProgressLine:
             self._shown = False
 
 
-def progress_line(env: Environment, label: str = "classifying") -> ProgressLine | None:
-    """A progress line on a terminal (never with --quiet), else None."""
-    return ProgressLine(env, label) if env.progress else None
+def progress_line(env: Environment, label: str = "classifying", data_on_stdout: bool = False) -> ProgressLine | None:
+    """A progress line on a terminal (never with --quiet), else None.
+
+    With records on stdout and stdout a pipe (`batch DIR | jq . | head`), the reader may write
+    them to this same terminal at any moment, and nothing tells when: a line redrawn in place
+    would glue onto them. There is then no progress line (the summary line still comes at the end).
+    """
+    if not env.progress or (data_on_stdout and env.stdout_is_pipe):
+        return None
+    return ProgressLine(env, label)
 
 
 def guarded(env: Environment, sink: Sink, progress: ProgressLine | None, to_stdout: bool) -> Sink:

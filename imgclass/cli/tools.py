@@ -50,10 +50,12 @@ def bench(
     for name in ("images", "synthetic", "compare_with", "fmt"):
         given.pop(name)
     from imgclass.cli.loading import load_classifier
-    from imgclass.data.sources import expand
+    from imgclass.data.sources import check_found, expand
     from imgclass.tasks import bench as benchmark
     from imgclass.tasks.quantize import counterpart, model_precision
 
+    if images is not None:
+        check_found([str(images)])  # before any model is loaded
     same_options = dict(given)  # the compared model is loaded with the same options
     classifier = load_classifier(env, given, background=False)
     paths = list(expand([str(images)])) if images else []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from imgclass.cli import params as p
+from imgclass.cli.classify import job_header
 from imgclass.cli.environment import Environment
 from imgclass.cli.options import display, values
 
@@ -43,6 +45,7 @@ def embed(
     normalize: p.Normalize = False,
     recursive: p.Recursive = False,
     resume: p.VectorResume = False,
+    force: p.ReplaceOutput = False,
     model: p.Models = None,
     preset: p.Preset = None,
     labels: p.Labels = None,
@@ -81,22 +84,59 @@ def embed(
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     from imgclass.cli.jobs import JobRunner
-    from imgclass.cli.render import guarded
-    from imgclass.data.sources import record_key
     from imgclass.output.vectors import open_vectors, require_pyarrow, vector_format
-    from imgclass.tasks.jobs import JobOptions
 
+    force = given.pop("force")
     job = JobRunner(env, given, "embedding")
-    job.check(list(inputs), {"--output": output})
+    job.check(list(inputs), recursive)
     kind = vector_format(given["fmt"], output)
     if kind == "parquet":
         require_pyarrow()  # before any model is loaded
-    classifier = _load(env, given)
-    target = open_vectors(output, kind, resume, env.stdout, classifier.bottleneck.dim)
-    held = target.done or getattr(target.sink, "done", set())
-    done = {record_key(path, None) for path in held}  # what the job compares inputs with
-    options = JobOptions(recursive=recursive, batch_size=given["batch_size"], workers=given["workers"], stdin=env.stdin)
-    summary = job.run(classifier, list(inputs), lambda progress: guarded(env, target.sink, progress, output is None),
+    lock = guard_vectors(output, kind, list(inputs), recursive, force, resume)
+    try:
+        classifier = _load(env, given)
+        if lock is not None:
+            header = job_header(classifier, "vectors", format=kind, normalize=normalize)
+            if resume:
+                lock.check(header)
+            lock.commit(header)
+        target = open_vectors(output, kind, resume, env.stdout, classifier.bottleneck.dim, classifier.name)
+        return _embed(env, job, classifier, target, list(inputs), output, kind, recursive, normalize, given)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def guard_vectors(output: Path | None, fmt: str, inputs: list[str], recursive: bool, force: bool, resume: bool):
+    """Before any work: the vectors file (and an .npy's paths list) may be written; the lock on it, held."""
+    import os
+
+    from imgclass.output import guard as g
+    from imgclass.output.vectors import paths_file
+
+    if output is None:
+        return None
+    seen = g.Inputs.of(inputs, recursive)
+    kind = {"npy": g.VECTORS_NPY, "jsonl": g.VECTORS_JSONL, "parquet": g.VECTORS_PARQUET}[fmt]
+    g.guard(output, kind, inputs=seen, force=force, resume=resume, option="--output")
+    if fmt == "npy":
+        g.guard(paths_file(output), g.PATHS_LIST, inputs=seen, force=force, resume=resume, option="--output")
+    if os.path.exists(output) and not os.path.isfile(output):
+        return None  # /dev/null, a pipe: nothing to lock
+    return g.JobLock(output, "--output").acquire()
+
+
+def _embed(env: Environment, job, classifier, target, inputs: list[str], output: Path | None, fmt: str,
+           recursive: bool, normalize: bool, given: dict[str, Any]) -> int:  # fmt: skip
+    from imgclass.cli.render import guarded
+    from imgclass.output.vectors import resume_key
+    from imgclass.tasks.jobs import JobOptions
+
+    done = {line.encode("utf-8") for line in target.sink.done} if fmt == "npy" else target.done
+    options = JobOptions(recursive=recursive, batch_size=given["batch_size"], workers=given["workers"],
+                         stdin=env.stdin, key=resume_key(fmt))  # fmt: skip
+    job.data_on_stdout = output is None
+    summary = job.run(classifier, inputs, lambda progress: guarded(env, target.sink, progress, output is None),
                       options, done=done, produce=job.engine.embedder(classifier, normalize), close=target.close)  # fmt: skip
     return job.finish(summary, f"embedded ({classifier.bottleneck.dim} values each)", "images")
 
@@ -112,6 +152,7 @@ def train(
     folds: p.Folds = 5,
     max_iter: p.MaxIter = 1000,
     no_cache: p.NoCache = False,
+    force: p.ReplaceOutput = False,
     model: p.Models = None,
     preset: p.Preset = None,
     labels: p.Labels = None,
@@ -150,10 +191,12 @@ def train(
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     from imgclass.errors import ExitCode
+    from imgclass.output import guard as g
     from imgclass.tasks.train import TrainOptions, read_training_data, require_sklearn
     from imgclass.tasks.train import train as train_head
 
     require_sklearn()
+    g.guard(output, g.MODEL, inputs=g.Inputs.of([data], recursive=True), force=given.pop("force"), option="--output")
     split = read_training_data(data, val_split, seed)  # refusals before any model is loaded
     classifier = _load(env, given)
     options = TrainOptions(val_split, augment, seed, cs, folds, max_iter, not no_cache, given["batch_size"],

@@ -125,6 +125,30 @@ def check_inputs(inputs: Sequence[str]) -> None:
     raise UsageError(f"no input: {shown}: no such file or directory")
 
 
+class NoImagesFound(UsageError):
+    """Every input is a folder and none holds an image the run would read (exit 2).
+
+    `nested`: images are there in subfolders, so reading recursively is the fix.
+    """
+
+    def __init__(self, folders: Sequence[str], nested: bool):
+        shown = ", ".join(printable(f) for f in folders[:3]) + (", ..." if len(folders) > 3 else "")
+        where = "directly in" if nested else "in"
+        tail = "; its images are in subfolders" if nested else ""
+        super().__init__(f"no images {where} {shown}{tail}")
+        self.folders, self.nested = list(folders), nested
+
+
+def check_found(inputs: Sequence[str], recursive: bool = False) -> None:
+    """Before any model is loaded: refuse a run whose inputs are all folders without an image to read."""
+    if not inputs or any(item == "-" or not os.path.isdir(item) for item in inputs):
+        return
+    if any(next(_walk(item, recursive), None) is not None for item in inputs):
+        return
+    nested = not recursive and any(next(_walk(item, True), None) is not None for item in inputs)
+    raise NoImagesFound(list(inputs), nested)
+
+
 def expand(
     inputs: Iterable[str],
     recursive: bool = False,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -382,7 +382,15 @@ def _unique(stem: str, taken: set[str]) -> str:
     return name
 
 
-def explain_files(classifier, paths: Iterable[str], out_dir: str | os.PathLike, options: ExplainOptions = ExplainOptions(),
+def planned_names(paths: Sequence[str], method: str) -> list[str]:
+    """The stem each input's heat map is written under, `<stem>.<method>` (made unique), in input order."""
+    from imgclass.data.images import display_path
+
+    taken: set[str] = set()
+    return [_unique(f"{_cut(Path(display_path(p)).stem) or 'image'}.{method}", taken) for p in paths]
+
+
+def explain_files(classifier, paths: Sequence[str], out_dir: str | os.PathLike, options: ExplainOptions = ExplainOptions(),
                   progress: Callable[[str], Progress | None] | None = None) -> Iterator[Written]:  # fmt: skip
     """Explain each image into `out_dir` (`<stem>.<method>.png`, and `.npy`); a bad input is an error record.
 
@@ -396,9 +404,8 @@ def explain_files(classifier, paths: Iterable[str], out_dir: str | os.PathLike, 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"--output-dir {printable(str(folder))}: {describe_os_error(err)}") from None
-    taken: set[str] = set()
     model = classifier.model
-    for path in paths:
+    for path, stem in zip(paths, planned_names(paths, options.method), strict=True):
         shown = display_path(path)
         try:
             exp = classifier.explain(path, options.class_, method=options.method, top=options.top,
@@ -409,17 +416,24 @@ def explain_files(classifier, paths: Iterable[str], out_dir: str | os.PathLike, 
             reason = str(err).removeprefix(f"{shown}: ")
             yield Written(Record(shown, model.name, model.preset.preset.name, [], reason, model.multi_label))
             continue
-        stem = _unique(f"{_cut(Path(shown).stem) or 'image'}.{exp.method}", taken)
         yield _save(exp, folder, stem, options)
 
 
 def _save(exp: Explanation, folder: Path, stem: str, options: ExplainOptions) -> Written:
     overlay_path, raw_path = folder / f"{stem}.png", folder / f"{stem}.npy"
+    from PIL.PngImagePlugin import PngInfo
+
+    from imgclass._util.fs import atomic_write
+
     picture = exp.overlay(options.colormap)
+    info = PngInfo()
+    info.add_text("Software", "imgclass")  # how the output guard knows a heat map of ours
     try:
-        picture.save(overlay_path, "PNG")
+        with atomic_write(overlay_path, fsync=False) as handle:
+            picture.save(handle, "PNG", pnginfo=info)
         if options.npy:
-            np.save(raw_path, exp.map)
+            with atomic_write(raw_path, fsync=False) as handle:
+                np.save(handle, exp.map, allow_pickle=False)
     except OSError as err:
         raise OutputError(
             f"{printable(str(overlay_path))}: cannot write the heat map: {describe_os_error(err)}"

@@ -155,7 +155,7 @@ def render(entries: Sequence[Entry], options: ReportOptions = ReportOptions()) -
     cards = "\n".join(_card(entry, i, low) for i, entry in enumerate(entries))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="generator" content="imgclass">'
         f"<title>{_text(options.title)}</title><style>{CSS}</style></head>\n<body><header>"
         f'<h1>{_text(options.title)}</h1><p class="summary">{_text(summary)}</p>'
         f'{_controls(entries, low)}</header>\n<main id="cards">\n{cards}\n</main>\n'
@@ -176,13 +176,11 @@ def write_report(path: str | os.PathLike, entries: Sequence[Entry], options: Rep
         pool.shutdown(wait=False, cancel_futures=True)
     target = Path(path)
     page = render(entries, options)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # the umask's permissions, unlike mkstemp's 0600
+    from imgclass._util.fs import write_atomically
+
     try:
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as handle:
-            handle.write(page)
-        os.replace(tmp, target)
+        write_atomically(target, page, errors="backslashreplace")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise OutputError(
             f"--report {printable(str(path))}: cannot write the report: {describe_os_error(err)}"
         ) from None

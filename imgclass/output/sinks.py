@@ -118,8 +118,12 @@ class DelimitedSink(Sink):
 
     def _rows(self, rows: Sequence[Sequence[object]]) -> str:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter=self.delimiter, lineterminator="\n")
-        writer.writerows([row[: self.width] for row in rows])
+        plain = csv.writer(buffer, delimiter=self.delimiter, lineterminator="\n")
+        # RFC 4180: a field with CR or LF is quoted (the csv module quotes LF, not a lone CR).
+        quoted = csv.writer(buffer, delimiter=self.delimiter, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        for row in rows:
+            cut = row[: self.width]
+            (quoted if any("\r" in str(v) for v in cut) else plain).writerow(cut)
         return buffer.getvalue()
 
     def start(self) -> None:

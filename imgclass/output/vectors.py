@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from imgclass._util.fs import create_new, temp_name
 from imgclass._util.text import printable
 from imgclass.errors import MissingExtra, OutputError, UsageError, describe_os_error
 from imgclass.output.sinks import Sink
@@ -57,11 +58,33 @@ def paths_file(output: Path) -> Path:
     return output.with_name(stem + ".paths.txt")
 
 
+def listed(path: str) -> str:
+    """How a path is written in a paths list: one line, non-UTF-8 bytes and control characters as \\xNN."""
+    return printable(os.fsencode(path).decode("utf-8", "backslashreplace"))
+
+
+def resume_key(fmt: str):
+    """How `done` names an input for `fmt`: its line in the paths list (npy), or its exact bytes."""
+    if fmt == "npy":
+        return lambda path: listed(path).encode("utf-8")
+    return os.fsencode
+
+
+def _original(record: Any) -> str:
+    """The input's own name (any bytes), not its display form."""
+    return record.item if isinstance(record.item, str) else record.path
+
+
 def vector_json(embedding: Embedding) -> str:
     """One jsonl line; each float32 is written in its shortest form that reads back to the same float32."""
     import numpy as np
 
+    from imgclass.data.sources import path_bytes
+
     data = embedding.to_dict()
+    raw = path_bytes(_original(embedding))
+    if raw is not None:
+        data["path_bytes"] = raw  # a name that is not UTF-8, exactly (as records carry it)
     if embedding.vector is not None:
         data["vector"] = [float(str(v)) if np.isfinite(v) else None for v in embedding.vector]
     return json.dumps(data, ensure_ascii=False) + "\n"
@@ -77,7 +100,7 @@ class VectorTarget:
     """An opened embed output: its sink, and the paths it already holds (--resume)."""
 
     sink: Any
-    done: set[str] = field(default_factory=set)
+    done: set[bytes] = field(default_factory=set)  # the inputs a jsonl file holds (their exact bytes)
     stream: TextIO | None = None  # a jsonl file we opened (closed by `close`)
 
     def close(self) -> None:
@@ -90,8 +113,13 @@ class VectorTarget:
                 ) from None
 
 
-def open_vectors(output: Path | None, fmt: str, resume: bool, stdout: TextIO, dim: int) -> VectorTarget:
-    """The sink for `fmt` at `output` (stdout for jsonl without one); with `resume`, what it holds already."""
+def open_vectors(
+    output: Path | None, fmt: str, resume: bool, stdout: TextIO, dim: int, model: str = ""
+) -> VectorTarget:
+    """The sink for `fmt` at `output` (stdout for jsonl without one); with `resume`, what it holds already.
+
+    `model`: a jsonl file whose records name another model is refused for `resume`.
+    """
     if resume and output is None:
         raise UsageError("--resume needs --output FILE")
     if resume and fmt not in RESUMABLE:
@@ -104,7 +132,7 @@ def open_vectors(output: Path | None, fmt: str, resume: bool, stdout: TextIO, di
         return VectorTarget(ParquetVectors(output))
     if output is None:
         return VectorTarget(JsonlVectors(stdout, "stdout"))
-    done = _jsonl_done(output, dim) if resume else set()
+    done = _jsonl_done(output, dim, model) if resume else set()
     try:
         handle = open(output, "a" if resume else "w", encoding="utf-8", errors="backslashreplace")
     except OSError as err:
@@ -112,7 +140,7 @@ def open_vectors(output: Path | None, fmt: str, resume: bool, stdout: TextIO, di
     return VectorTarget(JsonlVectors(handle, str(output)), done, handle)
 
 
-def _jsonl_done(path: Path, dim: int) -> set[str]:
+def _jsonl_done(path: Path, dim: int, model: str = "") -> set[bytes]:
     """Paths already in a vectors jsonl file; a trailing partial line is cut off; anything else is refused."""
     if not path.exists():
         return set()
@@ -121,8 +149,10 @@ def _jsonl_done(path: Path, dim: int) -> set[str]:
     except OSError as err:
         raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
     complete = data[: data.rfind(b"\n") + 1]
-    done: set[str] = set()
-    for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), start=1):
+    from imgclass.data.sources import record_key
+
+    done: set[bytes] = set()
+    for number, line in enumerate(complete.decode("utf-8", errors="replace").split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -133,10 +163,13 @@ def _jsonl_done(path: Path, dim: int) -> set[str]:
             ok = False
         if not ok:
             raise UsageError(f"{printable(str(path))}:{number}: not an imgclass vector record; cannot resume into it")
+        if model and item.get("model") not in (None, model):
+            raise UsageError(f"{printable(str(path))}:{number}: holds vectors of the model {printable(str(item['model']))}, "
+                             f"not {printable(model)}; write to another file")  # fmt: skip
         if vector is not None and len(vector) != dim:
             raise UsageError(f"{printable(str(path))}:{number}: holds {len(vector)}-d vectors and this model "
                              f"gives {dim}-d ones; write to another file")  # fmt: skip
-        done.add(item["path"])
+        done.add(record_key(item["path"], item.get("path_bytes")))
     if len(complete) != len(data):
         with open(path, "rb+") as handle:
             handle.truncate(len(complete))
@@ -193,7 +226,7 @@ class NpyVectors:
             self._rows.write(np.ascontiguousarray(record.vector, "<f4").tobytes())
         except OSError as err:
             raise OutputError(f"{printable(self.name)}: cannot write vectors: {describe_os_error(err)}") from None
-        self.paths.append(printable(record.path))
+        self.paths.append(listed(_original(record)))
 
     def close(self) -> None:
         if self._rows is None:
@@ -212,23 +245,17 @@ class NpyVectors:
 
         import numpy as np
 
+        from imgclass._util.fs import atomic_write, write_atomically
+
         count = len(self.old_paths) + len(self.paths)
-        tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as out:
-                header = {"descr": "<f4", "fortran_order": False, "shape": (count, self.dim)}
-                np.lib.format.write_array_header_1_0(out, header)
-                if self.old_paths:
-                    out.write(np.ascontiguousarray(np.load(self.output, mmap_mode="r"), "<f4").tobytes())
-                with open(rows, "rb") as source:
-                    shutil.copyfileobj(source, out, 1 << 20)
-            listing = "".join(p + "\n" for p in (*self.old_paths, *self.paths))
-            paths_tmp = self.paths_file.with_name(f".{self.paths_file.name}.{os.getpid()}.tmp")
-            paths_tmp.write_text(listing, encoding="utf-8", errors="backslashreplace")
-            os.replace(tmp, self.output)
-            os.replace(paths_tmp, self.paths_file)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(self.output) as out:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (count, self.dim)}
+            np.lib.format.write_array_header_1_0(out, header)
+            if self.old_paths:
+                out.write(np.ascontiguousarray(np.load(self.output, mmap_mode="r"), "<f4").tobytes())
+            with open(rows, "rb") as source:
+                shutil.copyfileobj(source, out, 1 << 20)
+        write_atomically(self.paths_file, "".join(p + "\n" for p in (*self.old_paths, *self.paths)))
 
 
 def require_pyarrow() -> None:
@@ -246,7 +273,7 @@ class ParquetVectors:
     def __init__(self, output: Path):
         require_pyarrow()
         self.output, self.name = output, str(output)
-        self._tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        self._tmp = temp_name(output)
         self._writer: Any = None
         self._rows: list[Any] = []
 
@@ -257,6 +284,7 @@ class ParquetVectors:
         schema = pa.schema([("path", pa.string()), ("model", pa.string()), ("vector", pa.list_(pa.float32())),
                             ("error", pa.string())])  # fmt: skip
         try:
+            os.close(create_new(self._tmp))  # claimed with O_EXCL|O_NOFOLLOW: never a planted symlink
             self._writer = pq.ParquetWriter(os.fspath(self._tmp), schema)
         except OSError as err:
             raise OutputError(f"--output {printable(self.name)}: {describe_os_error(err)}") from None

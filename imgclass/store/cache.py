@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgclass._util.fs import write_atomically
 from imgclass.errors import CacheError, UsageError, describe_os_error
 
 ENV_HOME = "IMGCLASS_HOME"
@@ -147,12 +148,9 @@ def _write_registry(entries: dict[str, Registered]) -> None:
     data = {
         n: {"file": r.file, "sha256": r.sha256, "size": r.size, "origin": r.origin} for n, r in sorted(entries.items())
     }
-    tmp = path.with_name(f"registry.json.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(data, indent=2) + "\n")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CacheError(f"{path}: cannot write the model registry: {describe_os_error(err)}") from None
 
 
@@ -198,11 +196,77 @@ def inventory() -> dict[str, list[dict]]:
     return kinds
 
 
+def in_use(path: Path) -> bool:
+    """A leftover a live process still holds: a `.lock` someone has locked, or the `.part`/`.tmp` of a
+    pull whose lock is held (its pid, in the name, still running, when there is no lock to try)."""
+    import fcntl
+
+    name = path.name
+    if name.endswith(".lock"):
+        lock_file = path
+    else:
+        match = re.match(r"^\.(.+?)\.(\d+)\.(?:\d+\.\d+\.)?(?:part|tmp)$", name)
+        if match is None:
+            return False
+        lock_file = path.with_name(match.group(1) + ".lock")
+        if not lock_file.exists():
+            return _alive(int(match.group(2)))
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # (drops the lock just taken, if it was)
+    return False
+
+
+def _remove_free_lock(path: Path) -> bool:
+    """Remove a lock file nobody holds, holding it meanwhile (a waiter then retries on a new one, see `lock`)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+        return True
+    except OSError:
+        return False  # held by a live process (or already gone)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return pid != 0
+
+
 def prune() -> list[dict]:
-    """Remove what can be rebuilt (optimised graphs, inspection data) and leftovers; models stay."""
+    """Remove what can be rebuilt (optimised graphs, inspection data) and leftovers; models stay.
+
+    A leftover a live process holds (a pull in progress: its `.part` and `.lock`) is kept.
+    """
     held = inventory()
     removed = []
     for item in held["optimized"] + held["index"] + held["leftovers"]:
+        path = Path(item["path"])
+        if path.name.endswith(".lock"):
+            if _remove_free_lock(path):
+                removed.append(item)
+            continue
+        if item in held["leftovers"] and in_use(path):
+            continue
         try:
             Path(item["path"]).unlink()
             removed.append(item)

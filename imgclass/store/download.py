@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from imgclass._util.fs import create_new, temp_name
 from imgclass._util.text import printable
 from imgclass._util.version import __version__
 from imgclass.data.sources import is_url
@@ -254,11 +255,12 @@ def _check_space(folder: Path, needed: int | None) -> None:
 
 
 def _fetch_one(url: str, dest: Path, sha256, size, progress: Progress, attempt: _Attempt) -> str:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = temp_name(dest, ".part")
     try:
         progress.start(dest.name, size)
         try:
-            out = open(tmp, "wb")
+            os.close(create_new(tmp))  # claimed with O_EXCL|O_NOFOLLOW: never through a planted symlink
+            out = open(tmp, "r+b")
         except OSError as err:
             raise CacheError(f"{dest.parent}: cannot save the download: {describe_os_error(err)}") from None
         with out:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
+from imgclass._util.fs import write_atomically
 from imgclass.graph.reader import check_locations, external_locations, read_graph
 from imgclass.graph.signature import Signature, inspect
 from imgclass.store.cache import index_dir, sha256_file
@@ -79,12 +79,7 @@ def _write(path: Path, data: dict) -> None:
             return
         target = _entry_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(target, json.dumps(data))
     except OSError:
         pass
 

@@ -20,6 +20,7 @@ import json
 import os
 from pathlib import Path
 
+from imgclass._util.fs import temp_name, write_atomically
 from imgclass.errors import ModelError
 from imgclass.graph import metadata as props
 from imgclass.graph.runtime import Device, create_session
@@ -150,7 +151,7 @@ def open_session(path: Path, sha256: str, folder: Path, device: Device, threads:
     if hashlib.sha256(data).hexdigest() != sha256:
         raise ModelError(f"{path}: the file changed while it was being loaded; run again")
     discard(graph)
-    tmp = graph.with_name(f".{graph.name}.{os.getpid()}.tmp") if _writable(folder) else None
+    tmp = temp_name(graph) if _writable(folder) else None  # ONNX Runtime writes it; _keep renames it
     try:
         try:
             result = create_session(data, device, threads, name=path, save_to=tmp, spinning=spinning)
@@ -172,7 +173,6 @@ def open_session(path: Path, sha256: str, folder: Path, device: Device, threads:
 def _keep(tmp: Path, graph: Path, source_sha256: str) -> None:
     """Move a freshly saved graph into place with its binding; on any failure keep nothing."""
     side = binding_path(graph)
-    side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     try:
         if not tmp.is_file() or tmp.stat().st_size == 0:
             return
@@ -182,10 +182,7 @@ def _keep(tmp: Path, graph: Path, source_sha256: str) -> None:
             handle.write(binding_tail(source_sha256))
         binding = {"version": BINDING_VERSION, "source_sha256": source_sha256, "sha256": sha256_file(tmp),
                    "size": tmp.stat().st_size}  # fmt: skip
-        side_tmp.write_text(json.dumps(binding) + "\n", encoding="utf-8")
-        os.replace(tmp, graph)
-        os.replace(side_tmp, side)
+        write_atomically(side, json.dumps(binding) + "\n")
+        os.replace(tmp, graph)  # the graph is only used once its binding agrees with it
     except OSError:
         discard(graph)
-    finally:
-        side_tmp.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgclass._util.fs import create_new, temp_name
 from imgclass.errors import CacheError, ModelError, UsageError, describe_os_error
 from imgclass.store import cache, catalog
 from imgclass.store.catalog import Entry
@@ -203,9 +204,10 @@ def _copy_in(source: Path, dest: Path, digest: str, carry: dict[str, str]) -> st
     """Copy `source` to `dest` through a temporary file, `carry` written into its metadata; the copy's sha256."""
     from imgclass.graph import metadata
 
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = temp_name(dest, ".part")
     try:
-        shutil.copyfile(source, tmp)
+        with open(source, "rb") as reader, os.fdopen(create_new(tmp), "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
         if cache.sha256_file(tmp) != digest:
             raise ModelError(f"{source}: changed while it was being copied; try again")
         if carry:

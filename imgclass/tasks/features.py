@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imgclass._util.fs import atomic_write
 from imgclass.data.images import display_path
 
 if TYPE_CHECKING:
@@ -146,10 +146,8 @@ class FeatureCache:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            with open(tmp, "wb") as handle:
+            with atomic_write(path, fsync=False) as handle:
                 np.save(handle, np.ascontiguousarray(vector, np.float32), allow_pickle=False)
-            os.replace(tmp, path)
         except OSError:
             pass  # a full or read-only cache: the next run computes the vector again
 

@@ -44,6 +44,7 @@ class JobOptions:
     debug: bool = False
     null: bool = False  # the list on stdin ('-') is NUL-separated
     stdin: Any = None  # where '-' reads from (default: sys.stdin)
+    key: Callable[[str], bytes] = path_key  # how an input is named in `done` (the output's own spelling)
     groups: Any = None  # rank groups of classes: "coarse", a group file, a mapping, a Grouping
     abstain_below: float | None = None  # records whose top probability is below it say abstained
     video: bool = False  # folders and globs list video files too (a video named on its own always counts)
@@ -82,7 +83,7 @@ def _pending(paths: Iterable[str], options: JobOptions, done: set[bytes], summar
     """
 
     def wanted(path: str, index: int) -> bool:
-        if done and frame_key(path_key(path), index) in done:
+        if done and frame_key(options.key(path), index) in done:
             summary.skipped += 1
             return False
         return True
@@ -90,7 +91,7 @@ def _pending(paths: Iterable[str], options: JobOptions, done: set[bytes], summar
     items = expand_frames(paths, VideoOptions(options.every, max_pixels), wanted) if frames else paths
     for item in items:
         whole = item if isinstance(item, str) else item.path if item.index is None else None  # a file, not a frame
-        if done and whole is not None and path_key(whole) in done:
+        if done and whole is not None and options.key(whole) in done:
             summary.skipped += 1
             continue
         yield item

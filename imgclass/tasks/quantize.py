@@ -565,16 +565,12 @@ def _commit(candidate: Path, output: Path | None, name: str | None, force: bool,
     from imgclass.store import registry as store
 
     if output is not None:
-        tmp = output.with_name(f".{output.name}.{os.getpid()}.part")
-        try:
-            import shutil
+        from imgclass._util.fs import copy_atomically
 
-            shutil.copyfile(candidate, tmp)
-            os.replace(tmp, output)
+        try:
+            copy_atomically(candidate, output)
         except OSError as err:
-            raise OutputError(f"--output {output}: {describe_os_error(err)}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+            raise OutputError(f"{output}: {describe_os_error(err)}") from None
         result.output = output
     if name is not None:
         from imgclass.store import cache

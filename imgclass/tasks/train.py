@@ -412,16 +412,13 @@ def check_output(output: Path, model_path: Path) -> None:
 
 def write_model(model, output: Path) -> None:
     """Save atomically: a temporary file next to `output`, renamed over it."""
-    import onnx
 
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    from imgclass._util.fs import write_atomically
+
     try:
-        onnx.save(model, os.fspath(tmp))
-        os.replace(tmp, output)
+        write_atomically(output, model.SerializeToString())
     except OSError as err:
-        raise OutputError(f"--output {printable(str(output))}: {describe_os_error(err)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{printable(str(output))}: {describe_os_error(err)}") from None
 
 
 def _export(classifier: Classifier, result: TrainResult, output: Path, options: TrainOptions) -> None:
