@@ -167,14 +167,17 @@ def test_a_folder_output_takes_jsonl_shards_and_resumes_into_new_ones(make_model
         return code, stderr.getvalue()
 
     assert batch(*paths[:3])[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["part-00000.jsonl", "part-00001.jsonl"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "part-00000.jsonl",
+        "part-00001.jsonl",
+    ]
     assert len(jsonl((out / "part-00000.jsonl").read_text())) == 2
     code, stderr = batch(*paths)
     assert code == ExitCode.USAGE and "--resume" in stderr
     with open(out / "part-00001.jsonl", "a") as handle:
         handle.write('{"path": "half a rec')  # a run that died mid-write
     assert batch(*paths, "--resume")[0] == 0
-    shards = sorted(out.iterdir())
+    shards = sorted(p for p in out.iterdir() if not p.name.startswith("."))  # .imgclass-job: the job header
     assert [p.name for p in shards] == ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl", "part-00003.jsonl"]
     written = [r["path"] for shard in shards for r in jsonl(shard.read_text())]
     assert written == [display_path(p) for p in paths]  # every input once, in input order across the shards

@@ -159,7 +159,7 @@ def test_resume_and_shards_work_per_frame(clip, tmp_path, make_model, home):
     shards.mkdir()
     assert run_cli("batch", clip, "-m", model, "--every", "10f", "-o", shards).returncode == 0
     assert run_cli("batch", clip, "-m", model, "--every", "5f", "-o", shards, "--resume").returncode == 0
-    written = [json.loads(line)["frame"] for f in sorted(shards.iterdir()) for line in f.read_text().splitlines()]
+    written = [json.loads(line)["frame"] for f in sorted(shards.glob("part-*")) for line in f.read_text().splitlines()]
     assert sorted(written) == [0, 5, 10, 15, 20, 25]
 
 
