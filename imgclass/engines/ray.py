@@ -55,12 +55,16 @@ def _first_line(err: BaseException) -> str:
 class RayEngine(Engine):
     name = "ray"
 
-    def __init__(self, address: str | None = None, actors: int | None = None, device: str | None = None):
+    def __init__(
+        self, address: str | None = None, actors: int | None = None, device: str | None = None,
+        precision: str | None = None,
+    ):  # fmt: skip
         if actors is not None and actors < 1:
             raise UsageError("--actors must be at least 1")
         self.address = address
         self.actors = actors
         self.device = device  # None: the classifier's own --device
+        self.precision = precision  # None: the classifier's own precision
         self.started = False
         self._handlers: dict[int, Any] = {}
 
@@ -324,7 +328,8 @@ class RayRecords:
         self.actors = actors
         if self.engine.cluster is not None:
             self.engine.cluster.actors = actors
-        spec = ModelSpec.of(clf, opts.top, opts.threshold, threads, device, self.task, self.normalize)
+        spec = ModelSpec.of(clf, opts.top, opts.threshold, threads, device, self.task, self.normalize,
+                            self.engine.precision)  # fmt: skip
         rows = max(1, min(MAX_BLOCK_ROWS, math.ceil(len(paths) / max(2.0, 2 * self.engine.cluster.cpus))))  # type: ignore[union-attr]
         tables = [
             pa.table({
