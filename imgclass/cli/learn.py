@@ -163,7 +163,7 @@ def _summary(report) -> dict[str, str]:
             "top-1": f"{_percent(report.top1)}  ({report.correct_top1}/{report.classified})",
             "top-5": f"{_percent(report.top5)}  ({report.correct_top5}/{report.classified})",
         }
-    speed = f"{report.images_per_s:.1f} images/s ({report.seconds:.1f} s)"
+    speed = f"{report.images_per_s:.1f} images/s ({report.seconds:.1f} s; {report.device}, {report.compute_precision})"
     return {**head, **scores, "failed": failed, "speed": speed}
 
 

@@ -20,7 +20,8 @@ from imgclass.cli.render import print_fields, print_json
 
 
 @click.command(epilog="\b\nExamples:\n  imgclass bench --model resnet50 --images photos/ --format json\n"
-               "  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32")  # fmt: skip
+               "  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32\n"
+               "  imgclass bench --model resnet50 --compare devices --images photos/ --evaluate val/")  # fmt: skip
 @click.option(
     "--images", type=click.Path(path_type=Path, exists=True), help="A folder of images for the end-to-end run."
 )
@@ -36,25 +37,38 @@ from imgclass.cli.render import print_fields, print_json
     "compare_with",
     default="auto",
     show_default=True,
-    metavar="MODEL|auto|none",
-    help="Measure another model side by side; auto: the other precision (int8/fp32) of this model when it is here.",
+    metavar="MODEL|auto|devices|none",
+    help="Measure another model side by side; auto: the other precision (int8/fp32) of this model when it is here; "
+    "devices: this model (and its int8/fp32 counterpart) on every device x precision this machine runs natively.",
+)
+@click.option(
+    "--evaluate",
+    "evaluate_dir",
+    type=click.Path(path_type=Path, exists=True),
+    help="With --compare devices: top-1 on these labelled images for each device x precision.",
 )
 @model_options
 @run_options
 @list_format_option
 @display_options
 @click.pass_obj
-def bench(env: Environment, images: Path | None, synthetic: int, compare_with: str, fmt: str, **values: Any) -> None:
+def bench(env: Environment, images: Path | None, synthetic: int, compare_with: str, evaluate_dir: Path | None,
+          fmt: str, **values: Any) -> None:  # fmt: skip
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
     from imgclass.cli.loading import load_classifier
     from imgclass.data.sources import expand
+    from imgclass.errors import UsageError
     from imgclass.tasks import bench as benchmark
     from imgclass.tasks.quantize import counterpart, model_precision
 
     same_options = dict(values)  # the compared model is loaded with the same options
-    classifier = load_classifier(env, values, background=False)
+    if evaluate_dir is not None and compare_with.lower() != "devices":
+        raise UsageError("--evaluate goes with --compare devices")
     paths = list(expand([str(images)])) if images else []
     settings = benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic)
+    if compare_with.lower() == "devices":
+        return _bench_devices(env, same_options, paths, settings, evaluate_dir, fmt)
+    classifier = load_classifier(env, values, background=False)
     result = {
         **benchmark.run(classifier, paths, settings),
         "precision": model_precision(classifier.model.path, classifier.name),
@@ -76,6 +90,46 @@ def bench(env: Environment, images: Path | None, synthetic: int, compare_with: s
     return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
 
 
+def _bench_devices(env: Environment, values: dict[str, Any], paths: list[str], settings: Any,
+                   evaluate_dir: Path | None, fmt: str) -> None:  # fmt: skip
+    """`bench --compare devices`: a row per model x device x precision, side by side."""
+    from imgclass.cli.loading import load_classifier
+    from imgclass.cli.render import print_table
+    from imgclass.tasks import bench as benchmark
+    from imgclass.tasks.quantize import counterpart, model_precision
+
+    first = load_classifier(env, dict(values), background=False)
+    models = [values.get("model")]
+    other = counterpart(first.model.path, first.name)
+    if other:
+        models.append((other,))
+    rows = []
+    for model in models:
+
+        def load(device: str, precision: str, model: Any = model) -> Any:
+            return load_classifier(env, {**values, "model": model, "device": device, "precision": precision},
+                                   background=False)  # fmt: skip
+
+        rows += benchmark.across_devices(
+            load,
+            paths,
+            settings,
+            str(evaluate_dir) if evaluate_dir else None,
+            describe=lambda c: {"weights": model_precision(c.model.path, c.name)},
+        )
+    if fmt == "json":
+        return print_json(env, {"rows": rows})
+    columns = [("model", "left"), ("weights", "left"), ("device", "left"), ("precision", "left"),
+               ("model-only img/s", "right"), ("end-to-end img/s", "right"), ("top-1", "right")]  # fmt: skip
+    table = [(r["model"], r["weights"], r["device"], r["precision"], f"{r['model_only_images_per_s']:.1f}",
+              "-" if r["end_to_end_images_per_s"] is None else f"{r['end_to_end_images_per_s']:.1f}",
+              "-" if r["top1"] is None else f"{r['top1']:.1%}") for r in rows]  # fmt: skip
+    print_table(env, columns, table, keep="model")
+
+
+_INFO_KEYS = {"provider": "openvino", "cpu_features": "cpu_features"}
+
+
 @click.command(epilog="\b\nExample:\n  imgclass info --format json")
 @listing_options
 def info(env: Environment, fmt: str) -> None:
@@ -87,6 +141,7 @@ def info(env: Environment, fmt: str) -> None:
     import PIL
 
     from imgclass._util.version import __version__
+    from imgclass.graph import openvino
     from imgclass.graph.runtime import default_threads
     from imgclass.store.cache import folders
 
@@ -97,6 +152,7 @@ def info(env: Environment, fmt: str) -> None:
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
         "providers_available": ort.get_available_providers(),
+        **{_INFO_KEYS.get(k, f"openvino_{k}"): v for k, v in openvino.describe().items()},
         "device_default": os.environ.get("IMGCLASS_DEVICE", "auto"),
         "threads": default_threads(),
         **{f"cache_{k}" if k != "home" else "cache": str(v) for k, v in folders().items()},

@@ -180,7 +180,10 @@ def load_model(
             raise ModelError(f"{path}: the model file changed after it was verified; run again")
         assert settings.optimized_dir is not None
         device = resolve_auto(settings.optimized_dir, digest, settings.device)
-        return (*open_session(path, digest, settings.optimized_dir, device, settings.threads, settings.spinning), device)
+        return (
+            *open_session(path, digest, settings.optimized_dir, device, settings.threads, settings.spinning),
+            device,
+        )
 
     session: Future = Future()
     if settings.background_session and plan.classes:

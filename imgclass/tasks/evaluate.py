@@ -119,6 +119,8 @@ class Report:
     precision: float | None = None  # multi-label: micro-averaged over the dataset's classes
     recall: float | None = None
     per_class: list[LabelScore] = field(default_factory=list)
+    device: str = "auto"  # where the model ran (what auto resolved to)
+    compute_precision: str = "f32"  # what it computed in: f32, or bf16/f16 when asked for
 
     @property
     def not_run(self) -> int:
@@ -283,5 +285,7 @@ def evaluate(
         mapping=dataset.mapping,
         ignored=dataset.ignored,
         signal=stop.signal,
+        device=str(classifier.model.device),
+        compute_precision=classifier.model.device.precision,
         **tally.fields(options.worst, options.confusions),
     )
