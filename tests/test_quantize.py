@@ -140,7 +140,7 @@ def test_the_calibration_tensors_are_imgclass_preprocessing(make_model, photos, 
     monkeypatch.setattr(q, "_reader", spy)
     quantize(source, calibration, tmp_path / "out.onnx", load_options=imgclass.LoadOptions(preset="keras-tf"))
     clf = imgclass.load(source, preset="keras-tf")
-    expected = np.stack([clf.model.transform(__import__("imgclass.data.images").images.load_rgb(str(p), clf.decode))
+    expected = np.stack([clf.model.transform(__import__("imgclass.data.images").data.images.load_rgb(str(p), clf.decode))
                          for p in sorted(images)])  # fmt: skip
     assert len(seen) == 1 and np.array_equal(seen[0], expected)
     assert metadata(tmp_path / "out.onnx")["imgclass.preset"] == "keras-tf"

@@ -67,9 +67,13 @@ def _predict(model: Path, photos: dict[str, Path], *extra) -> dict[str, list[dic
     return {name: record["predictions"] for name, record in zip(names, records, strict=False)}
 
 
+ESPRESSO_FLOOR = 0.3  # the lowest seen on any CPU (AVX2-only, phone-size JPEG), well above the runner-up
+
+
 def _check_labels(predictions: dict[str, list[dict]]) -> None:
     coffee = predictions["coffee"][0]
-    assert coffee["label"] == "espresso" and coffee["probability"] > 0.9, coffee
+    # The zoo's int8 kernels round differently by CPU: espresso p ~ 0.998 with VNNI, 0.37-0.54 on AVX2 only.
+    assert coffee["label"] == "espresso" and coffee["probability"] > ESPRESSO_FLOOR, coffee
     assert {p["label"] for p in predictions["chelsea"][:3]} <= CATS, predictions["chelsea"][:3]
     assert predictions["motorcycle_left"][0]["label"] in SCOOTERS, predictions["motorcycle_left"][0]
 

@@ -19,6 +19,12 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def printable(text: str) -> str:
     """`text` with every control character shown as \\xNN (or \\uNNNN)."""
     return _UNSAFE.sub(_escape, text)

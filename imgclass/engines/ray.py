@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from imgclass._util.text import printable
+from imgclass._util.text import first_line, printable
 from imgclass.data.sources import expand, path_bytes
 from imgclass.engines.base import Cluster, Engine, RunOptions, is_uri
 from imgclass.engines.work import ModelSpec, ModelWorker, locate, prepare_batch
@@ -45,11 +45,6 @@ _QUIET_LOGGERS = ("ray", "ray.data", "ray.util")
 
 class RayJobError(EnvironmentFault):
     """The Ray cluster could not be reached, or the job failed for a reason that is not one input (exit 4)."""
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 class RayEngine(Engine):
@@ -85,7 +80,7 @@ class RayEngine(Engine):
                     ray.init(**kwargs)
                 except Exception as err:  # noqa: BLE001 - Ray raises many kinds here; all mean "no cluster"
                     where = f"at {printable(self.address)}" if self.address else "locally"
-                    raise RayJobError(f"cannot start or reach Ray {where}: {_first_line(err)}") from None
+                    raise RayJobError(f"cannot start or reach Ray {where}: {first_line(err)}") from None
             self.started = True
         self.cluster = _cluster()
         return self
@@ -367,7 +362,7 @@ class RayRecords:
                         cause = _cause(err)
                         if cause is not None:
                             raise cause from None  # a model that will not load on a worker: exit 3, as locally
-                        raise RayJobError(f"the Ray job failed: {_first_line(err)}") from None
+                        raise RayJobError(f"the Ray job failed: {first_line(err)}") from None
                     yield batch
             finally:
                 close = getattr(batches, "close", None)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from imgclass._util.text import printable
+from imgclass._util.text import first_line, printable
 from imgclass.data.sources import is_image_name
 from imgclass.errors import InputError, UsageError
 
@@ -41,7 +41,7 @@ def _filesystem(uri: str):
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError, ImportError) as err:
-        raise UsageError(f"{printable(uri)}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise UsageError(f"{printable(uri)}: {first_line(err)}") from None
     if base.endswith(path):
         with _lock:
             _filesystems[key] = (fs, len(base) - len(path))
@@ -105,5 +105,5 @@ def read_uri(uri: str, name: str) -> bytes:
     except PermissionError:
         raise InputError(f"{name}: permission denied") from None
     except OSError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise InputError(f"{name}: cannot read object: {first}") from None

@@ -27,7 +27,7 @@ import numpy as np
 from imgclass.data.images import DecodeOptions, decode_rgb, display_path, load_rgb
 from imgclass.data.transforms import Transform
 from imgclass.errors import ImgclassError
-from imgclass.inference.pipeline import _reason
+from imgclass.inference.pipeline import _reason, image_error, inference_failure
 
 Batch = dict[str, np.ndarray]
 
@@ -159,16 +159,13 @@ class ModelWorker:
                 samples = np.ascontiguousarray(np.asarray(batch["sample"])[good])
                 results = dict(zip(good.tolist(), self.outputs.run(samples), strict=True))
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the job
-                text = str(err).strip()
-                failure = f"inference failed: {text.splitlines()[0] if text else type(err).__name__}"
+                failure = inference_failure(err)
         seconds = time.perf_counter() - start
         raw = batch["raw"] if "raw" in batch else [""] * len(ok)
         records = []
         for i, path in enumerate(batch["path"]):
             result = results.get(i)
-            error = str(batch["error"][i]) if not ok[i] else failure
-            if error is None and isinstance(result, str):
-                error = result  # the model's output is not finite for this image
+            error = image_error(None if ok[i] else str(batch["error"][i]), failure, result)
             kept = result if error is None else None
             records.append(pickle.dumps(self.outputs.record(None, str(path), kept, error or None, str(raw[i]) or None)))
         count = max(1, len(ok))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgclass._util.text import first_line
 from imgclass.errors import ModelError, UsageError
 
 if TYPE_CHECKING:  # numpy is imported where batches run: parse_device serves the CLI's option parsing
@@ -143,7 +144,7 @@ def create_session(
             source if isinstance(source, bytes) else os.fspath(source), sess_options=options, providers=planned
         )
     except Exception as err:  # noqa: BLE001 - ORT raises several private exception types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise ModelError(f"{name}: ONNX Runtime cannot load this model: {first[:200]}") from None
     in_use = session.get_providers()
     check_providers(device, in_use)

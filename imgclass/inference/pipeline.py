@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from imgclass._util.text import first_line
 from imgclass.data.images import DecodeOptions, display_path, load_rgb
 from imgclass.data.sources import path_bytes
 from imgclass.errors import ImgclassError
@@ -86,6 +87,20 @@ def _reason(message: str, path: str) -> str:
     """The record keeps the reason alone; the path is in the record already."""
     prefix = f"{path}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def inference_failure(err: BaseException) -> str:
+    """The error every image of a batch gets when running the batch failed (the batch fails, not the job)."""
+    return f"inference failed: {first_line(err)}"
+
+
+def image_error(decode_error: str | None, failure: str | None, result: Any) -> str | None:
+    """The one rule, local and Ray alike: a decode error, else the batch's failure, else a non-finite result."""
+    if decode_error:
+        return decode_error
+    if failure:
+        return failure
+    return result if isinstance(result, str) else None
 
 
 NON_FINITE = "the model's output is not finite (NaN or infinity) for this image; check the model and --mean/--std"
@@ -302,14 +317,10 @@ class Pipeline:
                 ranked = self._infer(batch)
                 results = {id(item): preds for item, preds in zip(good, ranked, strict=True)}
             except Exception as err:  # noqa: BLE001 - a failed run fails its images, not the batch
-                failure = (
-                    f"inference failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
-                )
+                failure = inference_failure(err)
             self.stats.inference += time.perf_counter() - start
         for item in chunk:
-            error = item.error or (failure if item.sample is not None else None)
-            if error is None and isinstance(results.get(id(item)), str):
-                error = results[id(item)]
+            error = image_error(item.error, failure if item.sample is not None else None, results.get(id(item)))
             self.stats.images += 1
             if error:
                 self.stats.failed += 1
