@@ -18,7 +18,7 @@ import json
 import platform
 from dataclasses import dataclass
 
-from imgclass.errors import MissingExtra, ModelError, UsageError
+from imgclass.errors import MissingExtra, ModelError, UsageError, option
 
 PROVIDER = "OpenVINOExecutionProvider"
 REGISTRATION = "imgclass-openvino"
@@ -78,7 +78,7 @@ def native_precisions(target: str, flags: set[str] | None = None, machine: str |
 def check_precision(target: str, precision: str, flags: set[str] | None = None, machine: str | None = None) -> None:
     """UsageError when `target` cannot compute in `precision` natively: imgclass never emulates a precision."""
     if precision not in PRECISIONS:
-        raise UsageError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"{option('precision')} {precision!r}: use one of {', '.join(PRECISIONS)}")
     native = native_precisions(target, flags, machine)
     if precision in native:
         return
@@ -87,7 +87,7 @@ def check_precision(target: str, precision: str, flags: set[str] | None = None, 
         "f16": "f16 needs AMX-FP16 on x86 CPUs",
     }.get(precision, "")
     raise UsageError(
-        f"precision {precision}: the OpenVINO {target} device does not compute in {precision} natively on this "
+        f"{option('precision')} {precision}: the OpenVINO {target} device does not compute in {precision} natively on this "
         f"machine{' (' + why + ')' if target.startswith('CPU') and why else ''}; it would be emulated slowly, "
         f"so imgclass refuses. Native here: {', '.join(native)}"
     )

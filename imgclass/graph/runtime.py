@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgclass._util.text import first_line
-from imgclass.errors import ModelError, UsageError
+from imgclass.errors import ModelError, UsageError, option
 
 if TYPE_CHECKING:  # numpy is imported where batches run: parse_device serves the CLI's option parsing
     import numpy as np
@@ -48,12 +48,12 @@ def parse_device(text: str | None, precision: str | None = None) -> Device:
         raise UsageError(f"--device {text!r}: use auto, cpu, cuda, cuda:N, openvino or openvino:GPU|NPU")
     precision = (precision or "f32").strip().lower()
     if precision not in PRECISIONS:
-        raise UsageError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"{option('precision')} {precision!r}: use one of {', '.join(PRECISIONS)}")
     kind = match.group(1)
     if precision != "f32" and kind != "openvino":
         raise UsageError(
-            f"precision {precision} on device {kind}: only the OpenVINO device computes in bf16 or f16 "
-            "(device openvino); auto picks a device at f32 only"
+            f"{option('precision')} {precision} with {option('device')} {kind}: only the OpenVINO device computes "
+            f"in bf16 or f16 ({option('device')} openvino); auto picks a device at f32 only"
         )
     if kind == "openvino":
         return Device(kind, 0, (suffix or "cpu").upper(), precision)
@@ -136,6 +136,7 @@ def create_session(
     if device.kind == "openvino":
         from imgclass.graph import openvino
 
+        options.log_severity_level = 4  # its compile errors come back in the exception, once
         planned = openvino.add_to_session(options, device.target, device.precision, threads, cache_dir)
     else:
         planned = plan_providers(device, available_providers())
@@ -144,6 +145,9 @@ def create_session(
             source if isinstance(source, bytes) else os.fspath(source), sess_options=options, providers=planned
         )
     except Exception as err:  # noqa: BLE001 - ORT raises several private exception types
+        if device.kind == "openvino":  # OpenVINO's own reason is its last line; the first is a C++ frame
+            why = [line.strip() for line in str(err).splitlines() if line.strip()][-1:] or [type(err).__name__]
+            raise ModelError(f"{name}: OpenVINO cannot compile this model on {device}: {why[0][:200]}") from None
         first = first_line(err)
         raise ModelError(f"{name}: ONNX Runtime cannot load this model: {first[:200]}") from None
     in_use = session.get_providers()
