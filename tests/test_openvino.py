@@ -212,3 +212,20 @@ def test_cli_batch_on_openvino_and_bench_compare_devices(make_model, photos, hom
     assert {(r["device"], r["precision"]) for r in rows} >= {("cpu", "f32"), ("openvino", "f32")}
     assert all(r["model_only_images_per_s"] > 0 for r in rows)
     assert list((home / "optimized").glob("*-openvino-f32-*.measured.json"))
+
+
+@needs_openvino
+def test_embeddings_and_ensembles_run_on_openvino(make_model, photos, home):
+    import imgclass
+
+    model, image = make_model("tiny", spatial=None), str(photos["china.jpg"])
+    cpu = imgclass.load(model, device="cpu")
+    ov = imgclass.load(model, device="openvino")
+    assert np.abs(cpu.vector(image) - ov.vector(image)).max() < 1e-4
+    assert ov.bottleneck.runner.providers[0] == openvino.PROVIDER
+    pair = imgclass.load_ensemble([model, model], device="openvino", tta="flip")
+    mine = imgclass.load_ensemble([model, model], device="cpu", tta="flip").predict(image).predictions
+    theirs = pair.predict(image).predictions
+    assert pair.model.providers[0] == openvino.PROVIDER
+    assert [p.index for p in mine] == [p.index for p in theirs]
+    assert max(abs(a.probability - b.probability) for a, b in zip(mine, theirs, strict=True)) < 1e-4
