@@ -229,3 +229,17 @@ def test_embeddings_and_ensembles_run_on_openvino(make_model, photos, home):
     assert pair.model.providers[0] == openvino.PROVIDER
     assert [p.index for p in mine] == [p.index for p in theirs]
     assert max(abs(a.probability - b.probability) for a, b in zip(mine, theirs, strict=True)) < 1e-4
+
+
+def test_ray_actors_get_the_device_and_precision_the_driver_runs_f32(make_model, home):
+    import imgclass
+    from imgclass.cli.options import pop_engine_options
+    from imgclass.engines.work import ModelSpec
+
+    values = {"engine": "ray", "device": "openvino", "precision": "bf16"}
+    engine = pop_engine_options(values)
+    assert (engine.device, engine.precision) == ("openvino", "bf16")
+    assert (values["device"], values["precision"]) == ("cpu", "f32")  # the driver's own copy: CPU, f32
+    clf = imgclass.load(make_model("tiny", spatial=None), device="cpu")
+    spec = ModelSpec.of(clf, 5, None, 1, engine.device, precision=engine.precision)
+    assert (spec.options.device, spec.options.precision) == ("openvino", "bf16")
