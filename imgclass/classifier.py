@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
+from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, display_path, load_rgb, to_rgb
 from imgclass.data.presets import Overrides
-from imgclass.data.sources import expand
+from imgclass.data.sources import expand, is_url
 from imgclass.data.tta import check_tta
-from imgclass.errors import InputError, UsageError
+from imgclass.data.video import Every, Frame, VideoOptions, expand_frames, parse_every
+from imgclass.errors import InputError, UsageError, option
 from imgclass.graph.runtime import parse_device
 from imgclass.inference.pipeline import (
     Pipeline,
@@ -30,15 +31,18 @@ from imgclass.inference.pipeline import (
     Stats,
     default_batch_size,
     default_workers,
+    fetch_image,
     rank_finite,
 )
 from imgclass.inference.scoring import Scored, Scorer
 from imgclass.records import Record
+from imgclass.store.download import URL_MAX_BYTES, URL_TIMEOUT, UrlPolicy
 from imgclass.store.loader import LoadedModel, ModelSettings, load_model
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from imgclass.graph.ranking import Grouping, Ranker
     from imgclass.inference.embedding import Bottleneck
     from imgclass.inference.explain import Explanation
     from imgclass.store.download import Progress
@@ -62,6 +66,8 @@ class LoadOptions:
     allow_truncated: bool = False
     activation: str | None = None  # softmax, sigmoid, logsoftmax, none; None/"auto": metadata, then the graph
     tta: str = "none"  # test-time augmentation: none, flip, five-crop, ten-crop (probabilities averaged over the views)
+    url_timeout: float = URL_TIMEOUT  # seconds to fetch an image named by an http(s) URL (connect and body)
+    url_max_bytes: int = URL_MAX_BYTES  # largest image body fetched from a URL
 
 
 def load(
@@ -214,24 +220,42 @@ class Classifier:
             info["weights"] = list(self.scorer.weights)
         return info
 
-    def predict(self, image: Any, top: int = 5, threshold: float | None = None) -> Record:
-        """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError.
+    def predict(self, image: Any, top: int = 5, threshold: float | None = None, *, groups: Any = None,
+                abstain_below: float | None = None) -> Record:  # fmt: skip
+        """Classify one image: a path or http(s) URL, a PIL image or an HWC uint8 RGB array. Raises InputError.
 
         `threshold` None: the model's default, 0.5 for multi-label scores and 0 otherwise.
+        `groups` and `abstain_below`: see `classify`.
         """
-        _check_top(top, threshold)
+        ranker = self.ranker(top, threshold, groups, abstain_below)
         path, img = self._open(image)
         if self.scorer.plain:
             sample = self.model.transform(img)
             outputs = self.model.runner.run(sample[None])
-            ranked = rank_finite(self.model.ranker(top, threshold), outputs)[0]
+            ranked = rank_finite(ranker, outputs)[0]
         else:  # an ensemble and/or test-time augmentation
-            scored = Scored(self.scorer, self.model.ranker(top, threshold))
+            scored = Scored(self.scorer, ranker)
             ranked = scored.run(scored.stack([self.scorer.prepare(img)]))[0]
         if isinstance(ranked, str):
             raise InputError(f"{path}: {ranked}")
         tta = None if self.tta == "none" else self.tta
-        return Record(path, self.name, self.preset, ranked, None, self.multi_label, tta=tta)
+        abstained = getattr(ranked, "abstained", None)
+        return Record(path, self.name, self.preset, list(ranked), None, self.multi_label, tta=tta, abstained=abstained)
+
+    def ranker(self, top: int = 5, threshold: float | None = None, groups: Any = None,
+               abstain_below: float | None = None) -> Ranker:  # fmt: skip
+        """How outputs become predictions: top-k classes, or top-k groups of them, and the abstain verdict."""
+        _check_top(top, threshold)
+        if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
+            raise UsageError(f"{option('abstain_below')} must be between 0 and 1")
+        grouping = self.grouping(groups) if groups is not None else None
+        return self.model.ranker(top, threshold, grouping, abstain_below)
+
+    def grouping(self, groups: Any) -> Grouping:
+        """`groups` ("coarse", a group file, a mapping group -> members) resolved against this model's classes."""
+        from imgclass.data.groups import resolve_groups
+
+        return resolve_groups(groups, self.model.labels)
 
     def classify(
         self,
@@ -245,12 +269,28 @@ class Classifier:
         stop: threading.Event | None = None,
         expand_inputs: bool = True,
         debug: bool = False,
+        groups: Any = None,
+        abstain_below: float | None = None,
+        every: Every | str = Every(),
+        video: bool = False,
     ) -> Classification:
-        """Records for files, directories and globs, in input order; a bad input is an error record."""
-        _check_top(top, threshold)
+        """Records for files, http(s) URLs, directories and globs, in input order; a bad input is an error record.
+
+        `groups`: rank groups of classes instead of classes: "coarse" (the shipped WordNet groups of
+        the ImageNet-1k classes), a JSON/YAML group file, or a mapping group -> members (labels,
+        indices, WordNet ids, hypernym WordNet ids); see `imgclass.data.groups`. A group's probability
+        is the sum of its classes' (the maximum for multi-label scores); each lists its top `members`.
+        `abstain_below`: records whose top probability (after grouping) is below it say
+        `abstained=True` (their predictions are kept); with it unset `abstained` is None.
+        A video file gives a record per sampled frame (`every`: `Every` or "1s", "30f"), with
+        `time` and `frame`; `video`: directories and globs list video files too.
+        """
+        ranker = self.ranker(top, threshold, groups, abstain_below)
         options = self._pipeline_options(batch_size, workers, debug)
-        paths = self._paths(inputs, recursive, expand_inputs)
-        ranker = self.model.ranker(top, threshold)
+        paths = self._paths(inputs, recursive, expand_inputs, video)
+        if expand_inputs:
+            sampling = parse_every(every) if isinstance(every, str) else every
+            paths = expand_frames(paths, VideoOptions(sampling, self.decode.max_pixels))
         scored = None if self.scorer.plain else Scored(self.scorer, ranker)  # an ensemble and/or TTA
         return Classification(Pipeline(self.model, ranker, options, stop, scored), paths)
 
@@ -304,13 +344,25 @@ class Classifier:
             workers=workers or default_workers(),
             decode=decode or self.decode,
             debug=debug,
+            urls=self.urls,
         )
 
+    @property
+    def urls(self) -> UrlPolicy:
+        """How inputs named by http(s) URLs are fetched: none in an offline run."""
+        from imgclass.store import registry
+
+        opts = self.options
+        if not opts.url_timeout > 0 or opts.url_max_bytes < 1:
+            raise UsageError("the URL timeout and size limit must be more than 0")
+        offline = registry.offline_from_env() if opts.offline is None else opts.offline
+        return UrlPolicy(timeout=opts.url_timeout, max_bytes=opts.url_max_bytes, offline=offline)
+
     @staticmethod
-    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool) -> Iterable[Any]:
+    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool, video: bool = False) -> Iterable[Any]:
         if not expand_inputs:
-            return (i if hasattr(i, "view") else os.fspath(i) for i in inputs)
-        return expand((os.fspath(i) for i in inputs), recursive=recursive)
+            return (i if hasattr(i, "view") or isinstance(i, Frame) else os.fspath(i) for i in inputs)
+        return expand((os.fspath(i) for i in inputs), recursive=recursive, video=video)
 
     def explain(self, image: Any, class_: int | str | None = None, **options: Any) -> Explanation:
         """Where the model looked for `class_` (default: its top-1) in one image: a heat map.
@@ -329,6 +381,8 @@ class Classifier:
 
         if isinstance(image, (str, bytes, os.PathLike)):
             path = os.fsdecode(image)
+            if is_url(path):
+                return path, decode_rgb(fetch_image(path, self.urls), path, decode or self.decode)
             return display_path(path), load_rgb(path, decode or self.decode)
         if isinstance(image, Image.Image):
             return MEMORY_PATH, to_rgb(image)

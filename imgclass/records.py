@@ -11,18 +11,45 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Prediction:
-    rank: int
+class Member:
+    """One class of a group prediction, with its own probability."""
+
     index: int
     label: str
     probability: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "index": self.index, "label": self.label, "probability": self.probability}
+        return {"index": self.index, "label": self.label, "probability": self.probability}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Member:
+        return cls(int(data["index"]), str(data["label"]), float(data["probability"]))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A ranked class; or, with groups, a ranked group (`index` None) and its top classes (`members`)."""
+
+    rank: int
+    index: int | None
+    label: str
+    probability: float
+    members: tuple[Member, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"rank": self.rank, "index": self.index, "label": self.label}
+        data["probability"] = self.probability
+        if self.members is not None:
+            data["members"] = [m.to_dict() for m in self.members]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Prediction:
-        return cls(int(data["rank"]), int(data["index"]), str(data["label"]), float(data["probability"]))
+        index = data["index"]
+        raw = data.get("members")
+        members = tuple(Member.from_dict(m) for m in raw) if raw is not None else None
+        return cls(int(data["rank"]), None if index is None else int(index), str(data["label"]),
+                   float(data["probability"]), members)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,6 +64,10 @@ class Record:
     # them escaped (\udcff) and cannot be turned back into the name; these bytes can.
     path_bytes: str | None = None
     tta: str | None = None  # test-time augmentation the probabilities are averaged over (flip, five-crop, ten-crop)
+    # its top probability (after grouping) is below the run's abstain_below; None: no abstain_below was given
+    abstained: bool | None = None
+    time: float | None = None  # a video frame's: seconds from the start, from the stream's timestamps
+    frame: int | None = None  # a video frame's index in the stream (0 = the first frame)
 
     @property
     def ok(self) -> bool:
@@ -46,6 +77,8 @@ class Record:
         data: dict[str, Any] = {"path": self.path}
         if self.path_bytes is not None:
             data["path_bytes"] = self.path_bytes
+        if self.frame is not None or self.time is not None:
+            data.update(time=self.time, frame=self.frame)
         data.update(
             model=self.model,
             preset=self.preset,
@@ -55,6 +88,8 @@ class Record:
         )
         if self.tta is not None:
             data["tta"] = self.tta
+        if self.abstained is not None:
+            data["abstained"] = self.abstained
         return data
 
     @classmethod
@@ -67,5 +102,14 @@ class Record:
         tta = data.get("tta")
         if tta is not None and not isinstance(tta, str):
             raise ValueError(f"tta must be a string, not {tta!r}")
+        abstained = data.get("abstained")
+        if abstained is not None and not isinstance(abstained, bool):
+            raise ValueError(f"abstained must be true or false, not {abstained!r}")
+        time, frame = data.get("time"), data.get("frame")
+        if (time is not None and not isinstance(time, (int, float))) or isinstance(time, bool):
+            raise ValueError(f"time must be a number of seconds, not {time!r}")
+        if (frame is not None and not isinstance(frame, int)) or isinstance(frame, bool):
+            raise ValueError(f"frame must be an index, not {frame!r}")
         return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"),
-                   multi_label, str(raw) if raw is not None else None, tta)  # fmt: skip
+                   multi_label, str(raw) if raw is not None else None, tta, abstained,
+                   float(time) if time is not None else None, frame)  # fmt: skip

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
+import typer
 
 from imgclass._util.text import printable
+from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import classify_options, engine_options, pop_engine_options
+from imgclass.cli.options import display, pop_engine_options, values
 from imgclass.errors import UsageError
 from imgclass.output.sinks import Sink
 from imgclass.records import Record
@@ -18,7 +20,9 @@ from imgclass.records import Record
 PREDICT_EXAMPLES = """\b
 Examples:
   imgclass predict cat.jpg dog.png --top 3
-  imgclass predict photo.jpg --model resnet50 --format json"""
+  imgclass predict photo.jpg --model resnet50 --format json
+  imgclass predict https://example.org/cat.jpg
+  imgclass predict clip.mp4 --every 0.5s --summary"""
 
 BATCH_EXAMPLES = """\b
 Examples:
@@ -26,40 +30,110 @@ Examples:
   find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
   find photos -type f -print0 | imgclass batch - --null -o results.jsonl
   imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl
+  imgclass batch footage/ --video --every 2s -o frames.jsonl --resume
   imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
-null_option = click.option(
-    "--null", "-0", is_flag=True, help="The list '-' reads from stdin is NUL-separated (find -print0)."
-)
-
-
-@click.command(epilog=PREDICT_EXAMPLES)
-@click.argument("images", nargs=-1, required=True)
-@null_option
-@classify_options
-def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
-    """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
-    return classify(env, list(images), values, view="predict")
-
-
-@click.command(epilog=BATCH_EXAMPLES)
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
-@click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
-@null_option
-@engine_options
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).",
-)
-@classify_options
-def batch(
-    env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any
+def predict(
+    ctx: typer.Context,
+    images: p.Images,
+    null: p.Null = False,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    precision: p.PrecisionOpt = p.Precision.f32,
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
+    every: p.Every = "1s",
+    top: p.Top = 5,
+    threshold: p.Threshold = None,
+    fmt: p.Format = None,
+    output: p.Output = None,
+    summary: p.Summary = False,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
 ) -> int:
-    """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
-    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
+    """Classify images, image URLs or video frames and print the top labels ('-' reads paths from stdin)."""
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    return classify(env, list(given.pop("images")), given, view="predict")
+
+
+def batch(
+    ctx: typer.Context,
+    inputs: p.Inputs,
+    recursive: p.Recursive = False,
+    null: p.Null = False,
+    resume: p.Resume = False,
+    report: p.Report = None,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    precision: p.PrecisionOpt = p.Precision.f32,
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    engine: p.EngineOpt = p.Engine.local,
+    ray_address: p.RayAddress = None,
+    actors: p.Actors = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
+    every: p.Every = "1s",
+    video: p.Video = False,
+    top: p.Top = 5,
+    threshold: p.Threshold = None,
+    fmt: p.Format = None,
+    output: p.Output = None,
+    summary: p.Summary = False,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
+    """Classify every image in directories, files, globs or URLs ('-' reads a list from stdin); a record per image."""
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    inputs_, recursive_, resume_, report_ = (given.pop(k) for k in ("inputs", "recursive", "resume", "report"))
+    return classify(env, list(inputs_), given, view="batch", recursive=recursive_, resume=resume_, report=report_)
 
 
 def _check_output(output: Path | None, inputs: list[str], option: str = "--output") -> None:
@@ -86,6 +160,7 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
 
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     engine.check_inputs(inputs)
+    video = _video_options(inputs, values)
     if not any(is_uri(item) for item in inputs):
         check_inputs(inputs)  # before any model is resolved or downloaded
     _check_output(values["output"], inputs)
@@ -93,15 +168,26 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    summary_sink = _summary_sink(values.pop("summary", False), fmt)
+    if resume and fmt in ("csv", "tsv") and video["videos"]:
+        raise UsageError(f"--resume of video frames needs jsonl output: {fmt} rows do not say which frame they are")
+    _check_wide(values["wide"], fmt, resume)
     existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
+    grouping = classifier.grouping(values["groups"]) if values["groups"] is not None else None  # before any output
     target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
     progress = progress_line(env) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug, null=values["null"],
-                         stdin=env.stdin)  # fmt: skip
+                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"],
+                         video=video["video"], every=video["every"])  # fmt: skip
+    columns = _Columns(
+        classifier.multi_label, values["abstain_below"] is not None, values["top"] if values["wide"] else None
+    )
     try:
-        sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
+        sink = _sink(env, fmt, target, view, progress, columns)
+        if summary_sink is not None:
+            sink = _tee(sink, summary_sink)
         if report is not None:
             sink = _with_report(sink, report, classifier, values["workers"])
         events = _Events(env, progress, human=fmt == "table")
@@ -110,6 +196,10 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
         if progress is not None:
             progress.clear()
         target.close()
+    if summary_sink is not None and summary.signal is None:
+        from imgclass.cli.render import print_video_summary
+
+        print_video_summary(env, summary_sink.videos())
     if env.verbose or progress is not None:
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
@@ -120,12 +210,57 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     return summary.exit_code
 
 
+def _video_options(inputs: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """--every parsed, --video taken; the `video` extra checked when any video can be an input (exit 2 without it)."""
+    from imgclass.data.sources import is_video_name
+    from imgclass.data.video import parse_every, require_video
+
+    video = bool(values.pop("video", False))
+    every = parse_every(values.pop("every", "1s"))
+    videos = video or any(is_video_name(item) for item in inputs)
+    if videos:
+        require_video("video files as inputs")
+    return {"video": video, "every": every, "videos": videos}
+
+
+def _summary_sink(wanted: bool, fmt: str):
+    if not wanted:
+        return None
+    if fmt != "table":
+        raise UsageError(f"--summary goes with the table output, not --format {fmt}")
+    from imgclass.output.summary import VideoSummary
+
+    return VideoSummary()
+
+
+def _tee(sink: Sink, extra: Sink) -> Sink:
+    from imgclass.output.report import TeeSink
+
+    return TeeSink(sink, extra)
+
+
 def engine_line(images: int, seconds: float, cluster: str) -> str:
     rate = images / seconds if seconds > 0 else 0.0
     return f"ray: {images} images in {seconds:.1f} s ({rate:.1f} images/s) on {cluster}"
 
 
-def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
+def _check_wide(wide: bool, fmt: str, resume: bool) -> None:
+    if wide and fmt not in ("csv", "tsv"):
+        raise UsageError(f"--wide is a layout of --format csv or tsv, not {fmt}")
+    if wide and resume:
+        raise UsageError("--wide files cannot be resumed yet; write a new file (or resume without --wide)")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What csv/tsv rows carry besides the base columns."""
+
+    multi_label: bool
+    abstained: bool  # --abstain-below was given
+    wide: int | None  # --wide: this many predictions per row (--top)
+
+
+def _sink(env: Environment, fmt: str, target, view: str, progress, columns: _Columns):
     from imgclass.cli.render import BatchRows, PredictTable, guarded
     from imgclass.output.sinks import make_sink
 
@@ -134,7 +269,8 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
         sink = PredictTable(env) if view == "predict" else BatchRows(env)
     else:
         sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, columns=target.columns,
-                         multi_label=multi_label)  # fmt: skip
+                         multi_label=columns.multi_label, abstained=columns.abstained,
+                         wide=columns.wide or None)  # fmt: skip
     return guarded(env, sink, progress, target.stream is env.stdout)
 
 
@@ -161,9 +297,11 @@ class _Events:
             self.progress.start(total)
 
     def record(self, record: Record) -> None:
+        from imgclass.cli.render import shown
+
         if record.error is not None and self.lines:
             if self.progress is not None:
                 self.progress.clear()
-            self.env.err(f"{record.path}: {record.error}")
+            self.env.err(f"{shown(record)}: {record.error}")
         if self.progress is not None:
             self.progress.advance()

@@ -6,69 +6,68 @@ import os
 from pathlib import Path
 from typing import Any
 
-import click
+import typer
 
-from imgclass.cli.environment import Environment
-from imgclass.cli.options import (
-    display_options,
-    list_format_option,
-    listing_options,
-    model_options,
-    run_options,
-)
+from imgclass.cli import params as p
+from imgclass.cli.options import display, values
 from imgclass.cli.render import print_fields, print_json
 
+BENCH_EXAMPLES = """\b
+Examples:
+  imgclass bench --model resnet50 --images photos/ --format json
+  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32
+  imgclass bench --model resnet50 --compare devices --images photos/ --evaluate val/"""
 
-@click.command(epilog="\b\nExamples:\n  imgclass bench --model resnet50 --images photos/ --format json\n"
-               "  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32\n"
-               "  imgclass bench --model resnet50 --compare devices --images photos/ --evaluate val/")  # fmt: skip
-@click.option(
-    "--images", type=click.Path(path_type=Path, exists=True), help="A folder of images for the end-to-end run."
-)
-@click.option(
-    "--synthetic",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Synthetic samples for the model-only run.",
-)
-@click.option(
-    "--compare",
-    "compare_with",
-    default="auto",
-    show_default=True,
-    metavar="MODEL|auto|devices|none",
-    help="Measure another model side by side; auto: the other precision (int8/fp32) of this model when it is here; "
-    "devices: this model (and its int8/fp32 counterpart) on every device x precision this machine runs natively.",
-)
-@click.option(
-    "--evaluate",
-    "evaluate_dir",
-    type=click.Path(path_type=Path, exists=True),
-    help="With --compare devices: top-1 on these labelled images for each device x precision.",
-)
-@model_options
-@run_options
-@list_format_option
-@display_options
-@click.pass_obj
-def bench(env: Environment, images: Path | None, synthetic: int, compare_with: str, evaluate_dir: Path | None,
-          fmt: str, **values: Any) -> None:  # fmt: skip
+
+def bench(
+    ctx: typer.Context,
+    images: p.BenchImages = None,
+    synthetic: p.Synthetic = 64,
+    compare_with: p.Compare = "auto",
+    evaluate_dir: p.BenchEvaluate = None,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    device: p.Device = "auto",
+    precision: p.PrecisionOpt = p.Precision.f32,
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    for name in ("images", "synthetic", "compare_with", "fmt", "evaluate_dir"):
+        given.pop(name)
     from imgclass.cli.loading import load_classifier
     from imgclass.data.sources import expand
     from imgclass.errors import UsageError
     from imgclass.tasks import bench as benchmark
     from imgclass.tasks.quantize import counterpart, model_precision
 
-    same_options = dict(values)  # the compared model is loaded with the same options
     if evaluate_dir is not None and compare_with.lower() != "devices":
         raise UsageError("--evaluate goes with --compare devices")
+    same_options = dict(given)  # the compared model is loaded with the same options
     paths = list(expand([str(images)])) if images else []
-    settings = benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic)
+    settings = benchmark.BenchOptions(given["batch_size"], given["workers"], synthetic)
     if compare_with.lower() == "devices":
-        return _bench_devices(env, same_options, paths, settings, evaluate_dir, fmt)
-    classifier = load_classifier(env, values, background=False)
+        return _bench_devices(env, same_options, paths, settings, evaluate_dir, str(fmt))
+    classifier = load_classifier(env, given, background=False)
     result = {
         **benchmark.run(classifier, paths, settings),
         "precision": model_precision(classifier.model.path, classifier.name),
@@ -90,8 +89,8 @@ def bench(env: Environment, images: Path | None, synthetic: int, compare_with: s
     return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
 
 
-def _bench_devices(env: Environment, values: dict[str, Any], paths: list[str], settings: Any,
-                   evaluate_dir: Path | None, fmt: str) -> None:  # fmt: skip
+def _bench_devices(env, values: dict[str, Any], paths: list[str], settings: Any, evaluate_dir: Path | None,
+                   fmt: str) -> None:  # fmt: skip
     """`bench --compare devices`: a row per model x device x precision, side by side."""
     from imgclass.cli.loading import load_classifier
     from imgclass.cli.render import print_table
@@ -102,21 +101,16 @@ def _bench_devices(env: Environment, values: dict[str, Any], paths: list[str], s
     models = [values.get("model")]
     other = counterpart(first.model.path, first.name)
     if other:
-        models.append((other,))
-    rows = []
+        models.append([other])
+    rows: list[dict] = []
     for model in models:
 
         def load(device: str, precision: str, model: Any = model) -> Any:
             return load_classifier(env, {**values, "model": model, "device": device, "precision": precision},
                                    background=False)  # fmt: skip
 
-        rows += benchmark.across_devices(
-            load,
-            paths,
-            settings,
-            str(evaluate_dir) if evaluate_dir else None,
-            describe=lambda c: {"weights": model_precision(c.model.path, c.name)},
-        )
+        rows += benchmark.across_devices(load, paths, settings, str(evaluate_dir) if evaluate_dir else None,
+                                         describe=lambda c: {"weights": model_precision(c.model.path, c.name)})  # fmt: skip
     if fmt == "json":
         return print_json(env, {"rows": rows})
     columns = [("model", "left"), ("weights", "left"), ("device", "left"), ("precision", "left"),
@@ -129,11 +123,19 @@ def _bench_devices(env: Environment, values: dict[str, Any], paths: list[str], s
 
 _INFO_KEYS = {"provider": "openvino", "cpu_features": "cpu_features"}
 
+INFO_EXAMPLES = "\b\nExample:\n  imgclass info --format json"
 
-@click.command(epilog="\b\nExample:\n  imgclass info --format json")
-@listing_options
-def info(env: Environment, fmt: str) -> None:
+
+def info(
+    ctx: typer.Context,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Versions, execution providers, threads and the cache folders."""
+    env = display(ctx, verbose, quiet, color, debug)
     import platform
 
     import numpy

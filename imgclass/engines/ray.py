@@ -25,6 +25,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from imgclass._util.text import first_line, printable
@@ -98,13 +99,21 @@ class RayEngine(Engine):
                 signal.signal(signum, handler)  # ray.init sets its own SIGTERM handler
 
     def check_inputs(self, inputs: list[str]) -> None:
-        return None  # object store URIs are read here
+        """Object store URIs are read here; http(s) URLs and video files are the local engine's."""
+        from imgclass.data.sources import is_url, is_video_name
 
-    def expand(self, inputs: Iterable[str], recursive: bool = False, stdin: Any = None, null: bool = False
-               ) -> Iterator[str]:  # fmt: skip
+        for item in inputs:
+            if is_url(item) or is_video_name(item):
+                kind = "http(s) URLs" if is_url(item) else "video files"
+                raise UsageError(f"{printable(item)}: {kind} are read by the local engine only")
+
+    def expand(self, inputs: Iterable[str], recursive: bool = False, stdin: Any = None, null: bool = False,
+               video: bool = False) -> Iterator[str]:  # fmt: skip
         """Local inputs as `sources.expand` lists them; object store URIs listed through pyarrow."""
         from imgclass.engines.storage import list_uri
 
+        if video:
+            raise UsageError("video files are read by the local engine only")
         seen: set[str] = set()
         for item in inputs:
             if is_uri(item):
@@ -325,6 +334,9 @@ class RayRecords:
             self.engine.cluster.actors = actors
         spec = ModelSpec.of(clf, opts.top, opts.threshold, threads, device, self.task, self.normalize,
                             self.engine.precision)  # fmt: skip
+        if opts.groups is not None or opts.abstain_below is not None:
+            grouping = clf.grouping(opts.groups) if opts.groups is not None else None
+            spec = replace(spec, grouping=grouping, abstain_below=opts.abstain_below)
         rows = max(1, min(MAX_BLOCK_ROWS, math.ceil(len(paths) / max(2.0, 2 * self.engine.cluster.cpus))))  # type: ignore[union-attr]
         tables = [
             pa.table({

@@ -25,6 +25,7 @@ import numpy as np
 
 from imgclass.data.transforms import Transform, crop_offsets
 from imgclass.data.tta import VIEWS, check_tta
+from imgclass.data.video import at_frame
 from imgclass.errors import ModelError, UsageError
 from imgclass.records import Record
 
@@ -193,4 +194,6 @@ class Scored:
     def record(self, item: Any, path: str, result: Any, error: str | None, raw: str | None = None) -> Record:
         s = self.scorer
         tta = None if s.tta == "none" else s.tta
-        return Record(path, s.name, s.preset, result or [], error, s.multi_label, raw, tta)
+        abstained = getattr(result, "abstained", None) if error is None else None
+        record = Record(path, s.name, s.preset, list(result or []), error, s.multi_label, raw, tta, abstained)
+        return at_frame(record, item)
