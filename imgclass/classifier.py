@@ -58,6 +58,7 @@ class LoadOptions:
     overrides: Overrides = Overrides()
     labels: Path | None = None
     device: str = "auto"
+    precision: str = "f32"  # f32, bf16, f16: bf16/f16 only on the OpenVINO device, only where the hardware has it
     threads: int | None = None
     offline: bool | None = None  # None: IMGCLASS_OFFLINE decides
     exact_decode: bool = False
@@ -97,7 +98,7 @@ def load(
         preset=None if auto else opts.preset,
         overrides=opts.overrides,
         labels_file=Path(opts.labels) if opts.labels is not None else None,
-        device=parse_device(opts.device),
+        device=parse_device(opts.device, opts.precision),
         threads=opts.threads,
         optimized_dir=optimized_dir(),
         background_session=background,
@@ -333,7 +334,7 @@ class Classifier:
         if self._bottleneck is None:
             from imgclass.inference.embedding import Bottleneck
 
-            self._bottleneck = Bottleneck(self.model, parse_device(self.options.device), self.options.threads)
+            self._bottleneck = Bottleneck(self.model, self.model.device, self.options.threads)
         return self._bottleneck
 
     def vector(self, image: Any, normalize: bool = False) -> np.ndarray:

@@ -43,6 +43,7 @@ def evaluate(
     tta: p.TTAOpt = p.TTA.none,
     weights: p.Weights = None,
     device: p.Device = "auto",
+    precision: p.PrecisionOpt = p.Precision.f32,
     threads: p.Threads = None,
     batch_size: p.BatchSize = None,
     workers: p.Workers = None,
@@ -161,7 +162,7 @@ def _summary(report) -> dict[str, str]:
             scores["coverage"] = (f"{_percent(report.coverage)}  ({report.answered}/{report.classified} answered "
                                   f"at top probability >= {report.abstain_below:g})")  # fmt: skip
             scores["selective top-1"] = f"{_percent(report.selective_accuracy)}  (on the answered images)"
-    speed = f"{report.images_per_s:.1f} images/s ({report.seconds:.1f} s)"
+    speed = f"{report.images_per_s:.1f} images/s ({report.seconds:.1f} s; {report.device}, {report.compute_precision})"
     return {**head, **scores, "failed": failed, "speed": speed}
 
 

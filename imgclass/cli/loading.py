@@ -73,7 +73,8 @@ def describe_model(info: dict[str, Any]) -> str:
     return (
         f"model {info['name']} ({info['path']}); preset {info['preset']} [{info['preset_source']}]; "
         f"input {sig['layout']} {height}x{width} {sig['dtype']}; {info['classes']} classes{background}; "
-        f"labels {info['labels']}; scores {_scores(info)}; providers {', '.join(info['providers'])}"
+        f"labels {info['labels']}; scores {_scores(info)}; providers {', '.join(info['providers'])}; "
+        f"compute precision {info.get('compute_precision', 'f32')}"
     )
 
 

@@ -46,10 +46,11 @@ def pop_engine_options(values: dict[str, Any]):
     from imgclass.engines import EngineOptions
 
     name = values.pop("engine", "local").lower()
-    device = None
+    device = precision = None
     if name != "local" and "device" in values:
         device, values["device"] = values["device"], "cpu"
-    return EngineOptions(name, values.pop("ray_address", None), values.pop("actors", None), device)
+        precision, values["precision"] = str(values.get("precision") or "f32"), "f32"
+    return EngineOptions(name, values.pop("ray_address", None), values.pop("actors", None), device, precision)
 
 
 def pop_models(values: dict[str, Any]) -> tuple[list[str], tuple[float, ...] | None]:
@@ -81,6 +82,7 @@ def pop_load_options(values: dict[str, Any]):
         labels=values.pop("labels", None),
         activation=activation if activation != "auto" else None,
         device=values.pop("device", "auto"),
+        precision=str(values.pop("precision", None) or "f32"),
         threads=values.pop("threads", None),
         offline=True if offline else None,
         exact_decode=values.pop("exact_decode", False),

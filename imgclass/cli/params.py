@@ -11,7 +11,6 @@ Completion callbacks read only the catalog and presets JSON: no numpy, no ONNX R
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -91,6 +90,12 @@ class Engine(Choice):
     ray = "ray"
 
 
+class Precision(Choice):
+    f32 = "f32"
+    bf16 = "bf16"
+    f16 = "f16"
+
+
 class Color(Choice):
     auto = "auto"
     always = "always"
@@ -112,19 +117,22 @@ class QuantizeMethod(Choice):
 
 
 class DeviceType(click_types.ParamType):
-    """auto, cpu, cuda or cuda:N, case-insensitive."""
+    """auto, cpu, cuda, cuda:N, openvino or openvino:CPU|GPU[.N]|NPU, case-insensitive (the library's one parser)."""
 
     name = "device"
-    _pattern = re.compile(r"^(auto|cpu|cuda)(:\d+)?$")
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "[auto|cpu|cuda|cuda:N]"
+        return "[auto|cpu|cuda|cuda:N|openvino|openvino:GPU|openvino:NPU]"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from imgclass.errors import UsageError
+        from imgclass.graph.runtime import parse_device  # light: numpy and onnxruntime load where batches run
+
         text = str(value).strip().lower()
-        match = self._pattern.match(text)
-        if not match or (match.group(2) and match.group(1) != "cuda"):
-            self.fail(f"{value!r}: use auto, cpu, cuda or cuda:N", param, ctx)
+        try:
+            parse_device(text)
+        except UsageError:
+            self.fail(f"{value!r}: use auto, cpu, cuda, cuda:N, openvino or openvino:GPU|NPU", param, ctx)
         return text
 
 
@@ -171,7 +179,8 @@ def complete_preset(incomplete: str) -> list[str]:
 
 
 def complete_device(incomplete: str) -> list[str]:
-    return [name for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:1") if name.startswith(incomplete.lower())]
+    names = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "openvino", "openvino:GPU", "openvino:NPU")
+    return [name for name in names if name.lower().startswith(incomplete.lower())]
 
 
 def _choice(values: tuple[str, ...]) -> TyperChoice[str]:
@@ -262,6 +271,12 @@ Device = Annotated[
     str,
     typer.Option("--device", click_type=DeviceType(), envvar="IMGCLASS_DEVICE", autocompletion=complete_device,
                  help="Where the model runs.", rich_help_panel=RUNTIME),
+]  # fmt: skip
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option("--precision", case_sensitive=False, envvar="IMGCLASS_PRECISION", rich_help_panel=RUNTIME,
+                 help="What the model computes in: bf16/f16 only with --device openvino, only where the hardware has "
+                 "it (imgclass info lists it); f32 matches the CPU provider within 1e-4."),
 ]  # fmt: skip
 Threads = Annotated[
     int | None,
@@ -636,9 +651,15 @@ Synthetic = Annotated[
 ]
 Compare = Annotated[
     str,
-    typer.Option("--compare", metavar="MODEL|auto|none", autocompletion=complete_model, rich_help_panel=MODEL,
+    typer.Option("--compare", metavar="MODEL|auto|devices|none", autocompletion=complete_model, rich_help_panel=MODEL,
                  help="Measure another model side by side; auto: the other precision (int8/fp32) of this model when "
-                 "it is here."),
+                 "it is here; devices: this model (and its int8/fp32 counterpart) on every device x precision this "
+                 "machine runs natively."),
+]  # fmt: skip
+BenchEvaluate = Annotated[
+    Path | None,
+    typer.Option("--evaluate", exists=True, rich_help_panel=INPUT,
+                 help="With --compare devices: top-1 on these labelled images for each device x precision."),
 ]  # fmt: skip
 
 # -- root ----------------------------------------------------------------------------------------------------------

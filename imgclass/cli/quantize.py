@@ -44,6 +44,7 @@ def quantize(
     bgr: p.Bgr = False,
     exact_decode: p.ExactDecode = False,
     device: p.Device = "auto",
+    precision: p.PrecisionOpt = p.Precision.f32,
     threads: p.Threads = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,

@@ -38,6 +38,7 @@ def serve(
     tta: p.TTAOpt = p.TTA.none,
     weights: p.Weights = None,
     device: p.Device = "auto",
+    precision: p.PrecisionOpt = p.Precision.f32,
     threads: p.Threads = None,
     workers: p.Workers = None,
     allow_truncated: p.AllowTruncated = False,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -13,7 +15,8 @@ from imgclass.cli.render import print_fields, print_json
 BENCH_EXAMPLES = """\b
 Examples:
   imgclass bench --model resnet50 --images photos/ --format json
-  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32"""
+  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32
+  imgclass bench --model resnet50 --compare devices --images photos/ --evaluate val/"""
 
 
 def bench(
@@ -21,6 +24,7 @@ def bench(
     images: p.BenchImages = None,
     synthetic: p.Synthetic = 64,
     compare_with: p.Compare = "auto",
+    evaluate_dir: p.BenchEvaluate = None,
     model: p.Models = None,
     preset: p.Preset = None,
     labels: p.Labels = None,
@@ -35,6 +39,7 @@ def bench(
     bgr: p.Bgr = False,
     exact_decode: p.ExactDecode = False,
     device: p.Device = "auto",
+    precision: p.PrecisionOpt = p.Precision.f32,
     threads: p.Threads = None,
     batch_size: p.BatchSize = None,
     workers: p.Workers = None,
@@ -47,19 +52,24 @@ def bench(
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
-    for name in ("images", "synthetic", "compare_with", "fmt"):
+    for name in ("images", "synthetic", "compare_with", "fmt", "evaluate_dir"):
         given.pop(name)
     from imgclass.cli.loading import load_classifier
     from imgclass.data.sources import check_found, expand
+    from imgclass.errors import UsageError
     from imgclass.tasks import bench as benchmark
     from imgclass.tasks.quantize import counterpart, model_precision
 
+    if evaluate_dir is not None and compare_with.lower() != "devices":
+        raise UsageError("--evaluate goes with --compare devices")
     if images is not None:
         check_found([str(images)])  # before any model is loaded
     same_options = dict(given)  # the compared model is loaded with the same options
-    classifier = load_classifier(env, given, background=False)
     paths = list(expand([str(images)])) if images else []
     settings = benchmark.BenchOptions(given["batch_size"], given["workers"], synthetic)
+    if compare_with.lower() == "devices":
+        return _bench_devices(env, same_options, paths, settings, evaluate_dir, str(fmt))
+    classifier = load_classifier(env, given, background=False)
     result = {
         **benchmark.run(classifier, paths, settings),
         "precision": model_precision(classifier.model.path, classifier.name),
@@ -81,6 +91,40 @@ def bench(
     return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
 
 
+def _bench_devices(env, values: dict[str, Any], paths: list[str], settings: Any, evaluate_dir: Path | None,
+                   fmt: str) -> None:  # fmt: skip
+    """`bench --compare devices`: a row per model x device x precision, side by side."""
+    from imgclass.cli.loading import load_classifier
+    from imgclass.cli.render import print_table
+    from imgclass.tasks import bench as benchmark
+    from imgclass.tasks.quantize import counterpart, model_precision
+
+    first = load_classifier(env, dict(values), background=False)
+    models = [values.get("model")]
+    other = counterpart(first.model.path, first.name)
+    if other:
+        models.append([other])
+    rows: list[dict] = []
+    for model in models:
+
+        def load(device: str, precision: str, model: Any = model) -> Any:
+            return load_classifier(env, {**values, "model": model, "device": device, "precision": precision},
+                                   background=False)  # fmt: skip
+
+        rows += benchmark.across_devices(load, paths, settings, str(evaluate_dir) if evaluate_dir else None,
+                                         describe=lambda c: {"weights": model_precision(c.model.path, c.name)})  # fmt: skip
+    if fmt == "json":
+        return print_json(env, {"rows": rows})
+    columns = [("model", "left"), ("weights", "left"), ("device", "left"), ("precision", "left"),
+               ("model-only img/s", "right"), ("end-to-end img/s", "right"), ("top-1", "right")]  # fmt: skip
+    table = [(r["model"], r["weights"], r["device"], r["precision"], f"{r['model_only_images_per_s']:.1f}",
+              "-" if r["end_to_end_images_per_s"] is None else f"{r['end_to_end_images_per_s']:.1f}",
+              "-" if r["top1"] is None else f"{r['top1']:.1%}") for r in rows]  # fmt: skip
+    print_table(env, columns, table, keep="model")
+
+
+_INFO_KEYS = {"provider": "openvino", "cpu_features": "cpu_features"}
+
 INFO_EXAMPLES = "\b\nExample:\n  imgclass info --format json"
 
 
@@ -101,6 +145,7 @@ def info(
     import PIL
 
     from imgclass._util.version import __version__
+    from imgclass.graph import openvino
     from imgclass.graph.runtime import default_threads
     from imgclass.store.cache import folders
 
@@ -111,6 +156,7 @@ def info(
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
         "providers_available": ort.get_available_providers(),
+        **{_INFO_KEYS.get(k, f"openvino_{k}"): v for k, v in openvino.describe().items()},
         "device_default": os.environ.get("IMGCLASS_DEVICE", "auto"),
         "threads": default_threads(),
         **{f"cache_{k}" if k != "home" else "cache": str(v) for k, v in folders().items()},

@@ -63,4 +63,6 @@ def open_engine(options: EngineOptions = EngineOptions()) -> Engine:
     require_ray()
     from imgclass.engines.ray import RayEngine
 
-    return RayEngine(options.address or os.environ.get("RAY_ADDRESS") or None, options.actors, options.device)
+    return RayEngine(
+        options.address or os.environ.get("RAY_ADDRESS") or None, options.actors, options.device, options.precision
+    )

@@ -24,6 +24,7 @@ class EngineOptions:
     address: str | None = None  # ray: the cluster to join; None: RAY_ADDRESS, else a new local instance
     actors: int | None = None  # ray: model actors (default: one per GPU with --device cuda, else half the CPUs)
     device: str | None = None  # ray: where the actors run the model (None: the classifier's --device)
+    precision: str | None = None  # ray: the actors' precision (None: the classifier's)
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,16 @@ class RayJobError(EnvironmentFault):
 class RayEngine(Engine):
     name = "ray"
 
-    def __init__(self, address: str | None = None, actors: int | None = None, device: str | None = None):
+    def __init__(
+        self, address: str | None = None, actors: int | None = None, device: str | None = None,
+        precision: str | None = None,
+    ):  # fmt: skip
         if actors is not None and actors < 1:
             raise UsageError("--actors must be at least 1")
         self.address = address
         self.actors = actors
         self.device = device  # None: the classifier's own --device
+        self.precision = precision  # None: the classifier's own precision
         self.started = False
         self._handlers: dict[int, Any] = {}
 
@@ -328,7 +332,8 @@ class RayRecords:
         self.actors = actors
         if self.engine.cluster is not None:
             self.engine.cluster.actors = actors
-        spec = ModelSpec.of(clf, opts.top, opts.threshold, threads, device, self.task, self.normalize)
+        spec = ModelSpec.of(clf, opts.top, opts.threshold, threads, device, self.task, self.normalize,
+                            self.engine.precision)  # fmt: skip
         if opts.groups is not None or opts.abstain_below is not None:
             grouping = clf.grouping(opts.groups) if opts.groups is not None else None
             spec = replace(spec, grouping=grouping, abstain_below=opts.abstain_below)

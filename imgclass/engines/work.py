@@ -104,7 +104,7 @@ class ModelSpec:
     @classmethod
     def of(
         cls, classifier: Any, top: int, threshold: float | None, threads: int | None, device: str | None,
-        task: str = "classify", normalize: bool = False,
+        task: str = "classify", normalize: bool = False, precision: str | None = None,
     ) -> ModelSpec:  # fmt: skip
         """From a loaded Classifier: its file by absolute path, labels too, and this worker's threads/device.
 
@@ -120,6 +120,8 @@ class ModelSpec:
             changes["preset"] = choice.preset.name.split("+", 1)[0]
         if device is not None:
             changes["device"] = device
+        if precision is not None:
+            changes["precision"] = precision
         path = os.path.abspath(str(classifier.model.path))
         return cls(path, replace(options, **changes), classifier.model.name, top, threshold, task, normalize)
 

@@ -83,7 +83,7 @@ class Bottleneck:
                                             spinning=self._spinning)  # fmt: skip
         self._cut = None  # ONNX Runtime holds its own copy now
         signature = replace(self.model.signature, output_name=OUTPUT, classes=self.dim)
-        return Runner(session, signature, providers)
+        return Runner(session, signature, providers, self._device)
 
     def run(self, batch: np.ndarray, normalize: bool = False) -> np.ndarray:
         """[N, dim] float32 vectors for a preprocessed batch; `normalize`: each scaled to unit L2 norm."""

@@ -36,6 +36,7 @@ from imgclass.records import Record
 if TYPE_CHECKING:
     from PIL import Image
 
+    from imgclass.graph.runtime import Device
     from imgclass.store.loader import LoadedModel
 
 METHODS = ("cam", "occlusion")
@@ -225,11 +226,10 @@ FEATURES = "imgclass/cam_features"  # the feature map, exposed as an extra outpu
 
 
 @functools.lru_cache(maxsize=4)
-def _cam_session(path: str, identity: tuple[int, int], name: str, providers: tuple[str, ...], threads: int | None):
+def _cam_session(path: str, identity: tuple[int, int], name: str, device: Device, threads: int | None):
     """The classifier with its last feature map as a second output, its session, and its head (from surgery)."""
-    import onnxruntime as ort
-
     from imgclass.graph import surgery
+    from imgclass.graph.runtime import create_session
 
     graph = surgery.load_model_proto(Path(path))
     try:
@@ -239,12 +239,19 @@ def _cam_session(path: str, identity: tuple[int, int], name: str, providers: tup
         raise ModelError(f"{name}: no class activation map: the network does not end in global average pooling "
                          f"and one linear layer ({why}); use --method occlusion") from None  # fmt: skip
     exposed = surgery.expose(graph, {FEATURES: head.feature_map})
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(exposed.SerializeToString(), sess_options=options, providers=list(providers))
+    session, _ = create_session(exposed.SerializeToString(), device, threads, name=Path(path), spinning=False)
     return session, head
+
+
+def _cam_device(model: LoadedModel) -> Device:
+    """The loaded model's own device and precision; `auto` as the providers in use show it."""
+    from imgclass.graph.runtime import CUDA, Device
+
+    device = model.device
+    assert isinstance(device, Device)
+    if device.kind == "auto":
+        return Device("cuda") if CUDA in model.providers else Device("cpu")
+    return device
 
 
 def cam_outputs(
@@ -257,7 +264,7 @@ def cam_outputs(
     """
     info = os.stat(model.path)  # a file replaced since is read again
     session, head = _cam_session(str(model.path), (info.st_mtime_ns, info.st_size), model.name,
-                                 tuple(model.providers), threads)  # fmt: skip
+                                 _cam_device(model), threads)  # fmt: skip
     sig = model.signature
     outputs, features = session.run([sig.output_name, FEATURES], {sig.input_name: sample[None]})
     if features.ndim != 4:

@@ -24,7 +24,7 @@ from imgclass.graph.ranking import Grouping, Ranker
 from imgclass.graph.runtime import Device, Runner, create_session
 from imgclass.graph.signature import Signature
 from imgclass.store import index as modelindex
-from imgclass.store.optimized import open_session
+from imgclass.store.optimized import open_session, resolve_auto
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ class LoadedModel(Plan):
     def runner(self) -> Runner:
         """The session's runner; waits for a background session and re-raises its error."""
         if self._runner is None:
-            session, providers = self._session.result()
-            self._runner = Runner(session, self.signature, providers)
+            session, providers, device = self._session.result()
+            self._runner = Runner(session, self.signature, providers, device)
         return self._runner
 
     def wait_ready(self, timeout: float) -> bool:
@@ -124,6 +124,11 @@ class LoadedModel(Plan):
     def providers(self) -> list[str]:
         return self.runner.providers
 
+    @property
+    def device(self) -> Device:
+        """The device the session runs on (what `auto` resolved to) and its precision."""
+        return self.runner.device or Device("auto")
+
     def ranker(self, top: int, threshold: float | None = None, grouping: Grouping | None = None,
                abstain_below: float | None = None) -> Ranker:  # fmt: skip
         """Top-k ranking; threshold None: the model's default (0.5 for multi-label scores, else 0).
@@ -135,7 +140,8 @@ class LoadedModel(Plan):
         return Ranker(self.labels.names, self.offset, self.activation, top, threshold, grouping, abstain_below)
 
     def describe(self) -> dict:
-        return {**super().describe(), "providers": self.providers}
+        return {**super().describe(), "providers": self.providers, "device": str(self.device),
+                "compute_precision": self.device.precision}  # fmt: skip
 
 
 def inspect_file(path: Path) -> Signature:
@@ -212,12 +218,17 @@ def load_model(
 
     def start():
         if not cache_graph:
-            return create_session(path, settings.device, settings.threads, name=path, spinning=settings.spinning)
+            device = settings.device
+            return (*create_session(path, device, settings.threads, name=path, spinning=settings.spinning), device)
         digest = modelindex.sha256_of(path)
         if sha256 is not None and digest != sha256.lower():
             raise ModelError(f"{path}: the model file changed after it was verified; run again")
         assert settings.optimized_dir is not None
-        return open_session(path, digest, settings.optimized_dir, settings.device, settings.threads, settings.spinning)
+        device = resolve_auto(settings.optimized_dir, digest, settings.device)
+        return (
+            *open_session(path, digest, settings.optimized_dir, device, settings.threads, settings.spinning),
+            device,
+        )
 
     session: Future = Future()
     if settings.background_session and plan.classes:

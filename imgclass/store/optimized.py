@@ -2,6 +2,12 @@
 
     <optimized>/<sha256[:32]>-ort<version>-<device>-<cpu>.onnx        the graph ONNX Runtime saved
     <optimized>/<sha256[:32]>-ort<version>-<device>-<cpu>.onnx.json   its binding
+    <optimized>/<sha256[:32]>-<provider><version>-<device>-<precision>-<cpu>.ov/   OpenVINO's compiled blobs
+
+ONNX Runtime cannot save a graph whose nodes OpenVINO compiled; OpenVINO keeps its own
+compiled form in the `.ov` folder, keyed by the same model hash, its provider, version and
+precision (and OpenVINO names each blob by the graph and properties it was compiled from).
+`<device>.measured.json` beside the graphs remembers what `bench` measured for a model.
 
 The graph carries its binding: the full sha256 of the model bytes it was built from
 is appended to it as ONNX metadata (`imgclass.source_sha256`, the file's last bytes).
@@ -21,7 +27,7 @@ import os
 from pathlib import Path
 
 from imgclass._util.fs import temp_name, write_atomically
-from imgclass.errors import ModelError
+from imgclass.errors import ModelError, UsageError
 from imgclass.graph import metadata as props
 from imgclass.graph.runtime import Device, create_session
 from imgclass.store import index as modelindex
@@ -60,10 +66,7 @@ def _names(graph: Path, source_sha256: str) -> bool:
         return handle.read() == tail
 
 
-def graph_path(folder: Path, sha256: str, device: Device) -> Path:
-    """Optimised graphs depend on the model, ONNX Runtime, the providers and the CPU's instruction set."""
-    import onnxruntime as ort
-
+def _cpu_tag() -> str:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             head = handle.read(16384)  # the first CPU's entry; the whole file is slow to generate
@@ -72,8 +75,55 @@ def graph_path(folder: Path, sha256: str, device: Device) -> Path:
         import platform
 
         flags = platform.processor() or platform.machine()
-    cpu = hashlib.sha1(flags.encode()).hexdigest()[:8]
-    return folder / f"{sha256[:32]}-ort{ort.__version__}-{device}-{cpu}.onnx"
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def provider_tag(device: Device) -> str:
+    """The provider and its version that build `device`'s graphs: `ort1.32.0`, `openvino-plugin1.8.1`."""
+    import onnxruntime as ort
+
+    if device.kind != "openvino":
+        return f"ort{ort.__version__}"
+    from imgclass.graph import openvino
+
+    found = openvino.require(device.target)
+    return f"openvino-{found.kind}{found.version.split()[-1]}-ort{ort.__version__}"
+
+
+def graph_path(folder: Path, sha256: str, device: Device) -> Path:
+    """Optimised graphs depend on the model, ONNX Runtime, the providers, the precision and the CPU's instruction set."""
+    if device.kind == "openvino":
+        return folder / f"{sha256[:32]}-{provider_tag(device)}-{device}-{device.precision}-{_cpu_tag()}.ov"
+    return folder / f"{sha256[:32]}-{provider_tag(device)}-{device}-{_cpu_tag()}.onnx"
+
+
+def measured_path(folder: Path, sha256: str, device: Device) -> Path:
+    """Where `bench` remembers its measurement of this model on `device` (keyed like the graphs)."""
+    return graph_path(folder, sha256, device).with_suffix(".measured.json")
+
+
+def remember_speed(folder: Path, sha256: str, device: Device, images_per_s: float) -> None:
+    """Keep one measured model-only speed; a cache that cannot be written keeps nothing."""
+    path = measured_path(folder, sha256, device)
+    record = {"version": 1, "source_sha256": sha256, "device": str(device), "precision": device.precision,
+              "images_per_s": float(images_per_s)}  # fmt: skip
+    try:
+        if _writable(folder):
+            write_atomically(path, json.dumps(record) + "\n")
+    except OSError:
+        return
+
+
+def measured_speed(folder: Path, sha256: str, device: Device) -> float | None:
+    """The model-only speed `bench` measured for these bytes on `device`, or None."""
+    try:
+        data = json.loads(measured_path(folder, sha256, device).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("source_sha256") != sha256 or data.get("precision") != device.precision:
+        return None
+    speed = data.get("images_per_s")
+    return float(speed) if isinstance(speed, (int, float)) and speed > 0 else None
 
 
 def binding_path(graph: Path) -> Path:
@@ -139,6 +189,8 @@ def open_session(path: Path, sha256: str, folder: Path, device: Device, threads:
     Returns (session, providers). ModelError when the file no longer holds those bytes.
     """
     graph = graph_path(folder, sha256, device)
+    if device.kind == "openvino":
+        return _openvino_session(path, sha256, graph, device, threads, spinning)
     if graph.is_file() and check_graph(graph, sha256) is None:
         try:
             return create_session(graph, device, threads, name=path, optimized=True, spinning=spinning)
@@ -186,3 +238,43 @@ def _keep(tmp: Path, graph: Path, source_sha256: str) -> None:
         os.replace(tmp, graph)  # the graph is only used once its binding agrees with it
     except OSError:
         discard(graph)
+
+
+def _openvino_session(path: Path, sha256: str, blobs: Path, device: Device, threads: int | None, spinning: bool):
+    """OpenVINO compiles the model's own bytes (checked against `sha256`) and keeps its blobs under `blobs`."""
+    from imgclass.graph import openvino
+
+    openvino.check_precision(device.target, device.precision)  # before anything is written for it
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read model: {(err.strerror or str(err)).lower()}") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelError(f"{path}: the file changed while it was being loaded; run again")
+    cache_dir = None
+    if _writable(blobs.parent) and not blobs.is_symlink():
+        try:
+            blobs.mkdir(exist_ok=True)
+            cache_dir = os.fspath(blobs)
+        except OSError:
+            cache_dir = None
+    return create_session(data, device, threads, name=path, spinning=spinning, cache_dir=cache_dir)
+
+
+def resolve_auto(folder: Path, sha256: str, device: Device) -> Device:
+    """`auto` on a machine without CUDA: the OpenVINO CPU device at f32 where `bench` measured it faster for
+    these very bytes than the CPU provider; otherwise `auto` as it is. OpenVINO is not imported unless such
+    a measurement exists."""
+    if device.kind != "auto" or not any(folder.glob(f"{sha256[:32]}-openvino-*-openvino-f32-*.measured.json")):
+        return device
+    from imgclass.graph.runtime import CUDA, available_providers
+
+    if CUDA in available_providers():
+        return device
+    candidate = Device("openvino", 0, "CPU", "f32")
+    try:
+        faster = measured_speed(folder, sha256, candidate)
+    except (ModelError, UsageError):
+        return device  # the provider is gone or lists no CPU now
+    cpu = measured_speed(folder, sha256, Device("cpu"))
+    return candidate if faster and cpu and faster > cpu else device

@@ -7,7 +7,7 @@ ratios between them are meaningful. Nothing here prints.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,3 +93,58 @@ def run(classifier: Classifier, images: Sequence[str], options: BenchOptions) ->
         time_s={"decode": stats.decode, "preprocess": stats.preprocess, "inference": stats.inference, "wall": elapsed},
     )
     return result
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """Every (device, precision) this machine runs natively: cpu f32, cuda f32 where ONNX Runtime has it,
+    and each OpenVINO device at each precision it computes in (f32 first)."""
+    from imgclass.graph import openvino
+    from imgclass.graph.runtime import CUDA, available_providers
+
+    choices = [("cpu", "f32")]
+    if CUDA in available_providers():
+        choices.append(("cuda", "f32"))
+    found = openvino.source()
+    for target in found.devices if found is not None else ():
+        name = "openvino" if target == "CPU" else f"openvino:{target}"
+        choices.extend((name, precision) for precision in openvino.native_precisions(target))
+    return choices
+
+
+def across_devices(
+    load: Callable[[str, str], Classifier],
+    images: Sequence[str],
+    options: BenchOptions,
+    evaluate_dir: str | None = None,
+    remember: bool = True,
+    describe: Callable[[Classifier], dict] | None = None,
+) -> list[dict]:
+    """One row per (device, precision) in `device_choices()`: img/s model-only and end to end, top-1 on
+    `evaluate_dir`. `load(device, precision)` loads the model there; `describe(classifier)` adds fields
+    to its rows. Each speed is remembered in the cache (keyed like the optimised graphs) for `auto`."""
+    rows = []
+    for device, precision in device_choices():
+        classifier = load(device, precision)
+        result = run(classifier, images, options)
+        row = {"model": classifier.name, **(describe(classifier) if describe else {}), "device": device,
+               "precision": precision, "model_only_images_per_s": result["model_only_images_per_s"],
+               "end_to_end_images_per_s": result.get("end_to_end_images_per_s"), "top1": None}  # fmt: skip
+        if evaluate_dir is not None:
+            from imgclass.tasks.evaluate import evaluate, load_dataset
+
+            report = evaluate(classifier, load_dataset(evaluate_dir, classifier))
+            row["top1"], row["evaluated"] = report.top1, report.classified
+        if remember:
+            _remember(classifier, row["model_only_images_per_s"])
+        rows.append(row)
+    return rows
+
+
+def _remember(classifier: Classifier, images_per_s: float) -> None:
+    from imgclass.store import index as modelindex
+    from imgclass.store.cache import optimized_dir
+    from imgclass.store.optimized import remember_speed
+
+    model = classifier.model
+    if not modelindex.has_external_data(model.path):
+        remember_speed(optimized_dir(), modelindex.sha256_of(model.path), model.device, images_per_s)

@@ -144,6 +144,8 @@ class Report:
     precision: float | None = None  # multi-label: micro-averaged over the dataset's classes
     recall: float | None = None
     per_class: list[LabelScore] = field(default_factory=list)
+    device: str = "auto"  # where the model ran (what auto resolved to)
+    compute_precision: str = "f32"  # what it computed in: f32, or bf16/f16 when asked for
     groups: str | None = None  # scored as groups of classes from this source ("coarse", a file)
     abstain_below: float | None = None
     answered: int | None = None  # with abstain_below: images not abstained
@@ -386,6 +388,8 @@ def evaluate(
         mapping=dataset.mapping,
         ignored=dataset.ignored,
         signal=stop.signal,
+        device=str(classifier.model.device),
+        compute_precision=classifier.model.device.precision,
         groups=grouping.source if grouping is not None else None,
         **tally.fields(options.worst, options.confusions),
         **selective.fields(options.abstain_below),

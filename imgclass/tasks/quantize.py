@@ -527,7 +527,7 @@ def _plain(opts: LoadOptions) -> LoadOptions:
     """How to load the int8 model for the comparison: from its own metadata, as `predict` will."""
     from imgclass.classifier import LoadOptions
 
-    return LoadOptions(device=opts.device, threads=opts.threads, offline=opts.offline, exact_decode=opts.exact_decode,
+    return LoadOptions(device=opts.device, precision=opts.precision, threads=opts.threads, offline=opts.offline, exact_decode=opts.exact_decode,
                        max_pixels=opts.max_pixels, allow_truncated=opts.allow_truncated)  # fmt: skip
 
 
