@@ -7,7 +7,20 @@ stderr line and an exit code, through `exit_code_for`.
 from __future__ import annotations
 
 import errno
+import re
+from collections.abc import Callable
 from enum import IntEnum
+
+_OPTION = re.compile(r"\u00ab([a-z][a-z0-9_-]*)\u00bb")
+
+
+def option(name: str) -> str:
+    """How a library message names one of its settings, without naming a command-line flag.
+
+    The message holds a marker; `str(err)` shows the keyword (`crop_pct`), and the CLI, which
+    owns the flags, shows the flag (`--crop-pct`) through `ImgclassError.render`.
+    """
+    return f"\u00ab{name}\u00bb"
 
 
 class ExitCode(IntEnum):
@@ -24,9 +37,16 @@ class ExitCode(IntEnum):
 
 
 class ImgclassError(Exception):
-    """Base class: `str(err)` is the one line shown to the user."""
+    """Base class: `str(err)` is the one line shown to the user (settings named by their keyword)."""
 
     exit_code = ExitCode.USAGE
+
+    def __str__(self) -> str:
+        return _OPTION.sub(lambda m: m.group(1).replace("-", "_"), super().__str__())
+
+    def render(self, flag: Callable[[str], str]) -> str:
+        """The message with each setting shown as `flag(name)` (the CLI passes its flag table)."""
+        return _OPTION.sub(lambda m: flag(m.group(1)), super().__str__())
 
 
 class UsageError(ImgclassError):
