@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from support import onnx_builders as builders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,6 +223,12 @@ def test_cli_reference_documents_every_command() -> None:
             for opt in param.opts if param.param_type_name == "option" and not param.hidden else []:
                 assert f"`{opt}`" in page, (name, opt)
     assert "`--tta`" in pages["reference/cli/batch.md"] and "`IMGCLASS_DEVICE`" in pages["reference/cli/predict.md"]
+
+
+def test_api_reference_names_the_public_face() -> None:
+    api = (ROOT / "docs" / "reference" / "api.md").read_text()
+    for name in ("load", "load_ensemble", "Classifier", "records", "errors"):
+        assert f"\n::: imgclass.{name}\n" in api, name
 
 
 def test_generated_parts_cover_the_data() -> None:

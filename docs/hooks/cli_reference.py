@@ -55,7 +55,9 @@ def _cell(text: str) -> str:
     return html.escape(text, quote=False).replace("|", "\\|")
 
 
-_RICH_TAG = r"\[/?(?:bold|b|italic|i|dim|underline|u|red|green|yellow|blue|cyan|magenta|white|bright_[a-z]+|link(?:=[^\]]*)?)\]"
+_RICH_TAG = (
+    r"\[/?(?:bold|b|italic|i|dim|underline|u|red|green|yellow|blue|cyan|magenta|white|bright_[a-z]+|link(?:=[^\]]*)?)\]"
+)
 
 
 def _strip_rich(text: str) -> str:
@@ -148,6 +150,7 @@ def command_section(command: Any, ctx: Any, level: int = 1, recurse: bool = True
     """Markdown for one command (and, recursively, its subcommands)."""
     full = ctx.command_path
     usage = " ".join(command.collect_usage_pieces(ctx))
+    usage = re.sub(r"\{(\w+)\}", lambda m: m.group(1).upper(), usage)  # Typer's metavar placeholders
     help_text = _paragraphs(command.help)
     out = [f"{'#' * level} `{full}`", "", help_text, ""]
     out += ["<!-- docs-test: skip: a usage line, not a command -->", "```text", f"{full} {usage}".rstrip(), "```", ""]

@@ -51,9 +51,7 @@ def presets(root: Path = ROOT) -> str:
         size = p.get("default_size", "")
         rows.append([f"`{name}`", p["description"], resize, p["interpolation"], f"{p['scale']:.6g}", mean, std,
                      p["channel_order"], size])  # fmt: skip
-    intro = (
-        f"Generated from `models/presets.json` (the default is `{data['default']}`). {data.get('comment', '')}\n\n"
-    )
+    intro = f"Generated from `models/presets.json` (the default is `{data['default']}`). {data.get('comment', '')}\n\n"
     header = ["preset", "what it reproduces", "resize", "interpolation", "scale", "mean", "std", "channels", "size"]
     return intro + _table(header, rows)
 
@@ -223,7 +221,9 @@ def errors(root: Path = ROOT) -> str:
         parts.append(
             f"### {kind} (exit {int(cls.exit_code)})\n\n{(cls.__doc__ or '').strip()}\n\n"
             f"**What to do:** {ADVICE[kind]}\n\n"
-            + _table(["message", "raised in"], [[t.replace("*", "\\*").replace("[", "\\["), f"`{m}`"] for t, m in messages])
+            + _table(
+                ["message", "raised in"], [[t.replace("*", "\\*").replace("[", "\\["), f"`{m}`"] for t, m in messages]
+            )
         )
     return (
         f"{len(sites)} messages, read from the source at every build (‹…› is filled in at run time).\n\n"
