@@ -143,6 +143,10 @@ ADVICE = {
 }
 
 
+# Raised with a message of their own making and an exit code of their own: described in the page's prose.
+OWN_SECTION = {"Interrupted"}  # "stopped by signal N" after a second Ctrl-C or SIGTERM (exit 128 + N)
+
+
 def _error_classes(root: Path) -> tuple[dict[str, str], list[str]]:
     """Every exception class in the package that derives from ImgclassError -> its nearest public class."""
     import imgclass.errors as errors
@@ -197,7 +201,7 @@ def raise_sites(root: Path = ROOT) -> list[tuple[str, str, str]]:
             if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
                 continue
             name = ast.unparse(node.exc.func).split(".")[-1]
-            if name not in kinds:
+            if name not in kinds or name in OWN_SECTION:
                 continue
             args = node.exc.args
             if name == "MissingExtra" and len(args) >= 2:
