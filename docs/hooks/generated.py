@@ -70,6 +70,23 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, f"{value:.4g}" if isinstance(value, float) else value)]
 
 
+def _tables(data: dict[str, Any], skip: set[str]) -> str:
+    """A report as tables: its top-level numbers in one, and each set of sections that share the same
+    measures side by side (one column per section: int8 and fp32, or one per calibration method)."""
+    scalars = [[f"`{key}`", value] for key, value in _flatten({k: v for k, v in data.items() if not isinstance(v, dict)})
+               if key not in skip]  # fmt: skip
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in skip:
+            groups.setdefault(tuple(k for k, _ in _flatten(value)), []).append(key)
+    out = [_table(["measure", "value"], scalars)] if scalars else []
+    for measures, sections in groups.items():
+        flat = {section: dict(_flatten(data[section])) for section in sections}
+        rows = [[f"`{m}`", *(flat[section][m] for section in sections)] for m in measures]
+        out.append(_table(["measure", *(f"`{section}`" for section in sections)], rows))
+    return "\n\n".join(out)
+
+
 def benchmarks(root: Path = ROOT) -> str:
     folder = root / "benchmarks" / "results"
     runs = json.loads((folder / "runs.json").read_text())
@@ -81,14 +98,12 @@ def benchmarks(root: Path = ROOT) -> str:
             raise ValueError(f"{path}: no entry in benchmarks/results/runs.json (machine, date, command)")
         run = runs[path.name]
         data = json.loads(path.read_text())
-        skip = set(run.get("leave_out", []))
-        rows = [[f"`{key}`", value] for key, value in _flatten(data) if key.split(".")[0] not in skip]
         parts.append(
             f"## {run['title']}\n\n"
             f"- **machine:** {run['machine']}\n- **date:** {run['date']}\n"
             f"- **command:** `{run['command']}`\n- **report:** `benchmarks/results/{path.name}`\n\n"
             + (f"{run['note']}\n\n" if run.get("note") else "")
-            + _table(["measure", "value"], rows)
+            + _tables(data, set(run.get("leave_out", [])))
         )
     return "\n\n".join(parts)
 
