@@ -120,7 +120,7 @@ def test_unknown_registry_key_is_exit_4_not_a_traceback(home):
 def test_bare_command_prints_help_and_exits_0():
     result = run_cli()
     assert result.returncode == 0 and "Usage: imgclass" in result.stdout
-    assert run_cli("-h").stdout.startswith("Usage: imgclass [OPTIONS] COMMAND")
+    assert run_cli("-h").stdout.strip().startswith("Usage: imgclass [OPTIONS] COMMAND")
 
 
 def test_json_array_is_whole_when_the_run_dies_midway(tiny, photos, home, tmp_path):

@@ -1,9 +1,10 @@
-"""The `imgclass` command: the root group, and the one place errors become exit codes.
+"""The `imgclass` command: the Typer app, and the one place errors become exit codes.
 
-`run()` parses and invokes without click's standalone mode, so neither click nor
-anything else decides an exit code behind our back (click would turn a broken pipe
-into 1 and Ctrl-C into its own abort). Every exception goes through
-`errors.exit_code_for`; the user sees one line, a traceback only with --debug.
+`run()` builds the click command with `typer.main.get_command` and parses and invokes it
+without standalone mode, so neither Typer nor its click decides an exit code behind our
+back (Typer's own entry turns a broken pipe into 1 and catches Ctrl-C itself). Every
+exception goes through `errors.exit_code_for`; the user sees one line, a traceback only
+with --debug.
 """
 
 from __future__ import annotations
@@ -14,68 +15,109 @@ import os
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
 from typing import NoReturn, TextIO, cast
 
-import click
+import typer
+import typer.main
+from typer import _click as click  # Typer's vendored click: the exceptions parsing raises
 
 from imgclass._util.interrupt import Interrupted, raise_on_signals
-from imgclass._util.version import __version__
+from imgclass.cli import params as p
 from imgclass.cli.cache import cache
-from imgclass.cli.classify import batch, predict
+from imgclass.cli.classify import BATCH_EXAMPLES, PREDICT_EXAMPLES, batch, predict
 from imgclass.cli.environment import Environment
-from imgclass.cli.explain import explain
-from imgclass.cli.learn import evaluate
+from imgclass.cli.explain import EXPLAIN_EXAMPLES, explain
+from imgclass.cli.learn import EVALUATE_EXAMPLES, evaluate
 from imgclass.cli.models import models
-from imgclass.cli.tools import bench, info
-from imgclass.cli.transfer import embed, train
+from imgclass.cli.tools import BENCH_EXAMPLES, INFO_EXAMPLES, bench, info
+from imgclass.cli.transfer import EMBED_EXAMPLES, TRAIN_EXAMPLES, embed, train
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PROG = "imgclass"
+COMPLETE_VAR = "_IMGCLASS_COMPLETE"
 
-
-def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        env: Environment = ctx.obj
-        env.stdout.write(f"imgclass {__version__}\n")
-        ctx.exit(0)
-
-
-@click.group(
-    context_settings=CONTEXT,
+app = typer.Typer(
+    name=PROG,
+    help="Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs.",
     epilog="\b\nExamples:\n  imgclass predict cat.jpg\n  imgclass batch photos/ -o results.jsonl",
+    context_settings=CONTEXT,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
 )
-@click.option(
-    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the version and exit."
-)
-def app() -> None:
+
+
+@app.callback()
+def root(version: p.Version = False) -> None:
     """Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs."""
 
 
-for _command in (predict, batch, evaluate, explain, embed, train, models, cache, bench, info):
-    app.add_command(_command)
+for _function, _epilog in ((predict, PREDICT_EXAMPLES), (batch, BATCH_EXAMPLES), (evaluate, EVALUATE_EXAMPLES),
+                           (explain, EXPLAIN_EXAMPLES), (embed, EMBED_EXAMPLES), (train, TRAIN_EXAMPLES)):  # fmt: skip
+    app.command(epilog=_epilog)(_function)
+app.add_typer(models)
+app.add_typer(cache)
+app.command(epilog=BENCH_EXAMPLES)(bench)
+app.command(epilog=INFO_EXAMPLES)(info)
+
+
+@lru_cache(maxsize=1)
+def command() -> click.Command:
+    """The click command Typer builds from the app (once per process)."""
+    return typer.main.get_command(app)
 
 
 def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run one command line; returns the exit code (never raises, never exits)."""
     env = env or Environment()
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     warnings.simplefilter("ignore")  # Pillow's and numpy's warnings are for developers: --debug shows them
+    cli = command()
     try:
-        if not args:
-            env.stdout.write(app.get_help(click.Context(app, info_name="imgclass")) + "\n")
-            return ExitCode.OK
-        with raise_on_signals(), app.make_context("imgclass", args, obj=env) as ctx:
-            return int(app.invoke(ctx) or 0)
-    except click.exceptions.Exit as exc:
+        with _help_colour(args, env):
+            instruction = os.environ.get(COMPLETE_VAR)
+            if instruction:
+                from typer.completion import shell_complete
+
+                return shell_complete(cli, {}, PROG, COMPLETE_VAR, instruction)
+            with raise_on_signals(), cli.make_context(PROG, args, obj=env) as ctx:
+                return int(cli.invoke(ctx) or 0)
+    except typer.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         env.err(f"error: {exc.format_message()} (see: imgclass {_command_name(args)} --help)")
         return ExitCode.USAGE
-    except click.exceptions.Abort:
+    except typer.Abort:
         return ExitCode.SIGINT
+    except SystemExit as exc:  # Typer's --install-completion and --show-completion end this way
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except BaseException as exc:  # noqa: BLE001 - the one place every failure becomes an exit code
         return _report(env, exc)
+
+
+@contextmanager
+def _help_colour(args: list[str], env: Environment) -> Iterator[None]:
+    """Typer renders --help with rich before --color is parsed: apply --color and NO_COLOR to it here."""
+    from typer import rich_utils
+
+    choice = env.color
+    for i, arg in enumerate(args):
+        if arg == "--color" and i + 1 < len(args):
+            choice = args[i + 1].lower()
+        elif arg.startswith("--color="):
+            choice = arg.split("=", 1)[1].lower()
+    saved = rich_utils.FORCE_TERMINAL, rich_utils.COLOR_SYSTEM
+    if choice == "always":
+        rich_utils.FORCE_TERMINAL = True
+    elif choice == "never" or env.no_color or not env.stdout_isatty:
+        rich_utils.COLOR_SYSTEM = None
+    try:
+        yield
+    finally:
+        rich_utils.FORCE_TERMINAL, rich_utils.COLOR_SYSTEM = saved
 
 
 def _command_name(args: list[str]) -> str:

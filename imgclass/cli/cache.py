@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import click
+import typer
 
-from imgclass.cli.environment import Environment
-from imgclass.cli.options import display_options, listing_options
+from imgclass.cli import params as p
+from imgclass.cli.options import display
 from imgclass.cli.render import print_json
 
-
-@click.group(epilog="\b\nExamples:\n  imgclass cache list\n  imgclass cache prune")
-def cache() -> None:
-    """Show and clean the cache: models, optimised graphs, inspection data."""
+cache = typer.Typer(
+    name="cache",
+    help="Show and clean the cache: models, optimised graphs, inspection data.",
+    epilog="\b\nExamples:\n  imgclass cache list\n  imgclass cache prune",
+)
 
 
 def _mb(size: int) -> str:
@@ -19,9 +20,16 @@ def _mb(size: int) -> str:
 
 
 @cache.command("list", epilog="\b\nExample:\n  imgclass cache list --format json")
-@listing_options
-def cache_list(env: Environment, fmt: str) -> None:
+def cache_list(
+    ctx: typer.Context,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Every file in the cache by kind, with sizes and totals."""
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.store import cache as store_cache
 
     held = store_cache.inventory()
@@ -34,10 +42,15 @@ def cache_list(env: Environment, fmt: str) -> None:
 
 
 @cache.command("prune", epilog="\b\nExample:\n  imgclass cache prune")
-@display_options
-@click.pass_obj
-def cache_prune(env: Environment) -> None:
+def cache_prune(
+    ctx: typer.Context,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Remove optimised graphs, inspection data and leftovers (models stay; the rest is rebuilt on use)."""
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.store import cache as store_cache
 
     removed = store_cache.prune()

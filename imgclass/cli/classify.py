@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import click
+import typer
 
 from imgclass._util.text import printable
+from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import classify_options, engine_options, pop_engine_options
+from imgclass.cli.options import display, pop_engine_options, values
 from imgclass.errors import UsageError
 from imgclass.output.sinks import Sink
 from imgclass.records import Record
@@ -29,37 +30,91 @@ Examples:
   imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
-null_option = click.option(
-    "--null", "-0", is_flag=True, help="The list '-' reads from stdin is NUL-separated (find -print0)."
-)
-
-
-@click.command(epilog=PREDICT_EXAMPLES)
-@click.argument("images", nargs=-1, required=True)
-@null_option
-@classify_options
-def predict(env: Environment, images: tuple[str, ...], **values: Any) -> int:
+def predict(
+    ctx: typer.Context,
+    images: p.Images,
+    null: p.Null = False,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    top: p.Top = 5,
+    threshold: p.Threshold = None,
+    fmt: p.Format = None,
+    output: p.Output = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
     """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
-    return classify(env, list(images), values, view="predict")
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    return classify(env, list(given.pop("images")), given, view="predict")
 
 
-@click.command(epilog=BATCH_EXAMPLES)
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
-@click.option("--resume", is_flag=True, help="With --output: skip inputs already in FILE, append the rest.")
-@null_option
-@engine_options
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also write a self-contained HTML page of the results (thumbnails, top-k bars, filters).",
-)
-@classify_options
 def batch(
-    env: Environment, inputs: tuple[str, ...], recursive: bool, resume: bool, report: Path | None, **values: Any
+    ctx: typer.Context,
+    inputs: p.Inputs,
+    recursive: p.Recursive = False,
+    null: p.Null = False,
+    resume: p.Resume = False,
+    report: p.Report = None,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    engine: p.EngineOpt = p.Engine.local,
+    ray_address: p.RayAddress = None,
+    actors: p.Actors = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    top: p.Top = 5,
+    threshold: p.Threshold = None,
+    fmt: p.Format = None,
+    output: p.Output = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
 ) -> int:
     """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
-    return classify(env, list(inputs), values, view="batch", recursive=recursive, resume=resume, report=report)
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    inputs_, recursive_, resume_, report_ = (given.pop(k) for k in ("inputs", "recursive", "resume", "report"))
+    return classify(env, list(inputs_), given, view="batch", recursive=recursive_, resume=resume_, report=report_)
 
 
 def _check_output(output: Path | None, inputs: list[str], option: str = "--output") -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import click
+import typer
 
+from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import decode_options, display_options, model_options
+from imgclass.cli.options import display, values
 from imgclass.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -22,59 +23,41 @@ Examples:
   imgclass explain cat.png -m ./export.onnx --method occlusion -o maps/"""
 
 
-@click.command(epilog=EXPLAIN_EXAMPLES)
-@click.argument("images", nargs=-1, required=True)
-@click.option(
-    "--output-dir",
-    "-o",
-    "output_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder for the overlays: <name>.<method>.png (and .npy with --npy).",
-)
-@click.option("--class", "class_", metavar="LABEL|INDEX", help="The class to explain (default: each image's top-1).")
-@click.option(
-    "--method",
-    type=click.Choice(("cam", "occlusion"), case_sensitive=False),
-    default="cam",
-    show_default=True,
-    help="cam: class activation map (GAP + linear heads, one pass); occlusion: any model, one run per patch.",
-)
-@click.option("--npy", is_flag=True, help="Also write the raw map (on the model's input grid) as .npy.")
-@click.option(
-    "--colormap",
-    default="inferno",
-    show_default=True,
-    help="A perceptual colour map by name (inferno, magma, viridis, ...).",
-)
-@click.option(
-    "--patch",
-    type=click.IntRange(min=1),
-    help="Occlusion: side of the hidden square on the input, in pixels (default: 1/7 of it).",
-)
-@click.option("--stride", type=click.IntRange(min=1), help="Occlusion: step between squares (default: half the patch).")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Occlusion: occluded copies per model run.",
-)
-@click.option(
-    "--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image in the output."
-)
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also write a self-contained HTML page with the heat maps.",
-)
-@model_options
-@decode_options
-@display_options
-@click.pass_obj
-def explain(env: Environment, images: tuple[str, ...], output_dir: Path, class_: str | None, method: str, npy: bool,
-            colormap: str, patch: int | None, stride: int | None, batch_size: int, top: int, report: Path | None,
-            **values: Any) -> int:  # fmt: skip
+def explain(
+    ctx: typer.Context,
+    images: p.Images,
+    output_dir: p.OutputDir,
+    class_: p.ClassName = None,
+    method: p.ExplainMethodOpt = p.ExplainMethod.cam,
+    npy: p.Npy = False,
+    colormap: p.Colormap = "inferno",
+    patch: p.Patch = None,
+    stride: p.Stride = None,
+    batch_size: p.OcclusionBatch = 16,
+    top: p.ExplainTop = 5,
+    report: p.ExplainReport = None,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
     """Show where the model looked: a heat map per image over the original photo, one JSON line each on stdout.
 
     \b
@@ -82,14 +65,16 @@ def explain(env: Environment, images: tuple[str, ...], output_dir: Path, class_:
     (ResNet, Inception v3, MobileNet, EfficientNet, and their int8 exports); for
     other graphs use --method occlusion. The area outside the model's crop is dimmed.
     """
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.cli.loading import load_classifier
     from imgclass.data.sources import check_inputs, expand
     from imgclass.inference.explain import ExplainOptions, colour_table, explain_files
 
     check_inputs(list(images))
     colour_table(colormap)  # the extra and the name, before any model is loaded
-    classifier = load_classifier(env, values, background=False)
-    options = ExplainOptions(class_, method.lower(), top, None, patch, stride, batch_size, npy, colormap)
+    classifier = load_classifier(env, given, background=False)
+    options = ExplainOptions(class_, str(method), top, None, patch, stride, batch_size, npy, colormap)
     bar = _Bar(env) if env.progress and options.method == "occlusion" else None
     failed, entries = 0, []
     try:
@@ -107,7 +92,7 @@ def explain(env: Environment, images: tuple[str, ...], output_dir: Path, class_:
         if bar is not None:
             bar.clear()
         if report is not None:
-            _write_report(report, entries, classifier, method)
+            _write_report(report, entries, classifier, str(method))
     return ExitCode.INPUT_FAILED if failed else ExitCode.OK
 
 

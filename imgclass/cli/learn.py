@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import typer
 
-import click
-
+from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import (
-    decode_options,
-    display_options,
-    engine_options,
-    list_format_option,
-    model_options,
-    pop_engine_options,
-    run_options,
-    scoring_options,
-)
+from imgclass.cli.options import display, pop_engine_options, values
 from imgclass.errors import ExitCode
 
 EVALUATE_EXAMPLES = """\b
@@ -29,38 +18,43 @@ Examples:
 FAILURES_SHOWN = 20  # failed images listed in the table; --format json lists them all
 
 
-@click.command(epilog=EVALUATE_EXAMPLES)
-@click.argument("dataset", type=click.Path(path_type=Path))
-@click.option(
-    "--worst",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Show the N classes with the lowest top-1.",
-)
-@click.option(
-    "--confusions",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Show the N most frequent true → predicted mistakes.",
-)
-@click.option("--mapping", is_flag=True, help="Show the folder/label → class index map (always in --format json).")
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    help="Multi-label models: a class counts as predicted at or above it (default 0.5).",
-)
-@model_options
-@scoring_options
-@decode_options
-@run_options
-@engine_options
-@list_format_option
-@display_options
-@click.pass_obj
-def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mapping: bool, threshold: float | None,
-             fmt: str, **values: Any) -> int:  # fmt: skip
+def evaluate(
+    ctx: typer.Context,
+    dataset: p.Dataset,
+    worst: p.Worst = 10,
+    confusions: p.Confusions = 10,
+    mapping: p.Mapping = False,
+    threshold: p.ScoreThreshold = None,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    tta: p.TTAOpt = p.TTA.none,
+    weights: p.Weights = None,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    engine: p.EngineOpt = p.Engine.local,
+    ray_address: p.RayAddress = None,
+    actors: p.Actors = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
     """Top-1/top-5 accuracy of a model on labelled images: a folder per class, or a CSV/JSONL list of path,label.
 
     \b
@@ -69,6 +63,8 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     Images that fail are counted and listed, not scored; the exit code is then 1.
     A multi-label (sigmoid) model is scored per class: precision and recall at --threshold.
     """
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.cli.loading import load_classifier
     from imgclass.data.datasets import check_dataset
     from imgclass.engines import open_engine
@@ -76,10 +72,10 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
     from imgclass.tasks.evaluate import evaluate as run_evaluation
 
     check_dataset(dataset)  # before any model is resolved or downloaded
-    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
-    classifier = load_classifier(env, values)
+    runner = open_engine(pop_engine_options(given))  # a missing extra is exit 2 before any model is fetched
+    classifier = load_classifier(env, given)
     data = load_dataset(dataset, classifier)
-    options = EvaluateOptions(values["batch_size"], values["workers"], worst, confusions, env.debug, threshold)
+    options = EvaluateOptions(given["batch_size"], given["workers"], worst, confusions, env.debug, threshold)
     from imgclass.cli.render import progress_line
 
     progress = progress_line(env, "evaluating")
@@ -87,7 +83,7 @@ def evaluate(env: Environment, dataset: Path, worst: int, confusions: int, mappi
         progress.start(len(data.samples))
     on_record = (lambda record: progress.advance()) if progress is not None else None
     try:
-        report = run_evaluation(classifier, data, options, on_record, engine)
+        report = run_evaluation(classifier, data, options, on_record, runner)
     finally:
         if progress is not None:
             progress.clear()

@@ -4,24 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
+import typer
 
 from imgclass._util.text import printable
-from imgclass.cli.environment import Environment
-from imgclass.cli.options import display_options, listing_options
+from imgclass.cli import params as p
+from imgclass.cli.options import display
 from imgclass.cli.render import print_fields, print_json, print_table
 from imgclass.errors import ExitCode, UsageError
 
-
-@click.group(epilog="\b\nExamples:\n  imgclass models list\n  imgclass models pull resnet50")
-def models() -> None:
-    """List, inspect, pull, verify and remove models."""
+models = typer.Typer(
+    name="models",
+    help="List, inspect, pull, verify and remove models.",
+    epilog="\b\nExamples:\n  imgclass models list\n  imgclass models pull resnet50",
+)
 
 
 @models.command("list", epilog="\b\nExample:\n  imgclass models list --format json")
-@listing_options
-def models_list(env: Environment, fmt: str) -> None:
+def models_list(
+    ctx: typer.Context,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """The models imgclass knows by name, and whether each is cached."""
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.store import registry as store
 
     rows = store.listing()
@@ -39,9 +47,16 @@ def models_list(env: Environment, fmt: str) -> None:
 
 
 @models.command("presets", epilog="\b\nExample:\n  imgclass models presets --format json")
-@listing_options
-def models_presets(env: Environment, fmt: str) -> None:
+def models_presets(
+    ctx: typer.Context,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """The built-in preprocessing presets."""
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.data.presets import builtin_presets
 
     presets = builtin_presets()
@@ -53,10 +68,17 @@ def models_presets(env: Environment, fmt: str) -> None:
 @models.command(
     "info", epilog="\b\nExamples:\n  imgclass models info inception-v3\n  imgclass models info ./export.onnx -f json"
 )
-@click.argument("model")
-@listing_options
-def models_info(env: Environment, model: str, fmt: str) -> None:
+def models_info(
+    ctx: typer.Context,
+    model: p.ModelSpec,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Inputs, outputs, detected preset, classes, checksum and provenance of a model (never downloads)."""
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.tasks.info import describe
 
     info = describe(model)
@@ -65,18 +87,22 @@ def models_info(env: Environment, model: str, fmt: str) -> None:
 
 @models.command("pull", epilog="\b\nExamples:\n  imgclass models pull resnet50\n"
                 "  imgclass models pull --file ./resnet50-v1-12.onnx --name resnet50-v1-12")  # fmt: skip
-@click.argument("name", required=False)
-@click.option("--url", help="Download this URL instead of a catalog model.")
-@click.option("--file", type=click.Path(path_type=Path), help="Import a model file you already have.")
-@click.option("--name", "as_name", help="Name to use the pulled model by.")
-@click.option("--sha256", help="Expected sha256 of the download.")
-@click.option("--force", is_flag=True, help="Replace a model already cached under that name.")
-@click.option("--offline", is_flag=True, envvar="IMGCLASS_OFFLINE", help="Never use the network.")
-@display_options
-@click.pass_obj
-def models_pull(env: Environment, name: str | None, url: str | None, file: Path | None, as_name: str | None,
-                sha256: str | None, force: bool, offline: bool) -> None:  # fmt: skip
+def models_pull(
+    ctx: typer.Context,
+    name: p.PullName = None,
+    url: p.Url = None,
+    file: p.File = None,
+    as_name: p.AsName = None,
+    sha256: p.Sha256 = None,
+    force: p.Force = False,
+    offline: p.Offline = False,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Fetch a catalog model, a URL, or import a local file into the cache."""
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.cli.loading import download_bar
     from imgclass.store import catalog
     from imgclass.store import registry as store
@@ -100,11 +126,16 @@ def models_pull(env: Environment, name: str | None, url: str | None, file: Path 
 
 
 @models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")
-@click.argument("name")
-@display_options
-@click.pass_obj
-def models_remove(env: Environment, name: str) -> None:
+def models_remove(
+    ctx: typer.Context,
+    name: p.ModelName,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Delete a model from the cache, with the optimised graphs built from it."""
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.store import registry as store
 
     for path in store.remove(name):
@@ -112,18 +143,25 @@ def models_remove(env: Environment, name: str) -> None:
 
 
 @models.command("path", epilog='\b\nExample:\n  ls "$(imgclass models path)"')
-@click.pass_obj
-def models_path(env: Environment) -> None:
+def models_path(ctx: typer.Context) -> None:
     """Print the folder cached models live in (the `models` folder `imgclass info` shows)."""
+    env = ctx.obj
     from imgclass.store.cache import models_dir
 
     env.stdout.write(f"{models_dir()}\n")
 
 
 @models.command("verify", epilog="\b\nExample:\n  imgclass models verify --format json")
-@listing_options
-def models_verify(env: Environment, fmt: str) -> int:
+def models_verify(
+    ctx: typer.Context,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
     """Re-hash every cached model and optimised graph; exit 3 if any is damaged."""
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.store import registry as store
 
     report = store.verify()
@@ -139,6 +177,7 @@ def models_verify(env: Environment, fmt: str) -> int:
     return ExitCode.MODEL if damaged else ExitCode.OK
 
 
-from imgclass.cli.quantize import quantize as _quantize  # noqa: E402 - registered last, after the group exists
+from imgclass.cli.quantize import QUANTIZE_EXAMPLES  # noqa: E402 - registered last, after the group exists
+from imgclass.cli.quantize import quantize as _quantize  # noqa: E402
 
-models.add_command(_quantize)
+models.command("quantize", epilog=QUANTIZE_EXAMPLES)(_quantize)

@@ -1,194 +1,39 @@
-"""Options shared by several commands, each declared once (the sqlite-utils way: stacked decorators).
+"""Turning a command's typed parameters into the library's option records.
 
-A command wears the groups it needs (`@model_options`, `@record_options`, ...) and
-hands its keyword arguments to `load_options(...)` / `job_options(...)`, which
-build the library's own option records. Closed sets are click Choices, matched
-case-insensitively, so `--help` lists them.
+The options themselves are declared once in `imgclass.cli.params`; a command gathers
+its parameters with `values(locals())` and hands them to `load_classifier`, which
+takes the model options out (`pop_load_options`), and to `pop_engine_options`.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 import warnings
-from collections.abc import Callable
-from pathlib import Path
+from enum import Enum
 from typing import Any
 
-import click
+import typer
 
-from imgclass._util.resources import load_json
-from imgclass.data.presets import INTERPOLATIONS
-from imgclass.data.tta import TTA_MODES
-from imgclass.graph.activation import ACTIVATIONS
-from imgclass.output.sinks import FORMATS
+from imgclass.cli.environment import Environment
 
-PRESETS = tuple(load_json("presets.json")["presets"])
-LIST_FORMATS = ("table", "json")
+_DISPLAY = ("verbose", "quiet", "color", "debug")
 
 
-class DeviceType(click.ParamType):
-    """auto, cpu, cuda or cuda:N, case-insensitive."""
-
-    name = "device"
-    _pattern = re.compile(r"^(auto|cpu|cuda)(:\d+)?$")
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "[auto|cpu|cuda|cuda:N]"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        text = str(value).strip().lower()
-        match = self._pattern.match(text)
-        if not match or (match.group(2) and match.group(1) != "cuda"):
-            self.fail(f"{value!r}: use auto, cpu, cuda or cuda:N", param, ctx)
-        return text
+def values(params: dict[str, Any]) -> dict[str, Any]:
+    """A command's parameters as plain values (an Enum member becomes its string), display options set aside."""
+    return {
+        name: value.value if isinstance(value, Enum) else value
+        for name, value in params.items()
+        if name not in (*_DISPLAY, "ctx")
+    }
 
 
-class Numbers(click.ParamType):
-    """Numbers separated by commas: exactly `count` of them (e.g. one per RGB channel), or any (positive) ones."""
-
-    def __init__(self, name: str, count: int | None = None, example: str = "0.5,0.5,0.5", positive: bool = True):
-        self.name, self.count, self.example, self.positive = name, count, example, positive
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            numbers = tuple(float(v) for v in str(value).replace(" ", ",").split(",") if v)
-        except ValueError:
-            numbers = ()
-        if self.count is not None and len(numbers) != self.count:
-            self.fail(f"{value!r}: give {self.count} numbers, e.g. {self.example}", param, ctx)
-        if self.count is None and (not numbers or (self.positive and any(not n > 0 for n in numbers))):
-            kind = "positive numbers" if self.positive else "numbers"
-            self.fail(f"{value!r}: give {kind} separated by commas, e.g. {self.example}", param, ctx)
-        return numbers
-
-
-def Triple() -> Numbers:  # noqa: N802 - reads as the type it builds
-    return Numbers("R,G,B", 3)
-
-
-def _stack(*decorators: Callable) -> Callable:
-    def apply(function: Callable) -> Callable:
-        for decorator in reversed(decorators):
-            function = decorator(function)
-        return function
-
-    return apply
-
-
-def _choice(values: tuple[str, ...]) -> click.Choice:
-    return click.Choice(values, case_sensitive=False)
-
-
-model_options = _stack(
-    click.option(
-        "--model",
-        "-m",
-        multiple=True,
-        help="ONNX file, catalog name or alias (default: IMGCLASS_MODEL, else inception-v3).",
-    ),
-    click.option("--preset", type=_choice(PRESETS), help="Preprocessing preset (see `imgclass models presets`)."),
-    click.option("--size", type=click.IntRange(min=8), help="Input size for models with a dynamic spatial size."),
-    click.option("--resize", type=click.IntRange(min=1), help="Resize the short side to N before cropping."),
-    click.option(
-        "--crop-pct",
-        type=click.FloatRange(0, 1.5, min_open=True),
-        help="Crop fraction: resize to size/crop-pct, then crop.",
-    ),
-    click.option("--interpolation", type=_choice(INTERPOLATIONS), help="Resampling filter."),
-    click.option("--mean", type=Triple(), help="Per-channel mean in RGB order, e.g. 0.485,0.456,0.406."),
-    click.option("--std", type=Triple(), help="Per-channel std in RGB order."),
-    click.option("--bgr", is_flag=True, help="Feed channels in BGR order."),
-    click.option(
-        "--labels", type=click.Path(path_type=Path), help="Labels file: one per line, or JSON (list or id2label)."
-    ),
-    click.option(
-        "--activation",
-        type=_choice(("auto", *ACTIVATIONS)),
-        default="auto",
-        show_default=True,
-        help="What the outputs mean: softmax, sigmoid (multi-label), logsoftmax, none (probabilities as they are); auto reads the graph.",
-    ),  # fmt: skip
-    click.option(
-        "--device",
-        type=DeviceType(),
-        default="auto",
-        envvar="IMGCLASS_DEVICE",
-        show_default=True,
-        help="Where the model runs.",
-    ),
-    click.option("--threads", type=click.IntRange(min=1), help="Threads for the model (default: all cores)."),
-    click.option(
-        "--exact-decode", is_flag=True, help="Full-resolution JPEG decode: bit-exact with the framework, slower."
-    ),
-    click.option("--offline", is_flag=True, envvar="IMGCLASS_OFFLINE", help="Never use the network."),
-)
-
-decode_options = _stack(
-    click.option("--allow-truncated", is_flag=True, help="Classify what is there in truncated images."),
-    click.option(
-        "--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels (default: Pillow's)."
-    ),
-)
-
-scoring_options = _stack(
-    click.option("--tta", type=_choice(TTA_MODES), default="none", show_default=True,
-                 help="Test-time augmentation: average over the image and its mirror (flip), or the standard 5 or 10 crops."),
-    click.option("--weights", type=Numbers("W1,W2,...", example="2,1", positive=False), help="With --model given several times (an ensemble): one weight per model (default: equal)."),
-)  # fmt: skip
-
-run_options = _stack(
-    click.option("--batch-size", type=click.IntRange(min=1), help="Images per model run (default from the model)."),
-    click.option(
-        "--workers", type=click.IntRange(min=1), help="Decode threads (default: 2, or half the cores up to 8)."
-    ),
-)
-
-record_options = _stack(
-    click.option(
-        "--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="Predictions per image."
-    ),
-    click.option(
-        "--threshold",
-        type=click.FloatRange(0, 1),
-        help="Leave out predictions below this probability (default: 0; 0.5 for multi-label models).",
-    ),
-    click.option(
-        "--format",
-        "-f",
-        "fmt",
-        type=_choice(FORMATS),
-        help="Default: table on a terminal, else jsonl (or the --output extension).",
-    ),
-    click.option(
-        "--output",
-        "-o",
-        type=click.Path(path_type=Path),
-        help="Write records to FILE instead of stdout (a folder: jsonl shards).",
-    ),
-)
-
-engine_options = _stack(
-    click.option(
-        "--engine",
-        type=_choice(("local", "ray")),
-        default="local",
-        show_default=True,
-        help="Run here, or as a Ray Data job (pip install 'imgclass[ray]').",
-    ),
-    click.option(
-        "--ray-address",
-        metavar="ADDRESS",
-        help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a new local instance).",
-    ),
-    click.option(
-        "--actors",
-        type=click.IntRange(min=1),
-        help="With --engine ray: model actors (default: one per GPU, else half the CPUs).",
-    ),
-)
+def display(ctx: typer.Context, verbose: bool, quiet: bool, color: str, debug: bool) -> Environment:
+    """-v, -q, --color and --debug set the Environment every command renders through; returns it."""
+    env: Environment = ctx.obj
+    env.verbose, env.quiet, env.color, env.debug = verbose, quiet, str(color), debug
+    if debug:
+        warnings.simplefilter("default")
+    return env
 
 
 def pop_engine_options(values: dict[str, Any]):
@@ -205,39 +50,6 @@ def pop_engine_options(values: dict[str, Any]):
     if name != "local" and "device" in values:
         device, values["device"] = values["device"], "cpu"
     return EngineOptions(name, values.pop("ray_address", None), values.pop("actors", None), device)
-
-
-list_format_option = click.option(
-    "--format", "-f", "fmt", type=_choice(LIST_FORMATS), default="table", show_default=True, help="Output format."
-)
-
-_DISPLAY = ("verbose", "quiet", "color", "debug")
-
-
-def display_options(function: Callable) -> Callable:
-    """-v, -q, --color and --debug: they set the Environment and are not passed on."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        env = click.get_current_context().obj
-        for name in _DISPLAY:
-            setattr(env, name, kwargs.pop(name))
-        if env.debug:
-            warnings.simplefilter("default")
-        return function(*args, **kwargs)
-
-    return _stack(
-        click.option("--verbose", "-v", is_flag=True, help="Report model, preset and providers on stderr."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress, no per-input error lines, no summary."),
-        click.option(
-            "--color",
-            type=_choice(("auto", "always", "never")),
-            default="auto",
-            show_default=True,
-            help="Colour (auto: on a terminal, unless NO_COLOR is set).",
-        ),
-        click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors."),
-    )(wrapper)
 
 
 def pop_models(values: dict[str, Any]) -> tuple[list[str], tuple[float, ...] | None]:
@@ -275,14 +87,3 @@ def pop_load_options(values: dict[str, Any]):
         allow_truncated=values.pop("allow_truncated", False),
         tta=values.pop("tta", None) or "none",
     )
-
-
-def listing_options(function: Callable) -> Callable:
-    """What every listing command wears: --format table|json, the display options, the Environment."""
-    return _stack(list_format_option, display_options, click.pass_obj)(function)
-
-
-def classify_options(function: Callable) -> Callable:
-    """The options `predict` and `batch` share: model, decoding, batching, records, display."""
-    return _stack(model_options, scoring_options, decode_options, run_options, record_options, display_options,
-                  click.pass_obj)(function)  # fmt: skip

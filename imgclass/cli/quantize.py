@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-import click
+import typer
 
+from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import decode_options, display_options, list_format_option, model_options, pop_load_options
+from imgclass.cli.options import display, pop_load_options, values
 
 QUANTIZE_EXAMPLES = """\b
 Examples:
@@ -18,51 +18,41 @@ Examples:
   imgclass predict cat.jpg --model resnet50-int8.onnx      # preset and labels come with it"""
 
 
-@click.command("quantize", epilog=QUANTIZE_EXAMPLES)
-@click.argument("source", metavar="MODEL", required=False)
-@click.option(
-    "--calibrate",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="A folder of photos like the ones the model will see (100-500 is plenty; read recursively).",
-)
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the int8 model to this file.")
-@click.option("--name", help="Also put the int8 model in the cache under this name.")
-@click.option("--force", is_flag=True, help="Replace a cached model of that --name.")
-@click.option(
-    "--method",
-    type=click.Choice(("entropy", "percentile", "minmax"), case_sensitive=False),
-    default="entropy",
-    show_default=True,
-    help="How activation ranges are calibrated (minmax is fastest; entropy kept the most accuracy here).",
-)
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=500, show_default=True, help="Use at most N calibration images."
-)
-@click.option(
-    "--reduce-range", is_flag=True, help="7-bit weights, for CPUs without VNNI where int8 products can saturate."
-)
-@click.option(
-    "--evaluate",
-    "evaluate_on",
-    type=click.Path(path_type=Path),
-    help="Labelled images (as `imgclass evaluate` reads them): compare fp32 and int8 before writing.",
-)
-@click.option(
-    "--max-drop",
-    type=click.FloatRange(min=0),
-    default=1.0,
-    show_default=True,
-    help="With --evaluate: refuse to write (exit 3) when top-1 falls by more points than this.",
-)
-@model_options
-@decode_options
-@list_format_option
-@display_options
-@click.pass_obj
-def quantize(env: Environment, source: str | None, calibrate: Path, output: Path | None, name: str | None, force: bool,
-             method: str, limit: int, reduce_range: bool, evaluate_on: Path | None, max_drop: float, fmt: str,
-             **values: Any) -> None:  # fmt: skip
+def quantize(
+    ctx: typer.Context,
+    calibrate: p.Calibrate,
+    source: p.QuantizeSource = None,
+    output: p.QuantizeOutput = None,
+    name: p.CacheName = None,
+    force: p.ForceName = False,
+    method: p.QuantizeMethodOpt = p.QuantizeMethod.entropy,
+    limit: p.Limit = 500,
+    reduce_range: p.ReduceRange = False,
+    evaluate_on: p.EvaluateOn = None,
+    max_drop: p.MaxDrop = 1.0,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Quantise a float32 model to int8 (ONNX Runtime static QDQ) with calibration photos.
 
     \b
@@ -70,20 +60,22 @@ def quantize(env: Environment, source: str | None, calibrate: Path, output: Path
     preprocessing flags given), and the int8 file carries that preset, the labels and its
     provenance (source sha256, calibration images, method) in its metadata.
     """
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.errors import UsageError
     from imgclass.tasks.quantize import AccuracyDrop, QuantizeOptions
     from imgclass.tasks.quantize import quantize as run_quantize
 
-    model = _model(source, values)
-    _, load_options = pop_load_options(values)
+    spec = _model(source, given)
+    _, load_options = pop_load_options(given)
     options = QuantizeOptions(
-        method=method.lower(), reduce_range=reduce_range, limit=limit, max_drop=max_drop, force=force
+        method=str(method), reduce_range=reduce_range, limit=limit, max_drop=max_drop, force=force
     )
     if output is None and name is None:
         raise UsageError("give --output OUT.onnx, --name NAME, or both")
     progress = _Progress(env)
     try:
-        result = run_quantize(model, calibrate, output, name, load_options=load_options, options=options,
+        result = run_quantize(spec, calibrate, output, name, load_options=load_options, options=options,
                               evaluate_on=evaluate_on, progress=progress if env.progress else None)  # fmt: skip
     except AccuracyDrop as err:
         progress.clear()

@@ -3,58 +3,61 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any
 
-import click
+import typer
 
-from imgclass.cli.environment import Environment
-from imgclass.cli.options import (
-    display_options,
-    list_format_option,
-    listing_options,
-    model_options,
-    run_options,
-)
+from imgclass.cli import params as p
+from imgclass.cli.options import display, values
 from imgclass.cli.render import print_fields, print_json
 
+BENCH_EXAMPLES = """\b
+Examples:
+  imgclass bench --model resnet50 --images photos/ --format json
+  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32"""
 
-@click.command(epilog="\b\nExamples:\n  imgclass bench --model resnet50 --images photos/ --format json\n"
-               "  imgclass bench --model resnet50-int8.onnx --compare resnet50   # int8 against fp32")  # fmt: skip
-@click.option(
-    "--images", type=click.Path(path_type=Path, exists=True), help="A folder of images for the end-to-end run."
-)
-@click.option(
-    "--synthetic",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Synthetic samples for the model-only run.",
-)
-@click.option(
-    "--compare",
-    "compare_with",
-    default="auto",
-    show_default=True,
-    metavar="MODEL|auto|none",
-    help="Measure another model side by side; auto: the other precision (int8/fp32) of this model when it is here.",
-)
-@model_options
-@run_options
-@list_format_option
-@display_options
-@click.pass_obj
-def bench(env: Environment, images: Path | None, synthetic: int, compare_with: str, fmt: str, **values: Any) -> None:
+
+def bench(
+    ctx: typer.Context,
+    images: p.BenchImages = None,
+    synthetic: p.Synthetic = 64,
+    compare_with: p.Compare = "auto",
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Model-only and end-to-end throughput, latency percentiles and the time split."""
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
+    for name in ("images", "synthetic", "compare_with", "fmt"):
+        given.pop(name)
     from imgclass.cli.loading import load_classifier
     from imgclass.data.sources import expand
     from imgclass.tasks import bench as benchmark
     from imgclass.tasks.quantize import counterpart, model_precision
 
-    same_options = dict(values)  # the compared model is loaded with the same options
-    classifier = load_classifier(env, values, background=False)
+    same_options = dict(given)  # the compared model is loaded with the same options
+    classifier = load_classifier(env, given, background=False)
     paths = list(expand([str(images)])) if images else []
-    settings = benchmark.BenchOptions(values["batch_size"], values["workers"], synthetic)
+    settings = benchmark.BenchOptions(given["batch_size"], given["workers"], synthetic)
     result = {
         **benchmark.run(classifier, paths, settings),
         "precision": model_precision(classifier.model.path, classifier.name),
@@ -76,10 +79,19 @@ def bench(env: Environment, images: Path | None, synthetic: int, compare_with: s
     return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
 
 
-@click.command(epilog="\b\nExample:\n  imgclass info --format json")
-@listing_options
-def info(env: Environment, fmt: str) -> None:
+INFO_EXAMPLES = "\b\nExample:\n  imgclass info --format json"
+
+
+def info(
+    ctx: typer.Context,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> None:
     """Versions, execution providers, threads and the cache folders."""
+    env = display(ctx, verbose, quiet, color, debug)
     import platform
 
     import numpy

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import click
+import typer
 
+from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import (
-    Numbers,
-    decode_options,
-    display_options,
-    engine_options,
-    model_options,
-    pop_engine_options,
-    run_options,
-)
+from imgclass.cli.options import display, pop_engine_options, values
 
 EMBED_EXAMPLES = """\b
 Examples:
@@ -43,23 +35,41 @@ def _load(env: Environment, values: dict[str, Any]):
     return classifier
 
 
-@click.command(epilog=EMBED_EXAMPLES)
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
-              help="FILE.npy (+ FILE.paths.txt), FILE.jsonl or FILE.parquet (default: jsonl on stdout).")  # fmt: skip
-@click.option("--format", "-f", "fmt", type=click.Choice(("npy", "jsonl", "parquet"), case_sensitive=False),
-              help="Default: from the --output extension.")  # fmt: skip
-@click.option("--normalize", is_flag=True, help="Scale each vector to unit L2 norm.")
-@click.option("--recursive", "-r", is_flag=True, help="Descend into subdirectories.")
-@click.option("--resume", is_flag=True, help="With --output .npy or .jsonl: skip images already in it, add the rest.")
-@model_options
-@decode_options
-@run_options
-@engine_options
-@display_options
-@click.pass_obj
-def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: str | None, normalize: bool,
-          recursive: bool, resume: bool, **values: Any) -> int:  # fmt: skip
+def embed(
+    ctx: typer.Context,
+    inputs: p.Inputs,
+    output: p.VectorOutput = None,
+    fmt: p.VectorFormatOpt = None,
+    normalize: p.Normalize = False,
+    recursive: p.Recursive = False,
+    resume: p.VectorResume = False,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    engine: p.EngineOpt = p.Engine.local,
+    ray_address: p.RayAddress = None,
+    actors: p.Actors = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
     """One bottleneck vector per image: the pooled features the model's classifier reads ('-' reads paths from stdin).
 
     \b
@@ -67,34 +77,36 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
     .jsonl: {"path", "model", "vector", "error"} per image, failures included.
     .parquet: the same columns (needs: pip install 'imgclass[parquet]').
     """
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.cli.classify import _check_output, _Events, engine_line
     from imgclass.data.sources import check_inputs, record_key
     from imgclass.engines import is_uri, open_engine
     from imgclass.output.vectors import open_vectors, require_pyarrow, vector_format
     from imgclass.tasks.jobs import JobOptions, run_job
 
-    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
-    engine.check_inputs(list(inputs))
+    runner = open_engine(pop_engine_options(given))  # a missing extra is exit 2 before any model is fetched
+    runner.check_inputs(list(inputs))
     if not any(is_uri(item) for item in inputs):
         check_inputs(list(inputs))  # before any model is resolved or downloaded
     _check_output(output, list(inputs))
-    fmt = vector_format(fmt, output)
-    if fmt == "parquet":
+    kind = vector_format(given["fmt"], output)
+    if kind == "parquet":
         require_pyarrow()  # before any model is loaded
-    classifier = _load(env, values)
-    target = open_vectors(output, fmt, resume, env.stdout, classifier.bottleneck.dim)
+    classifier = _load(env, given)
+    target = open_vectors(output, kind, resume, env.stdout, classifier.bottleneck.dim)
     held = target.done or getattr(target.sink, "done", set())
     done = {record_key(path, None) for path in held}  # what the job compares inputs with
     from imgclass.cli.render import guarded, progress_line
 
     progress = progress_line(env, "embedding")
-    options = JobOptions(recursive=recursive, batch_size=values["batch_size"], workers=values["workers"],
+    options = JobOptions(recursive=recursive, batch_size=given["batch_size"], workers=given["workers"],
                          count_first=progress is not None, debug=env.debug)  # fmt: skip
-    produce = engine.embedder(classifier, normalize)
+    produce = runner.embedder(classifier, normalize)
     try:
         sink = guarded(env, target.sink, progress, output is None)
         events = _Events(env, progress, human=False)
-        summary = run_job(classifier, list(inputs), sink, options, events, done, produce, engine)
+        summary = run_job(classifier, list(inputs), sink, options, events, done, produce, runner)
     finally:
         if progress is not None:
             progress.clear()
@@ -110,31 +122,42 @@ def embed(env: Environment, inputs: tuple[str, ...], output: Path | None, fmt: s
     return summary.exit_code
 
 
-@click.command(epilog=TRAIN_EXAMPLES)
-@click.argument("data", type=click.Path(path_type=Path))
-@click.option("--output", "-o", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="The new model (ONNX): the backbone, your classes' head, labels and preprocessing inside.")  # fmt: skip
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
-              help="Fraction of each class held out for validation when DATA has no val/ folder.")  # fmt: skip
-@click.option("--augment", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Random-resized, flipped crops per training image, besides the image itself.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the crops and the folds.")
-@click.option("--c", "cs", type=Numbers("C,C,...", example="0.1,1,10"), default="0.01,0.1,1,10,100", show_default=True,
-              help="Inverse regularisation strengths cross-validation chooses from.")  # fmt: skip
-@click.option(
-    "--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds (at most)."
-)
-@click.option("--max-iter", type=click.IntRange(min=1), default=1000, show_default=True, help="Solver iterations.")
-@click.option("--no-cache", is_flag=True, help="Neither read nor keep bottleneck vectors in the cache.")
-@model_options
-@decode_options
-@run_options
-@click.option("--format", "-f", "fmt", type=click.Choice(("table", "json"), case_sensitive=False), default="table",
-              show_default=True, help="The report's format.")  # fmt: skip
-@display_options
-@click.pass_obj
-def train(env: Environment, data: Path, output: Path, val_split: float, augment: int, seed: int, cs: tuple[float, ...],
-          folds: int, max_iter: int, no_cache: bool, fmt: str, **values: Any) -> int:  # fmt: skip
+def train(
+    ctx: typer.Context,
+    data: p.TrainData,
+    output: p.ModelOutput,
+    val_split: p.ValSplit = 0.2,
+    augment: p.Augment = 2,
+    seed: p.Seed = 0,
+    cs: p.Cs = (0.01, 0.1, 1.0, 10.0, 100.0),
+    folds: p.Folds = 5,
+    max_iter: p.MaxIter = 1000,
+    no_cache: p.NoCache = False,
+    model: p.Models = None,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    activation: p.ActivationOpt = p.Activation.auto,
+    offline: p.Offline = False,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
+    exact_decode: p.ExactDecode = False,
+    device: p.Device = "auto",
+    threads: p.Threads = None,
+    batch_size: p.BatchSize = None,
+    workers: p.Workers = None,
+    allow_truncated: p.AllowTruncated = False,
+    max_pixels: p.MaxPixels = None,
+    fmt: p.ReportFormat = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
     """Train a classifier for your own classes on a model's frozen bottleneck; write a standalone ONNX model.
 
     \b
@@ -144,15 +167,17 @@ def train(env: Environment, data: Path, output: Path, val_split: float, augment:
     by cross-validation; bottleneck vectors are cached, so a second run with other settings
     does not run the model again. `imgclass predict x.jpg --model OUTPUT` then prints your labels.
     """
+    given = values(locals())
+    env = display(ctx, verbose, quiet, color, debug)
     from imgclass.errors import ExitCode
     from imgclass.tasks.train import TrainOptions, read_training_data, require_sklearn
     from imgclass.tasks.train import train as train_head
 
     require_sklearn()
     split = read_training_data(data, val_split, seed)  # refusals before any model is loaded
-    classifier = _load(env, values)
-    options = TrainOptions(val_split, augment, seed, cs, folds, max_iter, not no_cache, values["batch_size"],
-                           values["workers"], env.debug)  # fmt: skip
+    classifier = _load(env, given)
+    options = TrainOptions(val_split, augment, seed, cs, folds, max_iter, not no_cache, given["batch_size"],
+                           given["workers"], env.debug)  # fmt: skip
     from imgclass.cli.render import progress_line
 
     progress = progress_line(env, "features")
