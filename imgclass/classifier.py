@@ -22,7 +22,7 @@ from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path
 from imgclass.data.presets import Overrides
 from imgclass.data.sources import expand
 from imgclass.data.tta import check_tta
-from imgclass.errors import InputError, UsageError
+from imgclass.errors import InputError, UsageError, option
 from imgclass.graph.runtime import parse_device
 from imgclass.inference.pipeline import (
     Pipeline,
@@ -39,6 +39,7 @@ from imgclass.store.loader import LoadedModel, ModelSettings, load_model
 if TYPE_CHECKING:
     import numpy as np
 
+    from imgclass.graph.ranking import Grouping, Ranker
     from imgclass.inference.embedding import Bottleneck
     from imgclass.inference.explain import Explanation
     from imgclass.store.download import Progress
@@ -213,24 +214,42 @@ class Classifier:
             info["weights"] = list(self.scorer.weights)
         return info
 
-    def predict(self, image: Any, top: int = 5, threshold: float | None = None) -> Record:
+    def predict(self, image: Any, top: int = 5, threshold: float | None = None, *, groups: Any = None,
+                abstain_below: float | None = None) -> Record:  # fmt: skip
         """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError.
 
         `threshold` None: the model's default, 0.5 for multi-label scores and 0 otherwise.
+        `groups` and `abstain_below`: see `classify`.
         """
-        _check_top(top, threshold)
+        ranker = self.ranker(top, threshold, groups, abstain_below)
         path, img = self._open(image)
         if self.scorer.plain:
             sample = self.model.transform(img)
             outputs = self.model.runner.run(sample[None])
-            ranked = rank_finite(self.model.ranker(top, threshold), outputs)[0]
+            ranked = rank_finite(ranker, outputs)[0]
         else:  # an ensemble and/or test-time augmentation
-            scored = Scored(self.scorer, self.model.ranker(top, threshold))
+            scored = Scored(self.scorer, ranker)
             ranked = scored.run(scored.stack([self.scorer.prepare(img)]))[0]
         if isinstance(ranked, str):
             raise InputError(f"{path}: {ranked}")
         tta = None if self.tta == "none" else self.tta
-        return Record(path, self.name, self.preset, ranked, None, self.multi_label, tta=tta)
+        abstained = getattr(ranked, "abstained", None)
+        return Record(path, self.name, self.preset, list(ranked), None, self.multi_label, tta=tta, abstained=abstained)
+
+    def ranker(self, top: int = 5, threshold: float | None = None, groups: Any = None,
+               abstain_below: float | None = None) -> Ranker:  # fmt: skip
+        """How outputs become predictions: top-k classes, or top-k groups of them, and the abstain verdict."""
+        _check_top(top, threshold)
+        if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
+            raise UsageError(f"{option('abstain_below')} must be between 0 and 1")
+        grouping = self.grouping(groups) if groups is not None else None
+        return self.model.ranker(top, threshold, grouping, abstain_below)
+
+    def grouping(self, groups: Any) -> Grouping:
+        """`groups` ("coarse", a group file, a mapping group -> members) resolved against this model's classes."""
+        from imgclass.data.groups import resolve_groups
+
+        return resolve_groups(groups, self.model.labels)
 
     def classify(
         self,
@@ -244,12 +263,21 @@ class Classifier:
         stop: threading.Event | None = None,
         expand_inputs: bool = True,
         debug: bool = False,
+        groups: Any = None,
+        abstain_below: float | None = None,
     ) -> Classification:
-        """Records for files, directories and globs, in input order; a bad input is an error record."""
-        _check_top(top, threshold)
+        """Records for files, directories and globs, in input order; a bad input is an error record.
+
+        `groups`: rank groups of classes instead of classes: "coarse" (the shipped WordNet groups of
+        the ImageNet-1k classes), a JSON/YAML group file, or a mapping group -> members (labels,
+        indices, WordNet ids, hypernym WordNet ids); see `imgclass.data.groups`. A group's probability
+        is the sum of its classes' (the maximum for multi-label scores); each lists its top `members`.
+        `abstain_below`: records whose top probability (after grouping) is below it say
+        `abstained=True` (their predictions are kept); with it unset `abstained` is None.
+        """
+        ranker = self.ranker(top, threshold, groups, abstain_below)
         options = self._pipeline_options(batch_size, workers, debug)
         paths = self._paths(inputs, recursive, expand_inputs)
-        ranker = self.model.ranker(top, threshold)
         scored = None if self.scorer.plain else Scored(self.scorer, ranker)  # an ensemble and/or TTA
         return Classification(Pipeline(self.model, ranker, options, stop, scored), paths)
 

@@ -11,18 +11,45 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Prediction:
-    rank: int
+class Member:
+    """One class of a group prediction, with its own probability."""
+
     index: int
     label: str
     probability: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "index": self.index, "label": self.label, "probability": self.probability}
+        return {"index": self.index, "label": self.label, "probability": self.probability}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Member:
+        return cls(int(data["index"]), str(data["label"]), float(data["probability"]))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A ranked class; or, with groups, a ranked group (`index` None) and its top classes (`members`)."""
+
+    rank: int
+    index: int | None
+    label: str
+    probability: float
+    members: tuple[Member, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"rank": self.rank, "index": self.index, "label": self.label}
+        data["probability"] = self.probability
+        if self.members is not None:
+            data["members"] = [m.to_dict() for m in self.members]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Prediction:
-        return cls(int(data["rank"]), int(data["index"]), str(data["label"]), float(data["probability"]))
+        index = data["index"]
+        raw = data.get("members")
+        members = tuple(Member.from_dict(m) for m in raw) if raw is not None else None
+        return cls(int(data["rank"]), None if index is None else int(index), str(data["label"]),
+                   float(data["probability"]), members)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,6 +64,8 @@ class Record:
     # them escaped (\udcff) and cannot be turned back into the name; these bytes can.
     path_bytes: str | None = None
     tta: str | None = None  # test-time augmentation the probabilities are averaged over (flip, five-crop, ten-crop)
+    # its top probability (after grouping) is below the run's abstain_below; None: no abstain_below was given
+    abstained: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -55,6 +84,8 @@ class Record:
         )
         if self.tta is not None:
             data["tta"] = self.tta
+        if self.abstained is not None:
+            data["abstained"] = self.abstained
         return data
 
     @classmethod
@@ -67,5 +98,8 @@ class Record:
         tta = data.get("tta")
         if tta is not None and not isinstance(tta, str):
             raise ValueError(f"tta must be a string, not {tta!r}")
+        abstained = data.get("abstained")
+        if abstained is not None and not isinstance(abstained, bool):
+            raise ValueError(f"abstained must be true or false, not {abstained!r}")
         return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"),
-                   multi_label, str(raw) if raw is not None else None, tta)  # fmt: skip
+                   multi_label, str(raw) if raw is not None else None, tta, abstained)  # fmt: skip

@@ -29,7 +29,8 @@ def test_predict_equals_the_cli_on_the_real_model(photos, home):
     record = imgclass.load(REAL_MODEL).predict(photos["coffee.png"], top=3)
     printed = json.loads(run_cli("predict", photos["coffee.png"], "-m", REAL_MODEL, "-k", "3", "-f", "json").stdout)
     assert [record.to_dict()] == printed
-    assert record.predictions[0].index == 967 and record.predictions[0].probability > 0.3  # espresso (p depends on the CPU's int8 kernels)
+    # espresso; its probability depends on the CPU's int8 kernels
+    assert record.predictions[0].index == 967 and record.predictions[0].probability > 0.3
 
 
 def test_classify_equals_batch_jsonl(tiny, photos, tmp_path, home):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ def predict(
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
     verbose: p.Verbose = False,
     quiet: p.Quiet = False,
     color: p.ColorOpt = p.Color.auto,
@@ -105,6 +109,9 @@ def batch(
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    wide: p.Wide = False,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
     verbose: p.Verbose = False,
     quiet: p.Quiet = False,
     color: p.ColorOpt = p.Color.auto,
@@ -148,15 +155,20 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    _check_wide(values["wide"], fmt, resume)
     existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
+    grouping = classifier.grouping(values["groups"]) if values["groups"] is not None else None  # before any output
     target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
     progress = progress_line(env) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug, null=values["null"],
-                         stdin=env.stdin)  # fmt: skip
+                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"])  # fmt: skip
+    columns = _Columns(
+        classifier.multi_label, values["abstain_below"] is not None, values["top"] if values["wide"] else None
+    )
     try:
-        sink = _sink(env, fmt, target, view, progress, classifier.multi_label)
+        sink = _sink(env, fmt, target, view, progress, columns)
         if report is not None:
             sink = _with_report(sink, report, classifier, values["workers"])
         events = _Events(env, progress, human=fmt == "table")
@@ -180,7 +192,23 @@ def engine_line(images: int, seconds: float, cluster: str) -> str:
     return f"ray: {images} images in {seconds:.1f} s ({rate:.1f} images/s) on {cluster}"
 
 
-def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool):
+def _check_wide(wide: bool, fmt: str, resume: bool) -> None:
+    if wide and fmt not in ("csv", "tsv"):
+        raise UsageError(f"--wide is a layout of --format csv or tsv, not {fmt}")
+    if wide and resume:
+        raise UsageError("--wide files cannot be resumed yet; write a new file (or resume without --wide)")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What csv/tsv rows carry besides the base columns."""
+
+    multi_label: bool
+    abstained: bool  # --abstain-below was given
+    wide: int | None  # --wide: this many predictions per row (--top)
+
+
+def _sink(env: Environment, fmt: str, target, view: str, progress, columns: _Columns):
     from imgclass.cli.render import BatchRows, PredictTable, guarded
     from imgclass.output.sinks import make_sink
 
@@ -189,7 +217,8 @@ def _sink(env: Environment, fmt: str, target, view: str, progress, multi_label: 
         sink = PredictTable(env) if view == "predict" else BatchRows(env)
     else:
         sink = make_sink(fmt, target.stream, header=target.fresh, name=target.name, columns=target.columns,
-                         multi_label=multi_label)  # fmt: skip
+                         multi_label=columns.multi_label, abstained=columns.abstained,
+                         wide=columns.wide or None)  # fmt: skip
     return guarded(env, sink, progress, target.stream is env.stdout)
 
 

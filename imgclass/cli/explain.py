@@ -36,6 +36,8 @@ def explain(
     batch_size: p.OcclusionBatch = 16,
     top: p.ExplainTop = 5,
     report: p.ExplainReport = None,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
     model: p.Models = None,
     preset: p.Preset = None,
     labels: p.Labels = None,
@@ -73,8 +75,11 @@ def explain(
 
     check_inputs(list(images))
     colour_table(colormap)  # the extra and the name, before any model is loaded
+    given.pop("groups"), given.pop("abstain_below")
     classifier = load_classifier(env, given, background=False)
-    options = ExplainOptions(class_, str(method), top, None, patch, stride, batch_size, npy, colormap)
+    grouping = classifier.grouping(groups) if groups is not None else None
+    options = ExplainOptions(class_, str(method), top, None, patch, stride, batch_size, npy, colormap,
+                             grouping, abstain_below)  # fmt: skip
     bar = _Bar(env) if env.progress and options.method == "occlusion" else None
     failed, entries = 0, []
     try:

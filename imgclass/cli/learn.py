@@ -25,6 +25,8 @@ def evaluate(
     confusions: p.Confusions = 10,
     mapping: p.Mapping = False,
     threshold: p.ScoreThreshold = None,
+    groups: p.Groups = None,
+    abstain_below: p.AbstainBelow = None,
     model: p.Models = None,
     preset: p.Preset = None,
     labels: p.Labels = None,
@@ -73,9 +75,12 @@ def evaluate(
 
     check_dataset(dataset)  # before any model is resolved or downloaded
     runner = open_engine(pop_engine_options(given))  # a missing extra is exit 2 before any model is fetched
+    given.pop("groups"), given.pop("abstain_below")
     classifier = load_classifier(env, given)
+    grouping = classifier.grouping(groups) if groups is not None else None
     data = load_dataset(dataset, classifier)
-    options = EvaluateOptions(given["batch_size"], given["workers"], worst, confusions, env.debug, threshold)
+    options = EvaluateOptions(given["batch_size"], given["workers"], worst, confusions, env.debug, threshold,
+                              grouping, abstain_below)  # fmt: skip
     from imgclass.cli.render import progress_line
 
     progress = progress_line(env, "evaluating")
@@ -155,10 +160,15 @@ def _summary(report) -> dict[str, str]:
             "recall": f"{_percent(report.recall)}  ({report.classified} images)",
         }
     else:
+        scored = f" of groups ({report.groups})" if report.groups else ""
         scores = {
-            "top-1": f"{_percent(report.top1)}  ({report.correct_top1}/{report.classified})",
-            "top-5": f"{_percent(report.top5)}  ({report.correct_top5}/{report.classified})",
+            "top-1": f"{_percent(report.top1)}  ({report.correct_top1}/{report.classified}){scored}",
+            "top-5": f"{_percent(report.top5)}  ({report.correct_top5}/{report.classified}){scored}",
         }
+        if report.abstain_below is not None:
+            scores["coverage"] = (f"{_percent(report.coverage)}  ({report.answered}/{report.classified} answered "
+                                  f"at top probability >= {report.abstain_below:g})")  # fmt: skip
+            scores["selective top-1"] = f"{_percent(report.selective_accuracy)}  (on the answered images)"
     speed = f"{report.images_per_s:.1f} images/s ({report.seconds:.1f} s)"
     return {**head, **scores, "failed": failed, "speed": speed}
 
@@ -187,8 +197,14 @@ def show_report(env: Environment, report, mapping: bool) -> None:
             rows,
             keep="label",
         )
+    if report.risk_coverage and report.abstain_below is None:
+        _heading(env, "risk-coverage (answer only at top probability >= threshold; choose --abstain-below)")
+        points = [(f"{at.threshold:g}", at.answered, _percent(at.coverage), _percent(at.accuracy))
+                  for at in report.risk_coverage]  # fmt: skip
+        columns = (("threshold", "right"), ("answered", "right"), ("coverage", "right"), ("top-1", "right"))
+        print_table(env, columns, points, keep="threshold")
     if report.worst_classes:
-        _heading(env, "worst classes")
+        _heading(env, "worst groups" if report.groups else "worst classes")
         rows = [(c.index, c.label, c.images, _percent(c.top1), _percent(c.top5)) for c in report.worst_classes]
         print_table(
             env,

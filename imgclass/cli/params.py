@@ -26,6 +26,7 @@ from imgclass._util.resources import load_json
 MODEL, PREPROCESSING, RUNTIME, INPUT, OUTPUT, ROBUSTNESS, DISPLAY = (
     "Model", "Preprocessing", "Runtime", "Input", "Output", "Robustness", "Display",
 )  # fmt: skip
+DECISION = "Groups and abstaining"
 
 PRESETS = tuple(load_json("presets.json")["presets"])
 
@@ -347,6 +348,27 @@ Report = Annotated[
 ListFormatOpt = Annotated[
     ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="Output format.", rich_help_panel=OUTPUT)
 ]
+
+# -- Decision (issue 23): groups of classes, abstaining, the wide CSV ------------------------------------------------
+
+Groups = Annotated[
+    str | None,
+    typer.Option("--groups", metavar="coarse|FILE", rich_help_panel=DECISION,
+                 help="Rank groups of classes: 'coarse' (dog, cat, bird, vehicle, food, ... from WordNet) or a "
+                 "JSON/YAML file mapping each group to its members (labels, indices, WordNet ids, hypernym ids); "
+                 "unlisted classes form 'other'."),
+]  # fmt: skip
+AbstainBelow = Annotated[
+    float | None,
+    typer.Option("--abstain-below", min=0, max=1, metavar="P", rich_help_panel=DECISION,
+                 help="Mark records whose top probability (after --groups) is below P as abstained ('unknown'); "
+                 "predictions are kept."),
+]  # fmt: skip
+Wide = Annotated[
+    bool,
+    typer.Option("--wide", rich_help_panel=OUTPUT,
+                 help="With --format csv or tsv: one row per image, the top-k in columns (label_1, probability_1, ...)."),
+]  # fmt: skip
 
 # -- Display ---------------------------------------------------------------------------------------------------------
 

@@ -15,7 +15,17 @@ from typing import Any, TextIO
 from imgclass._util.text import printable
 from imgclass.cli.environment import Environment
 from imgclass.output.sinks import Sink
-from imgclass.records import Record
+from imgclass.records import Prediction, Record
+
+UNKNOWN = "unknown"  # what a table shows for a record that abstained
+
+
+def shown_label(p: Prediction) -> str:
+    """A class's label, or a group's name and its top member: "dog — golden retriever 0.61"."""
+    if not p.members:
+        return printable(p.label)
+    top = p.members[0]
+    return f"{printable(p.label)} — {printable(top.label)} {top.probability:.2f}"
 
 
 def console(env: Environment, stream: TextIO | None = None, width: int | None = None):
@@ -147,11 +157,14 @@ class PredictTable(Sink):
         for name, justify in (("#", "right"), ("label", "left"), ("index", "right"), ("probability", "right")):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
         table.add_column("", min_width=10)
+        if record.abstained:
+            table.add_row("", Text(f"{UNKNOWN} (below the abstain probability)", style="bold yellow"), "", "", "")
         if not record.predictions:
             table.add_row("", Text("(nothing at or above --threshold)", style="dim"), "", "", "")
         for p in record.predictions:
             bar = Text("█" * max(0, round(p.probability * 20)), style="cyan")
-            table.add_row(str(p.rank), Text(printable(p.label)), str(p.index), f"{p.probability:.4f}", bar)
+            index = "" if p.index is None else str(p.index)
+            table.add_row(str(p.rank), Text(shown_label(p)), index, f"{p.probability:.4f}", bar)
         self.console.print(table)
         self._emit("")
 
@@ -184,10 +197,14 @@ class BatchRows(Sink):
             line.append("(nothing at or above --threshold)", style="dim")
         else:
             first, rest = record.predictions[0], record.predictions[1:]
-            line.append(printable(first.label), style="green")
-            line.append(f" {first.probability:.1%}")
+            if record.abstained:
+                line.append(UNKNOWN, style="yellow")
+                rest = record.predictions
+            else:
+                line.append(shown_label(first), style="green")
+                line.append(f" {first.probability:.1%}")
             for p in rest:
-                line.append(f"  · {printable(p.label)} {p.probability:.1%}", style="dim")
+                line.append(f"  · {shown_label(p)} {p.probability:.1%}", style="dim")
         self.console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
         self._emit("")
 

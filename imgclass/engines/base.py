@@ -35,6 +35,8 @@ class RunOptions:
     batch_size: int | None = None
     workers: int | None = None  # local: decode threads (ray decodes in tasks, one per free CPU)
     debug: bool = False
+    groups: Any = None  # "coarse", a group file or a mapping (see Classifier.classify)
+    abstain_below: float | None = None
 
 
 @dataclass
@@ -103,6 +105,8 @@ class Engine:
             stop=stop,
             expand_inputs=False,
             debug=options.debug,
+            groups=options.groups,
+            abstain_below=options.abstain_below,
         )
 
 

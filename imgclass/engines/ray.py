@@ -25,6 +25,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from imgclass._util.text import first_line, printable
@@ -320,6 +321,9 @@ class RayRecords:
         if self.engine.cluster is not None:
             self.engine.cluster.actors = actors
         spec = ModelSpec.of(clf, opts.top, opts.threshold, threads, device, self.task, self.normalize)
+        if opts.groups is not None or opts.abstain_below is not None:
+            grouping = clf.grouping(opts.groups) if opts.groups is not None else None
+            spec = replace(spec, grouping=grouping, abstain_below=opts.abstain_below)
         rows = max(1, min(MAX_BLOCK_ROWS, math.ceil(len(paths) / max(2.0, 2 * self.engine.cluster.cpus))))  # type: ignore[union-attr]
         tables = [
             pa.table({

@@ -98,6 +98,8 @@ class ModelSpec:
     threshold: float | None = None
     task: str = "classify"  # or "embed": bottleneck vectors
     normalize: bool = False  # embed: unit L2 norm
+    grouping: Any = None  # imgclass.graph.ranking.Grouping, resolved on the driver
+    abstain_below: float | None = None
 
     @classmethod
     def of(
@@ -142,7 +144,8 @@ class ModelWorker:
 
             self.outputs = EmbedOutputs(self.classifier.bottleneck, model.normalize)
         else:
-            self.outputs = Ranked(self.classifier.model, self.classifier.model.ranker(model.top, model.threshold))
+            ranker = self.classifier.model.ranker(model.top, model.threshold, model.grouping, model.abstain_below)
+            self.outputs = Ranked(self.classifier.model, ranker)
         self.pid = os.getpid()
 
     def __call__(self, batch: Batch) -> Batch:

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -146,7 +146,8 @@ def resolve_class(model: LoadedModel, wanted: int | str | None, record: Record) 
     if wanted is None:
         if not record.predictions:
             raise UsageError(f"{record.path}: no class to explain (none at or above the threshold); give --class")
-        return record.predictions[0].index
+        first = record.predictions[0]
+        return first.index if first.index is not None else first.members[0].index if first.members else 0
     if isinstance(wanted, str) and wanted.strip().lstrip("-").isdigit():
         wanted = int(wanted)
     if isinstance(wanted, int):
@@ -270,8 +271,11 @@ def cam_outputs(
 
 def explain(classifier, image, class_: int | str | None = None, *, method: str = "cam", top: int = 5,
             threshold: float | None = None, patch: int | None = None, stride: int | None = None,
-            batch_size: int = 16, progress: Progress | None = None) -> Explanation:  # fmt: skip
+            batch_size: int = 16, progress: Progress | None = None, groups: Any = None,
+            abstain_below: float | None = None) -> Explanation:  # fmt: skip
     """`Classifier.explain`: the heat map of `class_` (default: the top-1 class) for one image.
+
+    With `groups`, the record ranks groups and the default class is the top group's top member.
 
     The image is decoded in full (no draft decoding) and seen once, through the preset's
     centre crop (test-time augmentation does not apply).
@@ -291,8 +295,9 @@ def explain(classifier, image, class_: int | str | None = None, *, method: str =
     else:
         outputs = model.runner.run(sample[None])
     probs = model.activation.probabilities(outputs)[:, model.offset :]
-    predictions = model.ranker(top, threshold).rank_probabilities(probs)[0]
-    record = Record(path, model.name, model.preset.preset.name, predictions, None, model.multi_label)
+    ranked = classifier.ranker(top, threshold, groups, abstain_below).rank_probabilities(probs)[0]
+    record = Record(path, model.name, model.preset.preset.name, list(ranked), None, model.multi_label,
+                    abstained=ranked.abstained)  # fmt: skip
     index = resolve_class(model, class_, record)
     if method == "cam":
         grid = class_map(index)
@@ -313,6 +318,8 @@ class ExplainOptions:
     batch_size: int = 16
     npy: bool = False  # also write the raw map (the model's grid) as .npy
     colormap: str = COLORMAP
+    groups: Any = None  # rank groups of classes (see Classifier.classify)
+    abstain_below: float | None = None
 
 
 @dataclass
@@ -332,7 +339,8 @@ class Written:
             data |= {"method": exp.method, "class": {"index": exp.index, "label": exp.label,
                      "probability": exp.probability}, "overlay": self.overlay, "map": self.raw,
                      "map_shape": list(exp.map.shape), "box": [round(v, 3) for v in exp.box]}  # fmt: skip
-        return data | {"predictions": [p.to_dict() for p in self.record.predictions], "error": self.record.error}
+        data |= {"predictions": [p.to_dict() for p in self.record.predictions], "error": self.record.error}
+        return data if self.record.abstained is None else data | {"abstained": self.record.abstained}
 
 
 def _unique(stem: str, taken: set[str]) -> str:
@@ -365,7 +373,8 @@ def explain_files(classifier, paths: Iterable[str], out_dir: str | os.PathLike, 
         try:
             exp = classifier.explain(path, options.class_, method=options.method, top=options.top,
                                      threshold=options.threshold, patch=options.patch, stride=options.stride,
-                                     batch_size=options.batch_size, progress=progress(shown) if progress else None)  # fmt: skip
+                                     batch_size=options.batch_size, progress=progress(shown) if progress else None,
+                                     groups=options.groups, abstain_below=options.abstain_below)  # fmt: skip
         except InputError as err:
             reason = str(err).removeprefix(f"{shown}: ")
             yield Written(Record(shown, model.name, model.preset.preset.name, [], reason, model.multi_label))

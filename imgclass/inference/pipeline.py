@@ -139,7 +139,9 @@ class Ranked:
 
     def record(self, item: Any, path: str, result: Any, error: str | None, raw: str | None = None) -> Record:
         model = self.model
-        return Record(path, model.name, model.preset.preset.name, result or [], error, model.multi_label, raw)
+        abstained = getattr(result, "abstained", None) if error is None else None
+        return Record(path, model.name, model.preset.preset.name, list(result or []), error, model.multi_label, raw,
+                      abstained=abstained)  # fmt: skip
 
 
 def default_workers() -> int:

@@ -193,4 +193,5 @@ class Scored:
     def record(self, item: Any, path: str, result: Any, error: str | None, raw: str | None = None) -> Record:
         s = self.scorer
         tta = None if s.tta == "none" else s.tta
-        return Record(path, s.name, s.preset, result or [], error, s.multi_label, raw, tta)
+        abstained = getattr(result, "abstained", None) if error is None else None
+        return Record(path, s.name, s.preset, list(result or []), error, s.multi_label, raw, tta, abstained)

@@ -27,11 +27,23 @@ FORMATS = ("table", *MACHINE_FORMATS)
 BASE_COLUMNS = ["path", "rank", "index", "label", "probability", "error"]
 CSV_HEADER = [*BASE_COLUMNS, "path_bytes"]
 MULTI_LABEL_COLUMN = "multi_label"  # appended to the header, and `true` on every row, for multi-label models
+ABSTAINED_COLUMN = "abstained"  # appended last when records carry an abstain verdict (abstain_below)
 
 
-def csv_header(multi_label: bool) -> list[str]:
-    """Single-label files have the seven columns; multi-label ones add a `multi_label` column."""
-    return [*CSV_HEADER, MULTI_LABEL_COLUMN] if multi_label else list(CSV_HEADER)
+def csv_header(multi_label: bool, abstained: bool = False) -> list[str]:
+    """Single-label files have the seven columns; multi-label ones add a `multi_label` column, then `abstained`."""
+    header = [*CSV_HEADER, MULTI_LABEL_COLUMN] if multi_label else list(CSV_HEADER)
+    return [*header, ABSTAINED_COLUMN] if abstained else header
+
+
+def wide_header(top: int) -> list[str]:
+    """One row per image: path, label_i and probability_i for i in 1..top, error, abstained."""
+    ranked = [name for i in range(1, top + 1) for name in (f"label_{i}", f"probability_{i}")]
+    return ["path", *ranked, "error", ABSTAINED_COLUMN]
+
+
+def _verdict(record: Record) -> str:
+    return "" if record.abstained is None else "true" if record.abstained else "false"
 
 
 RESUMABLE = ("jsonl", "csv", "tsv")
@@ -94,13 +106,15 @@ class DelimitedSink(Sink):
     """csv / tsv: one row per prediction; a failed input is one row with `error` set."""
 
     def __init__(self, stream: TextIO, delimiter: str, header: bool = True, name: str = "stdout",
-                 columns: Sequence[str] | None = None, multi_label: bool = False):  # fmt: skip
+                 columns: Sequence[str] | None = None, multi_label: bool = False,
+                 abstained: bool = False):  # fmt: skip
         super().__init__(stream, name)
         self.delimiter = delimiter
         self.header = header
         self.multi_label = multi_label
+        self.abstained = abstained  # an `abstained` column (the run has an abstain_below)
         # Appending to a file started with fewer columns (--resume) keeps its columns.
-        self.width = len(columns) if columns else len(csv_header(multi_label))
+        self.width = len(columns) if columns else len(csv_header(multi_label, abstained))
 
     def _rows(self, rows: Sequence[Sequence[object]]) -> str:
         buffer = io.StringIO()
@@ -110,7 +124,7 @@ class DelimitedSink(Sink):
 
     def start(self) -> None:
         if self.header:
-            self._emit(self._rows([csv_header(self.multi_label)]))
+            self._emit(self._rows([csv_header(self.multi_label, self.abstained)]))
 
     def write(self, record: Record) -> None:
         rows: list[list[object]]
@@ -118,12 +132,38 @@ class DelimitedSink(Sink):
         if record.error is not None:
             rows = [[record.path, "", "", "", "", record.error, raw]]
         else:
-            rows = [[record.path, p.rank, p.index, p.label, repr(p.probability), "", raw] for p in record.predictions]
+            rows = [[record.path, p.rank, "" if p.index is None else p.index, p.label, repr(p.probability), "", raw]
+                    for p in record.predictions]  # fmt: skip
         # An input with no prediction at or above --threshold still has its row.
         rows = rows or [[record.path, "", "", "", "", "", raw]]
         if self.multi_label:
             rows = [[*row, "true" if record.multi_label else "false"] for row in rows]
+        if self.abstained:
+            rows = [[*row, _verdict(record)] for row in rows]
         self._emit(self._rows(rows))
+
+
+class WideSink(DelimitedSink):
+    """csv / tsv, one row per image: `path,label_1,probability_1,...,label_k,probability_k,error,abstained`.
+
+    For spreadsheets; `abstained` is empty when the run has no abstain_below. A group's label is its name.
+    """
+
+    def __init__(self, stream: TextIO, delimiter: str, top: int, header: bool = True, name: str = "stdout"):
+        super().__init__(stream, delimiter, header=header, name=name)
+        self.top = top
+        self.width = len(wide_header(top))
+
+    def start(self) -> None:
+        if self.header:
+            self._emit(self._rows([wide_header(self.top)]))
+
+    def write(self, record: Record) -> None:
+        cells: list[object] = [record.path]
+        for i in range(self.top):
+            p = record.predictions[i] if i < len(record.predictions) else None
+            cells += [p.label, repr(p.probability)] if p is not None else ["", ""]
+        self._emit(self._rows([[*cells, record.error or "", _verdict(record)]]))
 
 
 def read_delimited(text: str, fmt: str, model: str = "", preset: str = "") -> list[Record]:
@@ -134,6 +174,7 @@ def read_delimited(text: str, fmt: str, model: str = "", preset: str = "") -> li
     reader = csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
     header = next(reader, None) or []
     flag_at = header.index(MULTI_LABEL_COLUMN) if MULTI_LABEL_COLUMN in header else None
+    verdict_at = header.index(ABSTAINED_COLUMN) if ABSTAINED_COLUMN in header else None
     records: list[Record] = []
     for row in reader:
         if not row:
@@ -142,26 +183,34 @@ def read_delimited(text: str, fmt: str, model: str = "", preset: str = "") -> li
         raw = row[6] if len(row) > 6 and header[6:7] == ["path_bytes"] and row[6] else None
         if not records or records[-1].path != path:
             flag = flag_at is not None and len(row) > flag_at and row[flag_at] == "true"
-            records.append(Record(path, model, preset, [], error or None, flag, raw))
+            said = row[verdict_at] if verdict_at is not None and len(row) > verdict_at else ""
+            abstained = {"true": True, "false": False}.get(said)
+            records.append(Record(path, model, preset, [], error or None, flag, raw, abstained=abstained))
         if rank:
-            records[-1].predictions.append(Prediction(int(rank), int(index), label, float(probability)))
+            number = int(index) if index else None  # a group has no class index
+            records[-1].predictions.append(Prediction(int(rank), number, label, float(probability)))
     return records
 
 
 def make_sink(fmt: str, stream: TextIO, header: bool = True, name: str = "stdout",
-              columns: Sequence[str] | None = None, multi_label: bool = False) -> Sink:  # fmt: skip
+              columns: Sequence[str] | None = None, multi_label: bool = False, abstained: bool = False,
+              wide: int | None = None) -> Sink:  # fmt: skip
     """A sink for one of the machine formats (the table is the CLI's own renderer).
 
     `columns`: the header of a csv/tsv file being resumed; `multi_label`: the model's scores are
-    independent (csv/tsv then carry a `multi_label` column).
+    independent (csv/tsv then carry a `multi_label` column); `abstained`: records carry an abstain
+    verdict (csv/tsv then carry an `abstained` column); `wide`: csv/tsv with one row per image and
+    this many predictions in columns.
     """
     if fmt == "jsonl":
         return JsonlSink(stream, name)
     if fmt == "json":
         return JsonSink(stream, name)
+    if fmt in ("csv", "tsv") and wide is not None:
+        return WideSink(stream, "," if fmt == "csv" else "\t", wide, header=header, name=name)
     if fmt in ("csv", "tsv"):
         return DelimitedSink(stream, "," if fmt == "csv" else "\t", header=header, name=name, columns=columns,
-                             multi_label=multi_label)  # fmt: skip
+                             multi_label=multi_label, abstained=abstained)  # fmt: skip
     raise UsageError(f"--format {fmt!r}: choose one of {', '.join(MACHINE_FORMATS)}")
 
 
@@ -271,6 +320,8 @@ def _looks_like_ours(path: Path) -> bool:
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     if any(first.split(d)[: len(BASE_COLUMNS)] == [c.encode() for c in BASE_COLUMNS] for d in (b",", b"\t")):
         return True
+    if any(first.split(d)[:3] == [b"path", b"label_1", b"probability_1"] for d in (b",", b"\t")):
+        return True  # a --wide file
     stripped = head.lstrip()
     if stripped.startswith(b"[") and (stripped[1:].lstrip().startswith((b'{"path"', b"]")) or not stripped[1:].strip()):
         return True

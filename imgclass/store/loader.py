@@ -20,7 +20,7 @@ from imgclass.data.presets import Overrides, PresetChoice, choose_preset
 from imgclass.data.transforms import Transform
 from imgclass.errors import ModelError, UsageError
 from imgclass.graph.activation import Activation, choose_activation
-from imgclass.graph.ranking import Ranker
+from imgclass.graph.ranking import Grouping, Ranker
 from imgclass.graph.runtime import Device, Runner, create_session
 from imgclass.graph.signature import Signature
 from imgclass.store import index as modelindex
@@ -106,11 +106,15 @@ class LoadedModel(Plan):
     def providers(self) -> list[str]:
         return self.runner.providers
 
-    def ranker(self, top: int, threshold: float | None = None) -> Ranker:
-        """Top-k ranking; threshold None: the model's default (0.5 for multi-label scores, else 0)."""
+    def ranker(self, top: int, threshold: float | None = None, grouping: Grouping | None = None,
+               abstain_below: float | None = None) -> Ranker:  # fmt: skip
+        """Top-k ranking; threshold None: the model's default (0.5 for multi-label scores, else 0).
+
+        `grouping`: rank its groups instead of classes; `abstain_below`: each row's abstain verdict.
+        """
         if threshold is None:
             threshold = self.activation.default_threshold
-        return Ranker(self.labels.names, self.offset, self.activation, top, threshold)
+        return Ranker(self.labels.names, self.offset, self.activation, top, threshold, grouping, abstain_below)
 
     def describe(self) -> dict:
         return {**super().describe(), "providers": self.providers}

@@ -16,6 +16,14 @@ Scoring rules:
   image whose top-1 prediction is not its class (true → predicted, counted).
 - images/s is images read per second of wall time from the first image to the
   last, model loading not included.
+- selective classification (single-label models): an image is answered when its top
+  probability (after grouping) is at or above a threshold. `coverage` is answered /
+  classified, `selective_accuracy` top-1 over the answered images. With `abstain_below`
+  they are reported at that threshold (the records' own `abstained`); `risk_coverage`
+  always gives both at RISK_THRESHOLDS, to choose one.
+- with `groups`, top-1/top-5 score the predicted groups against the groups that contain
+  each image's true class (a class may be in several), and the worst "classes" and
+  confusions are groups.
 
 Scoring lives in one place, chosen by `tally_for`: `SingleLabelTally` for softmax
 heads, `MultiLabelTally` (per-class precision and recall at a threshold, micro
@@ -30,15 +38,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imgclass._util.interrupt import stop_on_signals
 from imgclass.classifier import Classifier
 from imgclass.data.datasets import ClassEntry, ClassNames, Dataset, Sample, read_dataset
 from imgclass.engines import Engine, RunOptions
+from imgclass.errors import UsageError
 from imgclass.records import Record
 
+if TYPE_CHECKING:
+    from imgclass.graph.ranking import Grouping
+
 TOP = 5
+RISK_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,8 @@ class EvaluateOptions:
     confusions: int = 10  # pairs in `confusions`
     debug: bool = False
     threshold: float | None = None  # multi-label models: a class is predicted at or above it (None: 0.5)
+    groups: Any = None  # score groups of classes: "coarse", a group file, a mapping (see Classifier.classify)
+    abstain_below: float | None = None  # report coverage and selective accuracy at this threshold
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,16 @@ class LabelScore:
     false_negatives: int
     precision: float | None  # None: the class was never predicted
     recall: float | None  # None: no image of this class
+
+
+@dataclass(frozen=True)
+class CoveragePoint:
+    """Selective classification at one threshold: images answered (top probability >= it) and their top-1."""
+
+    threshold: float
+    answered: int
+    coverage: float | None  # answered / classified; None when nothing was classified
+    accuracy: float | None  # top-1 over the answered; None when none was answered
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,12 @@ class Report:
     precision: float | None = None  # multi-label: micro-averaged over the dataset's classes
     recall: float | None = None
     per_class: list[LabelScore] = field(default_factory=list)
+    groups: str | None = None  # scored as groups of classes from this source ("coarse", a file)
+    abstain_below: float | None = None
+    answered: int | None = None  # with abstain_below: images not abstained
+    coverage: float | None = None  # answered / classified
+    selective_accuracy: float | None = None  # top-1 over the answered
+    risk_coverage: list[CoveragePoint] = field(default_factory=list)
 
     @property
     def not_run(self) -> int:
@@ -130,7 +161,7 @@ class Report:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
         nested = {"worst_classes": ClassScore, "confusions": Confusion, "failures": Failure, "mapping": ClassEntry,
-                  "per_class": LabelScore}  # fmt: skip
+                  "per_class": LabelScore, "risk_coverage": CoveragePoint}  # fmt: skip
         values = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
         for key, kind in nested.items():
             values[key] = [kind(**item) for item in data.get(key, [])]
@@ -141,7 +172,10 @@ class Report:
 class Tally(Protocol):
     """Scores records against their true classes; `fields()` gives the Report's scoring fields."""
 
-    def add(self, sample: Sample, record: Record) -> None: ...
+    def add(self, sample: Sample, record: Record) -> bool | None:
+        """Score one record; its top-1 is right (True), wrong (False), or not scored (None)."""
+        ...
+
     def fields(self, worst: int, confusions: int) -> dict[str, Any]: ...
 
 
@@ -154,18 +188,22 @@ class SingleLabelTally:
         self.pairs: Counter[tuple[int, int]] = Counter()
         self.failures: list[Failure] = []
 
-    def add(self, sample: Sample, record: Record) -> None:
+    def add(self, sample: Sample, record: Record) -> bool | None:
         if record.error is not None:
             self.failures.append(Failure(record.path, record.error))
-            return
-        predicted = [p.index for p in record.predictions[:TOP]]
-        hit1 = predicted[:1] == [sample.truth]
-        counts = self.per_class.setdefault(sample.truth, [0, 0, 0])
+            return None
+        predicted = [p.index for p in record.predictions[:TOP] if p.index is not None]
+        return self.score(sample.truth, predicted)
+
+    def score(self, truth: int, predicted: list[int]) -> bool:
+        hit1 = predicted[:1] == [truth]
+        counts = self.per_class.setdefault(truth, [0, 0, 0])
         counts[0] += 1
         counts[1] += hit1
-        counts[2] += sample.truth in predicted
+        counts[2] += truth in predicted
         if predicted and not hit1:
-            self.pairs[(sample.truth, predicted[0])] += 1
+            self.pairs[(truth, predicted[0])] += 1
+        return hit1
 
     def fields(self, worst: int, confusions: int) -> dict[str, Any]:
         classified = sum(c[0] for c in self.per_class.values())
@@ -202,15 +240,16 @@ class MultiLabelTally:
         self.predicted: Counter[int] = Counter()  # every prediction of the class, right or wrong
         self.failures: list[Failure] = []
 
-    def add(self, sample: Sample, record: Record) -> None:
+    def add(self, sample: Sample, record: Record) -> bool | None:
         if record.error is not None:
             self.failures.append(Failure(record.path, record.error))
-            return
+            return None
         self.truths[sample.truth] += 1
         for p in record.predictions:
-            if p.probability >= self.threshold:
+            if p.probability >= self.threshold and p.index is not None:
                 self.predicted[p.index] += 1
                 self.hits[p.index] += p.index == sample.truth
+        return None  # no top-1: selective accuracy is not scored for independent scores
 
     def _score(self, index: int) -> LabelScore:
         tp, predicted, images = self.hits[index], self.predicted[index], self.truths[index]
@@ -230,10 +269,69 @@ class MultiLabelTally:
         }  # fmt: skip
 
 
-def tally_for(classifier: Classifier, threshold: float | None = None) -> Tally:
+class GroupTally(SingleLabelTally):
+    """Top-1/top-5 of groups: a hit when a predicted group contains the image's true class.
+
+    Per-"class" scores and confusions are per group (index: the group's position, label: its name);
+    an image whose class is in several groups is counted under the first.
+    """
+
+    def __init__(self, grouping: Grouping):
+        super().__init__(grouping.names)
+        self.position = {name: i for i, name in enumerate(grouping.names)}
+        self.homes: dict[int, list[int]] = {}
+        for g, members in enumerate(grouping.members):
+            for index in members:
+                self.homes.setdefault(index, []).append(g)
+
+    def add(self, sample: Sample, record: Record) -> bool | None:
+        if record.error is not None:
+            self.failures.append(Failure(record.path, record.error))
+            return None
+        predicted = [self.position[p.label] for p in record.predictions[:TOP] if p.label in self.position]
+        homes = self.homes.get(sample.truth, [])
+        truth = next((g for g in predicted[:1] if g in homes), homes[0] if homes else -1)
+        if truth not in predicted and homes:
+            truth = next((g for g in predicted if g in homes), truth)  # top-5: any of its groups
+        return self.score(truth, predicted)
+
+
+class Selective:
+    """Top probability and top-1 hit of each classified image, for coverage and selective accuracy."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, bool, bool | None]] = []  # top probability, hit, abstained
+
+    def add(self, record: Record, hit: bool | None) -> None:
+        if hit is not None:
+            top = record.predictions[0].probability if record.predictions else 0.0
+            self.seen.append((top, hit, record.abstained))
+
+    def point(self, threshold: float) -> CoveragePoint:
+        answered = [hit for top, hit, _ in self.seen if top >= threshold]
+        return self._point(threshold, answered)
+
+    def _point(self, threshold: float, answered: list[bool]) -> CoveragePoint:
+        coverage = len(answered) / len(self.seen) if self.seen else None
+        return CoveragePoint(threshold, len(answered), coverage, sum(answered) / len(answered) if answered else None)
+
+    def fields(self, abstain_below: float | None) -> dict[str, Any]:
+        if not self.seen and abstain_below is None:
+            return {}
+        data: dict[str, Any] = {"risk_coverage": [self.point(t) for t in RISK_THRESHOLDS]}
+        if abstain_below is not None:
+            at = self._point(abstain_below, [hit for _, hit, abstained in self.seen if not abstained])
+            data |= {"abstain_below": abstain_below, "answered": at.answered, "coverage": at.coverage,
+                     "selective_accuracy": at.accuracy}  # fmt: skip
+        return data
+
+
+def tally_for(classifier: Classifier, threshold: float | None = None, grouping: Grouping | None = None) -> Tally:
     """The scorer for this model's kind of output: top-k for softmax heads, precision/recall for sigmoid."""
     if classifier.multi_label:
         return MultiLabelTally(classifier.labels, 0.5 if threshold is None else threshold)
+    if grouping is not None:
+        return GroupTally(grouping)
     return SingleLabelTally(classifier.labels)
 
 
@@ -255,17 +353,22 @@ def evaluate(
     SIGINT/SIGTERM stop the run after the images in flight; the report then covers
     what was read and says which signal stopped it (`signal`, `not_run`).
     """
-    tally = tally_for(classifier, options.threshold)
+    grouping = classifier.grouping(options.groups) if options.groups is not None else None
+    if grouping is not None and classifier.multi_label:
+        raise UsageError("groups are scored for single-label models only; this model's scores are independent")
+    tally = tally_for(classifier, options.threshold, grouping)
+    selective = Selective()
     classifier.model.runner  # noqa: B018 - wait for the session, so images/s leaves loading out
     engine = engine or Engine()  # --engine ray: a Ray Data job, the same records
     with engine, stop_on_signals() as stop:
         start = time.perf_counter()
         top = len(classifier.labels) if classifier.multi_label else TOP
-        run = RunOptions(top, getattr(tally, "threshold", 0.0), options.batch_size, options.workers, options.debug)
+        run = RunOptions(top, getattr(tally, "threshold", 0.0), options.batch_size, options.workers, options.debug,
+                         grouping, options.abstain_below)  # fmt: skip
         records = engine.classify(classifier, [sample.path for sample in dataset.samples], run, stop.event)
         read = 0
         for sample, record in zip(dataset.samples, records, strict=False):  # a stop ends the records early
-            tally.add(sample, record)
+            selective.add(record, tally.add(sample, record))
             read += 1
             if on_record is not None:
                 on_record(record)
@@ -283,5 +386,7 @@ def evaluate(
         mapping=dataset.mapping,
         ignored=dataset.ignored,
         signal=stop.signal,
+        groups=grouping.source if grouping is not None else None,
         **tally.fields(options.worst, options.confusions),
+        **selective.fields(options.abstain_below),
     )

@@ -43,6 +43,8 @@ class JobOptions:
     debug: bool = False
     null: bool = False  # the list on stdin ('-') is NUL-separated
     stdin: Any = None  # where '-' reads from (default: sys.stdin)
+    groups: Any = None  # rank groups of classes: "coarse", a group file, a mapping, a Grouping
+    abstain_below: float | None = None  # records whose top probability is below it say abstained
 
 
 @dataclass
@@ -113,7 +115,8 @@ def run_job(
 def _records(classifier: Classifier, paths: Iterable[str], options: JobOptions, produce: Callable[..., Any] | None,
              engine: Engine, stop: threading.Event) -> Any:  # fmt: skip
     if produce is None:
-        run = RunOptions(options.top, options.threshold, options.batch_size, options.workers, options.debug)
+        run = RunOptions(options.top, options.threshold, options.batch_size, options.workers, options.debug,
+                         options.groups, options.abstain_below)  # fmt: skip
         return engine.classify(classifier, paths, run, stop)
     return produce(paths, batch_size=options.batch_size, workers=options.workers, stop=stop, expand_inputs=False,
                    debug=options.debug)  # fmt: skip
