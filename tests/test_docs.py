@@ -245,6 +245,7 @@ def test_generated_parts_cover_the_data() -> None:
     assert bench.count("**machine:**") == bench.count("**command:**") == bench.count("**date:**") == len(results)
     errors = gen.errors()
     assert "not an image Pillow can read" in errors and "### ModelError (exit 3)" in errors
+    assert "is not finite" in gen.cli_messages() and "stopped by signal" in gen.cli_messages()
     from imgclass.errors import ExitCode
 
     codes = gen.exit_codes()

@@ -250,7 +250,48 @@ def errors(root: Path = ROOT) -> str:
     )
 
 
+# Record errors that are not exceptions: (module file, constant) holding the text.
+RECORD_ERRORS = [("imgclass/inference/pipeline.py", "NON_FINITE")]
+
+
+def record_errors(root: Path = ROOT) -> list[tuple[str, str]]:
+    """(message, module) of each error text a record can carry without an exception behind it."""
+    found = []
+    for file, constant in RECORD_ERRORS:
+        tree = ast.parse((root / file).read_text())
+        values = [n.value for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == constant]
+        if not values:
+            raise ValueError(f"docs/hooks/generated.py: {file} has no {constant} any more")
+        found.append((_message(values[0]) or "", ".".join(Path(file).with_suffix("").parts)))
+    return found
+
+
+def stderr_lines(root: Path = ROOT) -> list[tuple[str, str]]:
+    """(text, module) of every line the command line itself writes to stderr (`env.err(...)`)."""
+    lines = []
+    for path in sorted((root / "imgclass" / "cli").rglob("*.py")):
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "err":
+                text = _message(node.args[0] if node.args else None)
+                if text:
+                    lines.append((text.replace("\n", " "), module))
+    return sorted(set(lines))
+
+
+def cli_messages(root: Path = ROOT) -> str:
+    rows = [[t.replace("*", "\\*").replace("[", "\\["), f"`{m}`"] for t, m in record_errors(root)]
+    extra = _table(["record error", "set in"], rows)
+    rows = [[t.replace("*", "\\*").replace("[", "\\["), f"`{m}`"] for t, m in stderr_lines(root)]
+    return (
+        extra
+        + "\n\nThe lines the command line writes on stderr around those messages:\n\n"
+        + _table(["line on stderr", "written by"], rows)
+    )
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
+    "cli-messages": cli_messages,
     "presets": presets,
     "benchmarks": benchmarks,
     "exit-codes": exit_codes,
