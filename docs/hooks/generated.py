@@ -73,7 +73,9 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def _tables(data: dict[str, Any], skip: set[str]) -> str:
     """A report as tables: its top-level numbers in one, and each set of sections that share the same
     measures side by side (one column per section: int8 and fp32, or one per calibration method)."""
-    scalars = [[f"`{key}`", value] for key, value in _flatten({k: v for k, v in data.items() if not isinstance(v, dict)})
+    listed = {k: v for k, v in data.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)}
+    plain = {k: v for k, v in data.items() if not isinstance(v, dict) and k not in listed}
+    scalars = [[f"`{key}`", value] for key, value in _flatten(plain)
                if key not in skip]  # fmt: skip
     groups: dict[tuple[str, ...], list[str]] = {}
     for key, value in data.items():
@@ -84,6 +86,11 @@ def _tables(data: dict[str, Any], skip: set[str]) -> str:
         flat = {section: dict(_flatten(data[section])) for section in sections}
         rows = [[f"`{m}`", *(flat[section][m] for section in sections)] for m in measures]
         out.append(_table(["measure", *(f"`{section}`" for section in sections)], rows))
+    for key, items in listed.items():  # one row per item (a round), one column per measure
+        if key not in skip:
+            columns = list(dict.fromkeys(c for item in items for c, _ in _flatten(item)))
+            rows = [[n + 1, *(dict(_flatten(item)).get(c, "") for c in columns)] for n, item in enumerate(items)]
+            out.append(_table([f"`{key}`", *(f"`{c}`" for c in columns)], rows))
     return "\n\n".join(out)
 
 
