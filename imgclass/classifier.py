@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, display_path, load_rgb, to_rgb
+from imgclass.data.images import DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, display_path, load_rgb, to_rgb
 from imgclass.data.presets import Overrides
-from imgclass.data.sources import expand
+from imgclass.data.sources import expand, is_url
 from imgclass.data.tta import check_tta
+from imgclass.data.video import Every, Frame, VideoOptions, expand_frames, parse_every
 from imgclass.errors import InputError, UsageError, option
 from imgclass.graph.runtime import parse_device
 from imgclass.inference.pipeline import (
@@ -30,10 +31,12 @@ from imgclass.inference.pipeline import (
     Stats,
     default_batch_size,
     default_workers,
+    fetch_image,
     rank_finite,
 )
 from imgclass.inference.scoring import Scored, Scorer
 from imgclass.records import Record
+from imgclass.store.download import URL_MAX_BYTES, URL_TIMEOUT, UrlPolicy
 from imgclass.store.loader import LoadedModel, ModelSettings, load_model
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ class LoadOptions:
     allow_truncated: bool = False
     activation: str | None = None  # softmax, sigmoid, logsoftmax, none; None/"auto": metadata, then the graph
     tta: str = "none"  # test-time augmentation: none, flip, five-crop, ten-crop (probabilities averaged over the views)
+    url_timeout: float = URL_TIMEOUT  # seconds to fetch an image named by an http(s) URL (connect and body)
+    url_max_bytes: int = URL_MAX_BYTES  # largest image body fetched from a URL
 
 
 def load(
@@ -216,7 +221,7 @@ class Classifier:
 
     def predict(self, image: Any, top: int = 5, threshold: float | None = None, *, groups: Any = None,
                 abstain_below: float | None = None) -> Record:  # fmt: skip
-        """Classify one image: a path, a PIL image or an HWC uint8 RGB array. Raises InputError.
+        """Classify one image: a path or http(s) URL, a PIL image or an HWC uint8 RGB array. Raises InputError.
 
         `threshold` None: the model's default, 0.5 for multi-label scores and 0 otherwise.
         `groups` and `abstain_below`: see `classify`.
@@ -265,8 +270,10 @@ class Classifier:
         debug: bool = False,
         groups: Any = None,
         abstain_below: float | None = None,
+        every: Every | str = Every(),
+        video: bool = False,
     ) -> Classification:
-        """Records for files, directories and globs, in input order; a bad input is an error record.
+        """Records for files, http(s) URLs, directories and globs, in input order; a bad input is an error record.
 
         `groups`: rank groups of classes instead of classes: "coarse" (the shipped WordNet groups of
         the ImageNet-1k classes), a JSON/YAML group file, or a mapping group -> members (labels,
@@ -274,10 +281,15 @@ class Classifier:
         is the sum of its classes' (the maximum for multi-label scores); each lists its top `members`.
         `abstain_below`: records whose top probability (after grouping) is below it say
         `abstained=True` (their predictions are kept); with it unset `abstained` is None.
+        A video file gives a record per sampled frame (`every`: `Every` or "1s", "30f"), with
+        `time` and `frame`; `video`: directories and globs list video files too.
         """
         ranker = self.ranker(top, threshold, groups, abstain_below)
         options = self._pipeline_options(batch_size, workers, debug)
-        paths = self._paths(inputs, recursive, expand_inputs)
+        paths = self._paths(inputs, recursive, expand_inputs, video)
+        if expand_inputs:
+            sampling = parse_every(every) if isinstance(every, str) else every
+            paths = expand_frames(paths, VideoOptions(sampling, self.decode.max_pixels))
         scored = None if self.scorer.plain else Scored(self.scorer, ranker)  # an ensemble and/or TTA
         return Classification(Pipeline(self.model, ranker, options, stop, scored), paths)
 
@@ -331,13 +343,25 @@ class Classifier:
             workers=workers or default_workers(),
             decode=decode or self.decode,
             debug=debug,
+            urls=self.urls,
         )
 
+    @property
+    def urls(self) -> UrlPolicy:
+        """How inputs named by http(s) URLs are fetched: none in an offline run."""
+        from imgclass.store import registry
+
+        opts = self.options
+        if not opts.url_timeout > 0 or opts.url_max_bytes < 1:
+            raise UsageError("the URL timeout and size limit must be more than 0")
+        offline = registry.offline_from_env() if opts.offline is None else opts.offline
+        return UrlPolicy(timeout=opts.url_timeout, max_bytes=opts.url_max_bytes, offline=offline)
+
     @staticmethod
-    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool) -> Iterable[Any]:
+    def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool, video: bool = False) -> Iterable[Any]:
         if not expand_inputs:
-            return (i if hasattr(i, "view") else os.fspath(i) for i in inputs)
-        return expand((os.fspath(i) for i in inputs), recursive=recursive)
+            return (i if hasattr(i, "view") or isinstance(i, Frame) else os.fspath(i) for i in inputs)
+        return expand((os.fspath(i) for i in inputs), recursive=recursive, video=video)
 
     def explain(self, image: Any, class_: int | str | None = None, **options: Any) -> Explanation:
         """Where the model looked for `class_` (default: its top-1) in one image: a heat map.
@@ -356,6 +380,8 @@ class Classifier:
 
         if isinstance(image, (str, bytes, os.PathLike)):
             path = os.fsdecode(image)
+            if is_url(path):
+                return path, decode_rgb(fetch_image(path, self.urls), path, decode or self.decode)
             return display_path(path), load_rgb(path, decode or self.decode)
         if isinstance(image, Image.Image):
             return MEMORY_PATH, to_rgb(image)

@@ -66,6 +66,8 @@ class Record:
     tta: str | None = None  # test-time augmentation the probabilities are averaged over (flip, five-crop, ten-crop)
     # its top probability (after grouping) is below the run's abstain_below; None: no abstain_below was given
     abstained: bool | None = None
+    time: float | None = None  # a video frame's: seconds from the start, from the stream's timestamps
+    frame: int | None = None  # a video frame's index in the stream (0 = the first frame)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +77,8 @@ class Record:
         data: dict[str, Any] = {"path": self.path}
         if self.path_bytes is not None:
             data["path_bytes"] = self.path_bytes
+        if self.frame is not None or self.time is not None:
+            data.update(time=self.time, frame=self.frame)
         data.update(
             model=self.model,
             preset=self.preset,
@@ -101,5 +105,11 @@ class Record:
         abstained = data.get("abstained")
         if abstained is not None and not isinstance(abstained, bool):
             raise ValueError(f"abstained must be true or false, not {abstained!r}")
+        time, frame = data.get("time"), data.get("frame")
+        if (time is not None and not isinstance(time, (int, float))) or isinstance(time, bool):
+            raise ValueError(f"time must be a number of seconds, not {time!r}")
+        if (frame is not None and not isinstance(frame, int)) or isinstance(frame, bool):
+            raise ValueError(f"frame must be an index, not {frame!r}")
         return cls(str(data["path"]), str(data["model"]), str(data["preset"]), predictions, data.get("error"),
-                   multi_label, str(raw) if raw is not None else None, tta, abstained)  # fmt: skip
+                   multi_label, str(raw) if raw is not None else None, tta, abstained,
+                   float(time) if time is not None else None, frame)  # fmt: skip

@@ -20,7 +20,9 @@ from imgclass.records import Record
 PREDICT_EXAMPLES = """\b
 Examples:
   imgclass predict cat.jpg dog.png --top 3
-  imgclass predict photo.jpg --model resnet50 --format json"""
+  imgclass predict photo.jpg --model resnet50 --format json
+  imgclass predict https://example.org/cat.jpg
+  imgclass predict clip.mp4 --every 0.5s --summary"""
 
 BATCH_EXAMPLES = """\b
 Examples:
@@ -28,6 +30,7 @@ Examples:
   find photos -name '*.jpg' | imgclass batch - --format csv > results.csv
   find photos -type f -print0 | imgclass batch - --null -o results.jsonl
   imgclass batch photos/ -m resnet50 -m inception-v3 --tta flip --report report.html -o results.jsonl
+  imgclass batch footage/ --video --every 2s -o frames.jsonl --resume
   imgclass batch s3://bucket/photos/ -r --engine ray --ray-address auto -o results.jsonl"""
 
 
@@ -56,10 +59,13 @@ def predict(
     workers: p.Workers = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
+    every: p.Every = "1s",
     top: p.Top = 5,
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    summary: p.Summary = False,
     wide: p.Wide = False,
     groups: p.Groups = None,
     abstain_below: p.AbstainBelow = None,
@@ -68,7 +74,7 @@ def predict(
     color: p.ColorOpt = p.Color.auto,
     debug: p.Debug = False,
 ) -> int:
-    """Classify one or more images and print the top labels ('-' reads paths from stdin)."""
+    """Classify images, image URLs or video frames and print the top labels ('-' reads paths from stdin)."""
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     return classify(env, list(given.pop("images")), given, view="predict")
@@ -105,10 +111,14 @@ def batch(
     actors: p.Actors = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
+    every: p.Every = "1s",
+    video: p.Video = False,
     top: p.Top = 5,
     threshold: p.Threshold = None,
     fmt: p.Format = None,
     output: p.Output = None,
+    summary: p.Summary = False,
     wide: p.Wide = False,
     groups: p.Groups = None,
     abstain_below: p.AbstainBelow = None,
@@ -117,7 +127,7 @@ def batch(
     color: p.ColorOpt = p.Color.auto,
     debug: p.Debug = False,
 ) -> int:
-    """Classify every image in directories, files or globs ('-' reads paths from stdin); one record per image."""
+    """Classify every image in directories, files, globs or URLs ('-' reads a list from stdin); a record per image."""
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
     inputs_, recursive_, resume_, report_ = (given.pop(k) for k in ("inputs", "recursive", "resume", "report"))
@@ -148,6 +158,7 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
 
     engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
     engine.check_inputs(inputs)
+    video = _video_options(inputs, values)
     if not any(is_uri(item) for item in inputs):
         check_inputs(inputs)  # before any model is resolved or downloaded
     _check_output(values["output"], inputs)
@@ -155,6 +166,9 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
     fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
+    summary_sink = _summary_sink(values.pop("summary", False), fmt)
+    if resume and fmt in ("csv", "tsv") and video["videos"]:
+        raise UsageError(f"--resume of video frames needs jsonl output: {fmt} rows do not say which frame they are")
     _check_wide(values["wide"], fmt, resume)
     existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
     classifier = load_classifier(env, values)
@@ -163,12 +177,15 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     progress = progress_line(env) if view == "batch" else None
     options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
                          count_first=progress is not None, debug=env.debug, null=values["null"],
-                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"])  # fmt: skip
+                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"],
+                         video=video["video"], every=video["every"])  # fmt: skip
     columns = _Columns(
         classifier.multi_label, values["abstain_below"] is not None, values["top"] if values["wide"] else None
     )
     try:
         sink = _sink(env, fmt, target, view, progress, columns)
+        if summary_sink is not None:
+            sink = _tee(sink, summary_sink)
         if report is not None:
             sink = _with_report(sink, report, classifier, values["workers"])
         events = _Events(env, progress, human=fmt == "table")
@@ -177,6 +194,10 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
         if progress is not None:
             progress.clear()
         target.close()
+    if summary_sink is not None and summary.signal is None:
+        from imgclass.cli.render import print_video_summary
+
+        print_video_summary(env, summary_sink.videos())
     if env.verbose or progress is not None:
         skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
         env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
@@ -185,6 +206,35 @@ def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, vie
     if summary.signal is not None and not summary.broken_pipe:
         env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
     return summary.exit_code
+
+
+def _video_options(inputs: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """--every parsed, --video taken; the `video` extra checked when any video can be an input (exit 2 without it)."""
+    from imgclass.data.sources import is_video_name
+    from imgclass.data.video import parse_every, require_video
+
+    video = bool(values.pop("video", False))
+    every = parse_every(values.pop("every", "1s"))
+    videos = video or any(is_video_name(item) for item in inputs)
+    if videos:
+        require_video("video files as inputs")
+    return {"video": video, "every": every, "videos": videos}
+
+
+def _summary_sink(wanted: bool, fmt: str):
+    if not wanted:
+        return None
+    if fmt != "table":
+        raise UsageError(f"--summary goes with the table output, not --format {fmt}")
+    from imgclass.output.summary import VideoSummary
+
+    return VideoSummary()
+
+
+def _tee(sink: Sink, extra: Sink) -> Sink:
+    from imgclass.output.report import TeeSink
+
+    return TeeSink(sink, extra)
 
 
 def engine_line(images: int, seconds: float, cluster: str) -> str:
@@ -245,9 +295,11 @@ class _Events:
             self.progress.start(total)
 
     def record(self, record: Record) -> None:
+        from imgclass.cli.render import shown
+
         if record.error is not None and self.lines:
             if self.progress is not None:
                 self.progress.clear()
-            self.env.err(f"{record.path}: {record.error}")
+            self.env.err(f"{shown(record)}: {record.error}")
         if self.progress is not None:
             self.progress.advance()

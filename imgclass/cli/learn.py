@@ -51,6 +51,7 @@ def evaluate(
     actors: p.Actors = None,
     allow_truncated: p.AllowTruncated = False,
     max_pixels: p.MaxPixels = None,
+    url_timeout: p.UrlTimeout = 30.0,
     fmt: p.ListFormatOpt = p.ListFormat.table,
     verbose: p.Verbose = False,
     quiet: p.Quiet = False,

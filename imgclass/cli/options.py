@@ -63,6 +63,7 @@ def pop_load_options(values: dict[str, Any]):
     from imgclass.classifier import LoadOptions
     from imgclass.data.presets import Overrides
     from imgclass.errors import UsageError
+    from imgclass.store.download import URL_TIMEOUT
 
     model = values.pop("model", None)
     if isinstance(model, (tuple, list)):
@@ -86,4 +87,5 @@ def pop_load_options(values: dict[str, Any]):
         max_pixels=values.pop("max_pixels", None),
         allow_truncated=values.pop("allow_truncated", False),
         tta=values.pop("tta", None) or "none",
+        url_timeout=values.pop("url_timeout", None) or URL_TIMEOUT,
     )

@@ -310,11 +310,30 @@ Null = Annotated[
     typer.Option("--null", "-0", help="The list '-' reads from stdin is NUL-separated (find -print0).",
                  rich_help_panel=INPUT),
 ]  # fmt: skip
-Images = Annotated[list[str], typer.Argument(help="Image files ('-' reads paths from stdin).", show_default=False)]
+UrlTimeout = Annotated[
+    float,
+    typer.Option("--url-timeout", click_type=click_types.FloatRange(0, min_open=True), metavar="S", rich_help_panel=INPUT,
+                 help="Seconds to fetch an image given as an http(s) URL (connecting and the whole body; at most 50 MB)."),
+]  # fmt: skip
+Every = Annotated[
+    str,
+    typer.Option("--every", metavar="INTERVAL", rich_help_panel=INPUT,
+                 help="Video files: classify a frame every INTERVAL of presentation time (1s, 0.5s) or every Nth frame (30f)."),
+]  # fmt: skip
+Video = Annotated[
+    bool,
+    typer.Option("--video", rich_help_panel=INPUT,
+                 help="Directories and globs also list video files (classified frame by frame; the video extra)."),
+]  # fmt: skip
+Images = Annotated[
+    list[str],
+    typer.Argument(help="Image files, http(s) URLs or video files ('-' reads paths from stdin).", show_default=False),
+]
 Inputs = Annotated[
     list[str],
-    typer.Argument(help="Files, directories, globs or URIs ('-' reads paths from stdin).", show_default=False),
-]
+    typer.Argument(help="Files, directories, globs, http(s) URLs or URIs ('-' reads paths from stdin).",
+                   show_default=False),
+]  # fmt: skip
 
 # -- Output ----------------------------------------------------------------------------------------------------------
 
@@ -340,6 +359,11 @@ Resume = Annotated[
         "--resume", help="With --output: skip inputs already in FILE, append the rest.", rich_help_panel=OUTPUT
     ),
 ]
+Summary = Annotated[
+    bool,
+    typer.Option("--summary", rich_help_panel=OUTPUT,
+                 help="Table output: after the frames, each video's labels with their first and last time."),
+]  # fmt: skip
 Report = Annotated[
     Path | None,
     typer.Option("--report", dir_okay=False, rich_help_panel=OUTPUT,
@@ -412,7 +436,10 @@ VectorResume = Annotated[
 
 TRAINING = "Training"
 TrainData = Annotated[
-    Path, typer.Argument(help="One folder per class, or DATA/train and DATA/val.", show_default=False)
+    Path,
+    typer.Argument(
+        help="One folder per class, DATA/train and DATA/val, or a CSV/JSONL list of path,label.", show_default=False
+    ),
 ]
 ModelOutput = Annotated[
     Path,

@@ -149,9 +149,9 @@ class PredictTable(Sink):
         from rich.text import Text
 
         if record.error is not None:
-            self.console.print(Text(f"{printable(record.path)}: error: {printable(record.error)}", style="red"))
+            self.console.print(Text(f"{shown(record)}: error: {printable(record.error)}", style="red"))
             return
-        table = Table(title=Text(printable(record.path)), title_justify="left")
+        table = Table(title=Text(shown(record)), title_justify="left")
         scores = " · independent scores (multi-label)" if record.multi_label else ""
         table.caption = Text(f"{printable(record.model)} · {record.preset}{scores}")
         for name, justify in (("#", "right"), ("label", "left"), ("index", "right"), ("probability", "right")):
@@ -189,7 +189,7 @@ class BatchRows(Sink):
             self._noted = True
             self.console.print(Text(self.MULTI_LABEL_NOTE, style="dim"), no_wrap=True, overflow="ellipsis", crop=True)
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(printable(record.path), style="bold")
+        line.append(shown(record), style="bold")
         line.append("  ")
         if record.error is not None:
             line.append(f"error: {printable(record.error)}", style="red")
@@ -207,6 +207,31 @@ class BatchRows(Sink):
                 line.append(f"  · {shown_label(p)} {p.probability:.1%}", style="dim")
         self.console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
         self._emit("")
+
+
+def shown(record: Any) -> str:
+    """The path as printed, with a video frame's time and index."""
+    frame, time = getattr(record, "frame", None), getattr(record, "time", None)
+    if frame is None and time is None:
+        return printable(record.path)
+    when = f"{time:.2f} s" if time is not None else "?"
+    return f"{printable(record.path)} @ {when} (frame {frame})"
+
+
+def print_video_summary(env: Environment, videos: Iterable[Any]) -> None:
+    """Per video: each top-1 label that appears, with its first and last time and its frame count."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console(env)
+    for video in videos:
+        failed = f", {video.failed} failed" if video.failed else ""
+        table = Table(title=Text(f"{printable(video.path)}: {video.frames} frames{failed}"), title_justify="left")
+        for name, justify in (("label", "left"), ("first", "right"), ("last", "right"), ("frames", "right")):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for seen in video.appearances():
+            table.add_row(Text(printable(seen.label)), f"{seen.first:.2f} s", f"{seen.last:.2f} s", str(seen.frames))
+        out.print(table)
 
 
 def print_json(env: Environment, data: Any) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from imgclass._util.resources import load_json
 from imgclass._util.text import printable
-from imgclass.data.sources import expand, is_image_name
+from imgclass.data.sources import expand, is_image_name, is_url
 from imgclass.errors import UsageError
 
 WNID = re.compile(r"^n\d{8}$")
@@ -236,8 +236,8 @@ def _jsonl_rows(handle, where: str) -> Iterable[tuple[int, str, str]]:
         yield number, str(item["path"]), str(item["label"])
 
 
-def read_list(path: Path, classes: ClassNames) -> Dataset:
-    """A CSV or JSONL list of path,label; relative paths are relative to the list file's folder."""
+def read_rows(path: Path) -> list[tuple[int, str, str]]:
+    """(line, path, label) rows of a CSV or JSONL list; relative paths joined to the list's folder, URLs kept."""
     layout = LIST_SUFFIXES[path.suffix.lower()]
     where = printable(str(path))
     rows_of = _csv_rows if layout == "csv" else _jsonl_rows
@@ -251,11 +251,18 @@ def read_list(path: Path, classes: ClassNames) -> Dataset:
     for number, image, label in rows:
         if not image or not label:
             raise UsageError(f"{where}, line {number}: empty path or label")
-    resolved = _mapping(sorted({label for _, _, label in rows}, key=natural_key), classes, where, "label(s)")
     base = path.parent
-    samples = [Sample(os.path.join(base, image), resolved[label][0], label) for _, image, label in rows]
+    return [(number, image if is_url(image) else os.path.join(base, image), label) for number, image, label in rows]
+
+
+def read_list(path: Path, classes: ClassNames) -> Dataset:
+    """A CSV or JSONL list of path,label; relative paths are relative to the list file's folder; http(s) URLs stay URLs."""
+    rows = read_rows(path)
+    where = printable(str(path))
+    resolved = _mapping(sorted({label for _, _, label in rows}, key=natural_key), classes, where, "label(s)")
+    samples = [Sample(image, resolved[label][0], label) for _, image, label in rows]
     counts = Counter(s.name for s in samples)
-    return Dataset(str(path), layout, samples, _entries(resolved, classes, counts))
+    return Dataset(str(path), LIST_SUFFIXES[path.suffix.lower()], samples, _entries(resolved, classes, counts))
 
 
 def check_dataset(path: Path) -> None:

@@ -25,6 +25,19 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 
+# Containers PyAV (FFmpeg) reads, by extension: these files are classified frame by frame.
+VIDEO_EXTENSIONS = frozenset(".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .m2ts .mts .wmv .flv .3gp .ogv".split())
+
+
+def is_url(item: str) -> bool:
+    """An http or https URL: an image fetched by the decode workers (no other scheme is)."""
+    return item[:8].lower().startswith(("http://", "https://"))
+
+
+def is_video_name(name: str) -> bool:
+    return not is_url(name) and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
 def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
@@ -42,6 +55,11 @@ def path_bytes(path: str) -> str | None:
 def path_key(path: str) -> bytes:
     """What identifies an input in an output file: the exact bytes of its name."""
     return os.fsencode(path)
+
+
+def frame_key(key: bytes, frame: int | None) -> bytes:
+    """What identifies one frame of a video in an output file: its file's key and the frame's index."""
+    return key if frame is None else key + b"\0frame=%d" % frame
 
 
 def record_key(path: str, raw: str | None) -> bytes:
@@ -100,15 +118,19 @@ def check_inputs(inputs: Sequence[str]) -> None:
     like any input that cannot be read, so the rest of the run goes on.
     """
     if not inputs:
-        raise UsageError("no input: give image files, directories, globs, or '-' to read paths from stdin")
-    if "-" in inputs or any(_exists(item) for item in inputs):
+        raise UsageError("no input: give image files, URLs, directories, globs, or '-' to read paths from stdin")
+    if "-" in inputs or any(is_url(item) or _exists(item) for item in inputs):
         return
     shown = ", ".join(printable(item) for item in inputs[:3]) + (", ..." if len(inputs) > 3 else "")
     raise UsageError(f"no input: {shown}: no such file or directory")
 
 
 def expand(
-    inputs: Iterable[str], recursive: bool = False, stdin: TextIO | BinaryIO | None = None, null: bool = False
+    inputs: Iterable[str],
+    recursive: bool = False,
+    stdin: TextIO | BinaryIO | None = None,
+    null: bool = False,
+    video: bool = False,
 ) -> Iterator[str]:
     """Yield image paths in a stable order: each argument in turn, each directory sorted.
 
@@ -116,16 +138,19 @@ def expand(
     are kept when Pillow knows their extension (case-insensitive). A path seen
     twice is yielded once. `-` reads a list of paths from `stdin` (NUL-separated with
     `null`, as `find -print0` writes them). A missing path, or a pattern that matches nothing, is
-    yielded as it is: reading it fails, and that input gets an error record.
+    yielded as it is: reading it fails, and that input gets an error record. An http(s) URL is
+    yielded as it is (never globbed). `video`: directories and globs also yield video files.
     """
     seen: set[str] = set()
     for item in inputs:
         if item == "-":
             paths: Iterable[str] = read_stdin_paths(stdin if stdin is not None else sys.stdin, null)
+        elif is_url(item):
+            paths = [item]
         elif os.path.isdir(item):
-            paths = _walk(item, recursive)
+            paths = _walk(item, recursive, video)
         elif _GLOB_CHARS & set(item) and not os.path.lexists(item):
-            paths = _glob(item, recursive) or [item]
+            paths = _glob(item, recursive, video) or [item]
         else:
             paths = [item]
         for path in paths:
@@ -134,15 +159,19 @@ def expand(
                 yield path
 
 
-def _glob(pattern: str, recursive: bool) -> list[str]:
+def _wanted(name: str, video: bool) -> bool:
+    return is_image_name(name) or (video and is_video_name(name))
+
+
+def _glob(pattern: str, recursive: bool, video: bool = False) -> list[str]:
     matches = sorted(glob.glob(pattern, recursive=True))
-    paths = [m for m in matches if not os.path.isdir(m) and is_image_name(m)]
+    paths = [m for m in matches if not os.path.isdir(m) and _wanted(m, video)]
     for directory in (m for m in matches if os.path.isdir(m)):
-        paths.extend(_walk(directory, recursive))
+        paths.extend(_walk(directory, recursive, video))
     return paths
 
 
-def _walk(top: str, recursive: bool) -> Iterator[str]:
+def _walk(top: str, recursive: bool, video: bool = False) -> Iterator[str]:
     """Image files under `top`, sorted; symlinked directories followed once (no loops)."""
     visited: set[tuple[int, int]] = set()
 
@@ -162,7 +191,7 @@ def _walk(top: str, recursive: bool) -> Iterator[str]:
         for entry in entries:
             if recursive and _is_dir(entry):
                 yield from visit(entry.path)
-            elif is_image_name(entry.name):
+            elif _wanted(entry.name, video):
                 yield entry.path
 
     yield from visit(top)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from imgclass.data.sources import expand
+from imgclass.data.sources import expand, is_url
 from imgclass.errors import UsageError
 from imgclass.records import Record
 
@@ -79,14 +79,15 @@ class Engine:
 
     def check_inputs(self, inputs: list[str]) -> None:
         """Refuse inputs this engine cannot read, before any model is loaded."""
-        remote = [item for item in inputs if is_uri(item)]
+        remote = [item for item in inputs if is_uri(item) and not is_url(item)]
         if remote:
             raise UsageError(f"{remote[0]}: object store URIs are read by the ray engine only (--engine ray)")
 
-    def expand(self, inputs: Iterable[str], recursive: bool = False, stdin: Any = None, null: bool = False
-               ) -> Iterator[str]:  # fmt: skip
-        """Inputs as paths, in order (see `sources.expand`; `-` reads a list from `stdin`, NUL-separated with `null`)."""
-        return expand(inputs, recursive=recursive, stdin=stdin, null=null)
+    def expand(self, inputs: Iterable[str], recursive: bool = False, stdin: Any = None, null: bool = False,
+               video: bool = False) -> Iterator[str]:  # fmt: skip
+        """Inputs as paths, in order (see `sources.expand`; `-` reads a list from `stdin`, NUL-separated with `null`;
+        `video`: folders and globs list video files too)."""
+        return expand(inputs, recursive=recursive, stdin=stdin, null=null, video=video)
 
     def embedder(self, classifier: Classifier, normalize: bool = False) -> Callable[..., Records]:
         """What `jobs.run_job` calls to make Embeddings (bottleneck vectors) instead of Records."""

@@ -95,13 +95,21 @@ class RayEngine(Engine):
                 signal.signal(signum, handler)  # ray.init sets its own SIGTERM handler
 
     def check_inputs(self, inputs: list[str]) -> None:
-        return None  # object store URIs are read here
+        """Object store URIs are read here; http(s) URLs and video files are the local engine's."""
+        from imgclass.data.sources import is_url, is_video_name
 
-    def expand(self, inputs: Iterable[str], recursive: bool = False, stdin: Any = None, null: bool = False
-               ) -> Iterator[str]:  # fmt: skip
+        for item in inputs:
+            if is_url(item) or is_video_name(item):
+                kind = "http(s) URLs" if is_url(item) else "video files"
+                raise UsageError(f"{printable(item)}: {kind} are read by the local engine only")
+
+    def expand(self, inputs: Iterable[str], recursive: bool = False, stdin: Any = None, null: bool = False,
+               video: bool = False) -> Iterator[str]:  # fmt: skip
         """Local inputs as `sources.expand` lists them; object store URIs listed through pyarrow."""
         from imgclass.engines.storage import list_uri
 
+        if video:
+            raise UsageError("video files are read by the local engine only")
         seen: set[str] = set()
         for item in inputs:
             if is_uri(item):

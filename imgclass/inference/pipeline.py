@@ -21,12 +21,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from imgclass._util.text import first_line
-from imgclass.data.images import DecodeOptions, display_path, load_rgb
-from imgclass.data.sources import path_bytes
-from imgclass.errors import ImgclassError
+from imgclass.data.images import DecodeOptions, decode_rgb, display_path, load_rgb
+from imgclass.data.sources import is_url, path_bytes
+from imgclass.data.video import Frame, at_frame
+from imgclass.errors import ImgclassError, InputError
 from imgclass.graph.ranking import Ranker
 from imgclass.graph.runtime import default_threads
 from imgclass.records import Record
+from imgclass.store.download import UrlPolicy
 from imgclass.store.loader import LoadedModel
 
 
@@ -53,6 +55,7 @@ class PipelineOptions:
     workers: int = 2
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     debug: bool = False
+    urls: UrlPolicy = field(default_factory=UrlPolicy)  # how an input named by an http(s) URL is fetched
 
 
 @dataclass
@@ -140,8 +143,19 @@ class Ranked:
     def record(self, item: Any, path: str, result: Any, error: str | None, raw: str | None = None) -> Record:
         model = self.model
         abstained = getattr(result, "abstained", None) if error is None else None
-        return Record(path, model.name, model.preset.preset.name, list(result or []), error, model.multi_label, raw,
-                      abstained=abstained)  # fmt: skip
+        record = Record(path, model.name, model.preset.preset.name, list(result or []), error, model.multi_label, raw,
+                        abstained=abstained)  # fmt: skip
+        return at_frame(record, item)
+
+
+def fetch_image(url: str, policy: UrlPolicy) -> bytes:
+    """An image's bytes from an http(s) URL; InputError with the reason when it cannot be fetched."""
+    from imgclass.store.download import DownloadError, fetch_bytes
+
+    try:
+        return fetch_bytes(url, policy)
+    except DownloadError as err:
+        raise InputError(f"cannot fetch: {err}") from None
 
 
 def default_workers() -> int:
@@ -228,13 +242,21 @@ class Pipeline:
         )
         self._transform = getattr(self.outputs, "prepare", model.transform)
 
+    def _load(self, item: Any, path: str, shown: str) -> Any:
+        """The decoded image of an input: a file, an http(s) URL, or a video frame decoded already."""
+        if isinstance(item, Frame):
+            return item.image()
+        if is_url(path):
+            return decode_rgb(fetch_image(path, self.options.urls), shown, self.options.decode)
+        return load_rgb(path, self.options.decode)
+
     def _prepare(self, item: Any) -> _Prepared:
         view = getattr(item, "view", None)  # an augmented view of an image: `.path` and `.view(image)`
-        path = item.path if view is not None else item
+        path = item.path if view is not None or isinstance(item, Frame) else item
         shown, raw = display_path(path), path_bytes(path)
         try:
             start = time.perf_counter()
-            img = load_rgb(path, self.options.decode)
+            img = self._load(item, path, shown)
             if view is not None:
                 img = view(img)
             decoded = time.perf_counter()

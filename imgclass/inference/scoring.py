@@ -25,6 +25,7 @@ import numpy as np
 
 from imgclass.data.transforms import Transform, crop_offsets
 from imgclass.data.tta import VIEWS, check_tta
+from imgclass.data.video import at_frame
 from imgclass.errors import ModelError, UsageError
 from imgclass.records import Record
 
@@ -194,4 +195,5 @@ class Scored:
         s = self.scorer
         tta = None if s.tta == "none" else s.tta
         abstained = getattr(result, "abstained", None) if error is None else None
-        return Record(path, s.name, s.preset, list(result or []), error, s.multi_label, raw, tta, abstained)
+        record = Record(path, s.name, s.preset, list(result or []), error, s.multi_label, raw, tta, abstained)
+        return at_frame(record, item)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from imgclass._util.text import printable
-from imgclass.data.sources import record_key
+from imgclass.data.sources import frame_key, record_key
 from imgclass.errors import OutputError, UsageError, describe_os_error
 from imgclass.records import Prediction, Record
 
@@ -367,7 +367,7 @@ def _jsonl_keys(text: str, path: Path) -> set[bytes]:
             raise UsageError(
                 f"{printable(str(path))}:{number}: not an imgclass jsonl record; cannot resume into it"
             ) from None
-        done.add(record_key(record.path, record.path_bytes))
+        done.add(frame_key(record_key(record.path, record.path_bytes), record.frame))
     return done
 
 

@@ -37,6 +37,7 @@ from typing import BinaryIO, Protocol
 
 from imgclass._util.text import printable
 from imgclass._util.version import __version__
+from imgclass.data.sources import is_url
 from imgclass.errors import CacheError, ModelError, UsageError, describe_os_error
 
 CHUNK = 1 << 20
@@ -331,13 +332,22 @@ class _Busy(Exception):
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects to http and https URLs only (never ftp:, file: or anything else)."""
+    """Follow redirects to http and https URLs only (never ftp:, file: or anything else).
+
+    urllib copies every header of a request onto the redirected one, the proxy's
+    credentials (`http_proxy=http://user:pass@proxy`) included: a redirect to a host that
+    bypasses the proxy (`no_proxy`) would get them. They are dropped here; the proxy
+    handler adds them again when the new request does go through the proxy.
+    """
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         if scheme not in ("http", "https"):
             raise DownloadError(UNSUPPORTED, f"redirected to {display_url(newurl)}; only http and https are followed")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            new.remove_header("Proxy-authorization")
+        return new
 
 
 _opener = urllib.request.build_opener(_HttpOnlyRedirects)
@@ -430,3 +440,140 @@ def _copy(response, out: BinaryIO, digest, received: int, size: int | None, prog
                 rate = window_bytes / (now - window_start)
                 raise DownloadError(TOO_SLOW, f"{rate:.0f} bytes/s, below the minimum of {limits.min_rate:g}")
             window_start, window_bytes = now, 0
+
+
+# An image named by a URL: fetched into memory by a decode worker, one connection per worker at a time.
+URL_TIMEOUT = 30.0  # seconds to connect and receive the whole body
+URL_MAX_BYTES = 50 * 1000 * 1000
+URL_REDIRECTS = 5
+# Connections open at once for image URLs, whoever asks: the decode threads (at most 8 per
+# pipeline) each hold one while fetching; this bounds a process running several pipelines.
+URL_CONNECTIONS = 16
+_CONNECTIONS = threading.BoundedSemaphore(URL_CONNECTIONS)
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """How an image URL may be fetched: time for the whole fetch, size of the body, redirects, offline."""
+
+    timeout: float = URL_TIMEOUT
+    max_bytes: int = URL_MAX_BYTES
+    redirects: int = URL_REDIRECTS
+    offline: bool = False
+
+
+class _BoundedRedirects(_HttpOnlyRedirects):
+    """http/https only, at most `redirects` of them, and none once the fetch is past its deadline."""
+
+    def __init__(self, redirects: int, deadline: float):
+        super().__init__()
+        self.max_redirections = redirects  # type: ignore[misc]  # urllib reads it per instance
+        self.deadline = deadline
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if time.monotonic() > self.deadline:
+            raise DownloadError(TOO_SLOW, "the time for the fetch ran out while following redirects")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        try:
+            return super().http_error_302(req, fp, code, msg, headers)
+        except urllib.error.HTTPError as err:
+            text = str(err.reason)
+            if "is not allowed" in text:  # urllib refuses a redirect to file:, data: and the like itself
+                where = display_url(headers.get("location") or headers.get("uri") or "")
+                raise DownloadError(UNSUPPORTED, f"redirected to {where}; only http and https are followed") from None
+            if "infinite loop" in text:  # a loop, or more than max_redirections
+                raise DownloadError(HTTP_ERROR, f"more than {self.max_redirections} redirects") from None
+            raise
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def fetch_bytes(url: str, policy: UrlPolicy = UrlPolicy()) -> bytes:
+    """The body of an http(s) URL, within `policy`; raises DownloadError (reason and detail) otherwise.
+
+    Nothing but the URL's own user:password@ (sent to its host only) identifies the caller:
+    urllib reads no .netrc, keeps no cookies, and adds no Authorization of its own. Proxies
+    come from the environment, as everywhere; a proxy's credentials go to that proxy only.
+    """
+    if policy.offline:
+        raise DownloadError(UNSUPPORTED, "URLs are not fetched in an offline run")
+    if not is_url(url):
+        raise DownloadError(UNSUPPORTED, "only http and https URLs can be fetched")
+    deadline = time.monotonic() + policy.timeout
+    if not _CONNECTIONS.acquire(timeout=policy.timeout):
+        raise DownloadError(TOO_SLOW, f"no free connection within {policy.timeout:g} s")
+    try:
+        return _fetch_within(url, policy, deadline)
+    finally:
+        _CONNECTIONS.release()
+
+
+def _fetch_within(url: str, policy: UrlPolicy, deadline: float) -> bytes:
+    opener = urllib.request.build_opener(_BoundedRedirects(policy.redirects, deadline))
+    headers = {"User-Agent": f"imgclass/{__version__}", "Accept-Encoding": "identity"}
+    try:
+        request = _request(url, headers)
+    except ValueError:
+        raise DownloadError(BAD_URL, "not a valid URL") from None
+    with _open_within(opener, request, policy.timeout) as response:
+        length = response.headers.get("Content-Length")
+        if length and length.strip().isdigit() and int(length) > policy.max_bytes:
+            raise DownloadError(WRONG_SIZE, f"{int(length)} bytes announced, over the limit of {policy.max_bytes}")
+        return _read_within(response, policy, deadline)
+
+
+def _open_within(opener, request, timeout: float):
+    try:
+        return opener.open(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        why, _ = _http_reason(err.code)
+        raise DownloadError(why, f"HTTP {err.code} {printable(str(err.reason))[:100]}") from None
+    except DownloadError:
+        raise
+    except TimeoutError:
+        raise DownloadError(TOO_SLOW, f"no answer within {timeout:g} s") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason: object = getattr(err, "reason", None) or err
+        if isinstance(reason, TimeoutError):
+            raise DownloadError(TOO_SLOW, f"no answer within {timeout:g} s") from None
+        raise DownloadError(UNREACHABLE, f"cannot connect: {printable(str(reason))[:200]}") from None
+    except (ValueError, http.client.HTTPException) as err:
+        raise DownloadError(BAD_URL, f"not a valid URL or answer: {type(err).__name__}") from None
+
+
+def _read_within(response, policy: UrlPolicy, deadline: float) -> bytes:
+    """Read the body as it arrives, refusing it once it is over the size limit or the time is up."""
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DownloadError(TOO_SLOW, f"not received within {policy.timeout:g} s ({received} bytes so far)")
+        _set_timeout(response, left)
+        try:
+            block = response.read1(CHUNK)
+        except TimeoutError:  # a timed-out socket cannot be read again: this is the end either way
+            raise DownloadError(
+                TOO_SLOW, f"not received within {policy.timeout:g} s ({received} bytes so far)"
+            ) from None
+        except (http.client.HTTPException, OSError) as err:
+            raise DownloadError(INTERRUPTED, f"connection lost after {received} bytes: {type(err).__name__}") from None
+        if not block:
+            return b"".join(chunks)
+        received += len(block)
+        if received > policy.max_bytes:
+            raise DownloadError(WRONG_SIZE, f"more than the limit of {policy.max_bytes} bytes")
+        chunks.append(block)
+
+
+def _set_timeout(response, seconds: float) -> None:
+    """Let one read wait no longer than the time the fetch has left."""
+    sock = getattr(getattr(response, "fp", None), "raw", None)
+    sock = getattr(sock, "_sock", None)
+    if sock is not None:
+        try:
+            sock.settimeout(max(0.05, seconds))
+        except OSError:
+            pass

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from imgclass._util.interrupt import stop_on_signals
 from imgclass.classifier import Classifier
-from imgclass.data.sources import path_key
+from imgclass.data.sources import frame_key, is_video_name, path_key
+from imgclass.data.video import Every, VideoOptions, expand_frames
 from imgclass.engines import Cluster, Engine, RunOptions
 from imgclass.errors import ExitCode
 from imgclass.output.sinks import Sink
@@ -45,6 +46,8 @@ class JobOptions:
     stdin: Any = None  # where '-' reads from (default: sys.stdin)
     groups: Any = None  # rank groups of classes: "coarse", a group file, a mapping, a Grouping
     abstain_below: float | None = None  # records whose top probability is below it say abstained
+    video: bool = False  # folders and globs list video files too (a video named on its own always counts)
+    every: Every = Every()  # which frames of a video are classified
 
 
 @dataclass
@@ -64,14 +67,33 @@ class Summary:
         return ExitCode.INPUT_FAILED if self.failed else ExitCode.OK
 
 
-def _pending(inputs: Iterable[str], options: JobOptions, engine: Engine, done: set[bytes], summary: Summary
-             ) -> Iterator[str]:  # fmt: skip
+def _listed(inputs: Iterable[str], options: JobOptions, engine: Engine) -> Iterable[str]:
     stdin = options.stdin if options.stdin is not None else sys.stdin
-    for path in engine.expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null):
-        if done and path_key(path) in done:
+    video = {"video": True} if options.video else {}  # an engine without video support never sees the flag
+    return engine.expand(inputs, recursive=options.recursive, stdin=stdin, null=options.null, **video)
+
+
+def _pending(paths: Iterable[str], options: JobOptions, done: set[bytes], summary: Summary,
+             max_pixels: int | None, frames: bool) -> Iterator[Any]:  # fmt: skip
+    """The inputs to run: paths and URLs, and (`frames`) the sampled frames of video files; those in `done` skipped.
+
+    Frames are decoded here, one at a time, as the pipeline asks for them; a frame already
+    in the output is skipped before it is converted.
+    """
+
+    def wanted(path: str, index: int) -> bool:
+        if done and frame_key(path_key(path), index) in done:
+            summary.skipped += 1
+            return False
+        return True
+
+    items = expand_frames(paths, VideoOptions(options.every, max_pixels), wanted) if frames else paths
+    for item in items:
+        whole = item if isinstance(item, str) else item.path if item.index is None else None  # a file, not a frame
+        if done and whole is not None and path_key(whole) in done:
             summary.skipped += 1
             continue
-        yield path
+        yield item
 
 
 def run_job(
@@ -93,8 +115,13 @@ def run_job(
     engine = engine or Engine()
     with engine:  # a distributed engine connects before the signal handlers go in, and leaves after
         summary = Summary(cluster=engine.cluster)
-        paths: Iterable[str] = _pending(inputs, options, engine, done, summary)
+        listed = _listed(inputs, options, engine)
+        frames = produce is None  # classification takes video files frame by frame; embeddings take images only
         if options.count_first:
+            listed = list(listed)
+            frames = frames and any(is_video_name(path) for path in listed)  # frames are never listed ahead
+        paths: Iterable[Any] = _pending(listed, options, done, summary, classifier.decode.max_pixels, frames)
+        if options.count_first and not frames:
             paths = list(paths)
         events.started(len(paths) if isinstance(paths, list) else None)
         with stop_on_signals() as stop:

@@ -7,7 +7,8 @@
     print(result.report.val_top1)          # then: imgclass predict x.jpg --model mine.onnx
 
 DATA is an ImageFolder tree (one folder per class, folder name = label; images at any
-depth below it), or DATA/train and DATA/val (or valid/validation) holding such trees.
+depth below it), DATA/train and DATA/val (or valid/validation) holding such trees, or a
+CSV/JSONL list of path,label (paths relative to the list, or http(s) URLs).
 Without a validation folder a seeded, stratified fraction of each class (--val-split)
 is held out. Each class needs MIN_TRAIN (5) readable training images, so that the
 cross-validation that picks the regularisation has one of each class in every fold
@@ -35,10 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imgclass._util.text import printable
-from imgclass.data.datasets import natural_key
+from imgclass.data.datasets import LIST_SUFFIXES, natural_key, read_rows
 from imgclass.data.images import display_path
-from imgclass.data.sources import expand
-from imgclass.errors import MissingExtra, OutputError, UsageError, describe_os_error
+from imgclass.data.sources import expand, is_url
+from imgclass.errors import InputError, MissingExtra, OutputError, UsageError, describe_os_error
+from imgclass.store.download import UrlPolicy
 from imgclass.tasks.features import (
     FeatureCache,
     FeatureOptions,
@@ -57,7 +59,10 @@ if TYPE_CHECKING:
 MIN_TRAIN = 5  # training images per class: one per fold of a 5-fold cross-validation
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
 VAL_NAMES = ("val", "valid", "validation")
-HINT = "give a folder with one subfolder per class (the folder name is the label), or DATA/train and DATA/val"
+HINT = (
+    "give a folder with one subfolder per class (the folder name is the label), DATA/train and DATA/val, "
+    "or a .csv/.jsonl list of path,label"
+)
 
 
 def require_sklearn() -> None:
@@ -123,14 +128,24 @@ def needed_images(val_split: float) -> int:
 
 def read_training_data(root: Path, val_split: float = 0.2, seed: int = 0) -> Split:
     """The labelled images at `root` (see the module doc), or UsageError saying what is missing."""
-    if not root.is_dir():
-        raise UsageError(f"{printable(str(root))}: not a folder; {HINT}")
     if not 0 < val_split < 1:
         raise UsageError(f"--val-split {val_split:g}: give a fraction between 0 and 1")
+    if root.is_file() and root.suffix.lower() in LIST_SUFFIXES:
+        return _split(str(root), _list_classes(root), val_split, seed, "list")
+    if not root.is_dir():
+        raise UsageError(f"{printable(str(root))}: not a folder; {HINT}")
     subfolders = {f.name.lower(): f for f in _class_folders(root)}
     if "train" in subfolders:
         return _train_val(root, subfolders, val_split, seed)
     return _split(str(root), _read_classes(root), val_split, seed)
+
+
+def _list_classes(path: Path) -> dict[str, list[str]]:
+    """A CSV/JSONL list of path,label (paths relative to the list, or http(s) URLs): the images of each label."""
+    classes: dict[str, list[str]] = {}
+    for _, image, label in read_rows(path):
+        classes.setdefault(label, []).append(image)
+    return {name: classes[name] for name in sorted(classes, key=natural_key)}
 
 
 def _train_val(root: Path, subfolders: dict[str, Path], val_split: float, seed: int) -> Split:
@@ -157,7 +172,7 @@ def _check_count(name: str, count: int, needed: int, why: str) -> None:
                          f"at least {needed} are needed ({why})")  # fmt: skip
 
 
-def _split(root: str, classes: dict[str, list[str]], val_split: float, seed: int) -> Split:
+def _split(root: str, classes: dict[str, list[str]], val_split: float, seed: int, layout: str = "folders") -> Split:
     """A seeded, stratified split: round(val_split * n) (at least 1) of each class's images held out."""
     import numpy as np
 
@@ -173,7 +188,7 @@ def _split(root: str, classes: dict[str, list[str]], val_split: float, seed: int
         held = max(1, round(val_split * len(paths)))
         val += [(paths[i], index) for i in sorted(order[:held])]
         train += [(paths[i], index) for i in sorted(order[held:])]
-    return Split(root, "folders", names, train, val)
+    return Split(root, layout, names, train, val)
 
 
 @dataclass(frozen=True)
@@ -255,20 +270,36 @@ class _Quiet:
         pass
 
 
-def _plan_views(split: Split, augment: int, seed: int) -> tuple[list[View], list[View], dict[str, str]]:
-    """Training views (1 + augment per image), validation views (1 per image), unreadable files."""
+def _plan_views(split: Split, augment: int, seed: int, urls: UrlPolicy | None = None
+                ) -> tuple[list[View], list[View], dict[str, str]]:  # fmt: skip
+    """Training views (1 + augment per image), validation views (1 per image), unreadable files.
+
+    A view is keyed by its image's bytes: an http(s) URL is fetched here for them (and again
+    by the feature pass, which keeps no image), so a URL whose image changed is a new image.
+    """
     failed: dict[str, str] = {}
     train: list[View] = []
     val: list[View] = []
     for items, views, count in ((split.train, train, 1 + augment), (split.val, val, 1)):
         for path, _ in items:
             try:
-                digest = file_digest(path)
+                digest = _url_digest(path, urls or UrlPolicy()) if is_url(path) else file_digest(path)
             except OSError as err:
                 failed[display_path(path)] = f"cannot read: {describe_os_error(err)}"
                 continue
+            except InputError as err:
+                failed[path] = str(err)
+                continue
             views.extend(View(path, digest, i, seed) for i in range(count))
     return train, val, failed
+
+
+def _url_digest(url: str, policy: UrlPolicy) -> str:
+    import hashlib
+
+    from imgclass.inference.pipeline import fetch_image
+
+    return hashlib.sha256(fetch_image(url, policy)).hexdigest()
 
 
 def _matrix(views: list[View], labels: dict[str, int], vectors: dict[View, Any], dim: int):
@@ -440,7 +471,7 @@ def train(
     with stages("scan"):
         split = data if isinstance(data, Split) else read_training_data(Path(data), options.val_split, options.seed)
         check_output(output, classifier.model.path)
-        train_views, val_views, failed = _plan_views(split, options.augment, options.seed)
+        train_views, val_views, failed = _plan_views(split, options.augment, options.seed, classifier.urls)
     report.dataset, report.layout, report.classes, report.augment = (
         split.root,
         split.layout,

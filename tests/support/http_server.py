@@ -25,6 +25,9 @@ class Behaviour:
     no_length: bool = False  # send no Content-Length: the body ends when the connection closes
     requests: list = field(default_factory=list)  # (path, Range header or None)
     authorizations: list = field(default_factory=list)  # Authorization header of each request, or None
+    proxy_authorizations: list = field(default_factory=list)  # Proxy-Authorization of each request, or None
+    lengths: dict[str, int] = field(default_factory=dict)  # path -> Content-Length to announce (a lie, if need be)
+    drips: dict[str, float] = field(default_factory=dict)  # path -> seconds between single bytes of its body
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -38,6 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Range")
         b.requests.append((self.path, header))
         b.authorizations.append(self.headers.get("Authorization"))
+        b.proxy_authorizations.append(self.headers.get("Proxy-Authorization"))
         body = b.files.get(self.path)
         if self.path in b.redirects:
             self.send_response(302)
@@ -65,9 +69,12 @@ class _Handler(BaseHTTPRequestHandler):
         if b.no_length:
             self.close_connection = True
         else:
-            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Content-Length", str(b.lengths.get(self.path, len(payload))))
         self.send_header("Accept-Ranges", "bytes" if b.ranges else "none")
         self.end_headers()
+        if self.path in b.drips:
+            self._drip(payload, b.drips[self.path])
+            return
         limit = len(payload)
         if b.cut_times > 0 and b.cut_after is not None:
             b.cut_times -= 1
@@ -83,6 +90,17 @@ class _Handler(BaseHTTPRequestHandler):
         if limit < len(payload):
             self.close_connection = True
             self.connection.shutdown(2)
+
+    def _drip(self, payload: bytes, seconds: float) -> None:
+        """A byte at a time, `seconds` apart, until the client goes away."""
+        self.close_connection = True
+        try:
+            for byte in payload:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(seconds)
+        except OSError:
+            pass
 
 
 class Server:
