@@ -264,7 +264,7 @@ def test_progress_bar_only_on_a_terminal(tiny, photos, tmp_path, home):
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["models", "list"], ["models", "list", "--format", "json"], ["--version"]]
+    "args", [["--help"], ["models", "list"], ["models", "list", "--format", "json"], ["--version"], ["serve", "--help"]]
 )
 def test_help_and_models_list_import_neither_numpy_nor_onnxruntime(args, home):
     code = (
@@ -279,3 +279,10 @@ def test_help_and_models_list_import_neither_numpy_nor_onnxruntime(args, home):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home.parent)
     assert result.returncode == 0, result.stderr
     assert result.stderr.endswith("HEAVY=")
+
+
+@pytest.mark.parametrize("command, extra", [("batch", "imgclass[ray]"), ("embed", "imgclass[parquet]")])
+def test_help_names_the_extra_in_brackets(command, extra):
+    """Rich markup must not eat `[ray]`: the help would tell people to install the wrong thing."""
+    result = run_cli(command, "--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0 and extra in result.stdout, result.stdout

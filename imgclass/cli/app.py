@@ -32,6 +32,7 @@ from imgclass.cli.environment import Environment
 from imgclass.cli.explain import EXPLAIN_EXAMPLES, explain
 from imgclass.cli.learn import EVALUATE_EXAMPLES, evaluate
 from imgclass.cli.models import models
+from imgclass.cli.serve import SERVE_EXAMPLES, serve
 from imgclass.cli.tools import BENCH_EXAMPLES, INFO_EXAMPLES, bench, info
 from imgclass.cli.transfer import EMBED_EXAMPLES, TRAIN_EXAMPLES, embed, train
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
@@ -62,6 +63,7 @@ app.add_typer(models)
 app.add_typer(cache)
 app.command(epilog=BENCH_EXAMPLES)(bench)
 app.command(epilog=INFO_EXAMPLES)(info)
+app.command(epilog=SERVE_EXAMPLES)(serve)
 
 
 @lru_cache(maxsize=1)
@@ -100,7 +102,14 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
 
 @contextmanager
 def _help_colour(args: list[str], env: Environment) -> Iterator[None]:
-    """Typer renders --help with rich before --color is parsed: apply --color and NO_COLOR to it here."""
+    """Typer renders --help with rich before --color is parsed: apply --color and NO_COLOR to it here.
+
+    Only where help may be printed (--help, -h, a bare command or group): importing rich costs
+    every other command line tens of milliseconds (a shell loop of `predict --server` pays it per call).
+    """
+    if len(args) > 1 and not {"--help", "-h"} & set(args):
+        yield
+        return
     from typer import rich_utils
 
     choice = env.color

@@ -22,7 +22,8 @@ Examples:
   imgclass predict cat.jpg dog.png --top 3
   imgclass predict photo.jpg --model resnet50 --format json
   imgclass predict https://example.org/cat.jpg
-  imgclass predict clip.mp4 --every 0.5s --summary"""
+  imgclass predict clip.mp4 --every 0.5s --summary
+  imgclass predict photo.jpg --server http://127.0.0.1:8000   (a running `imgclass serve`)"""
 
 BATCH_EXAMPLES = """\b
 Examples:
@@ -38,6 +39,7 @@ def predict(
     ctx: typer.Context,
     images: p.Images,
     null: p.Null = False,
+    server: p.Server = None,
     model: p.Models = None,
     preset: p.Preset = None,
     labels: p.Labels = None,
@@ -85,6 +87,7 @@ def batch(
     inputs: p.Inputs,
     recursive: p.Recursive = False,
     null: p.Null = False,
+    server: p.Server = None,
     resume: p.Resume = False,
     report: p.Report = None,
     model: p.Models = None,
@@ -148,6 +151,20 @@ def _check_output(output: Path | None, inputs: list[str], option: str = "--outpu
 
 def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
+    server = values.pop("server", None)
+    if server:  # a client of `imgclass serve`: nothing below (numpy, ONNX Runtime) is imported
+        from imgclass.cli.remote import check_remote, classify_remote
+        from imgclass.output.sinks import choose_format
+
+        check_remote(values, str(values.get("engine", "local")).lower(), resume, report, inputs)
+        _check_output(values["output"], inputs)
+        _check_wide(values["wide"], choose_format(values["fmt"], values["output"], bool(env.stdout_isatty)), resume)
+        wide = values["top"] if values["wide"] else None
+
+        def make_sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool) -> Sink:
+            return _sink(env, fmt, target, view, progress, _Columns(multi_label, False, wide))
+
+        return classify_remote(env, server, inputs, values, view=view, recursive=recursive, make_sink=make_sink)
     from imgclass.cli.loading import load_classifier
     from imgclass.cli.render import progress_line
     from imgclass.data.sources import check_inputs

@@ -278,7 +278,7 @@ Workers = Annotated[
 EngineOpt = Annotated[
     Engine,
     typer.Option("--engine", case_sensitive=False, rich_help_panel=RUNTIME,
-                 help="Run here, or as a Ray Data job (pip install 'imgclass[ray]')."),
+                 help="Run here, or as a Ray Data job (pip install 'imgclass\\[ray]')."),
 ]  # fmt: skip
 RayAddress = Annotated[
     str | None,
@@ -647,4 +647,67 @@ def _show_version(ctx: typer.Context, value: bool) -> None:
 Version = Annotated[
     bool,
     typer.Option("--version", is_eager=True, callback=_show_version, help="Show the version and exit."),
+]
+
+
+# -- imgclass serve, and the client side (--server on predict and batch) -------------------------------------------
+
+SERVING = "Serving"
+
+Server = Annotated[
+    str | None,
+    typer.Option("--server", metavar="URL", envvar="IMGCLASS_SERVER", rich_help_panel=SERVING,
+                 help="Send the images to a running `imgclass serve` at URL instead of loading a model here "
+                      "(env IMGCLASS_SERVER; its token from IMGCLASS_TOKEN)."),
+]  # fmt: skip
+ServeName = Annotated[
+    str | None,
+    typer.Option("--name", rich_help_panel=SERVING,
+                 help="The model's name in /v2/models/NAME (default: the catalog name or the file's stem)."),
+]  # fmt: skip
+Host = Annotated[
+    str,
+    typer.Option("--host", rich_help_panel=SERVING, help="Address to listen on; any but a loopback address needs --token."),
+]  # fmt: skip
+Port = Annotated[
+    int, typer.Option("--port", min=0, max=65535, rich_help_panel=SERVING, help="Port to listen on (0: any free one).")
+]
+Token = Annotated[
+    str | None,
+    typer.Option("--token", envvar="IMGCLASS_TOKEN", rich_help_panel=SERVING, show_default=False,
+                 help="Bearer token every request but the health probes must carry (env IMGCLASS_TOKEN)."),
+]  # fmt: skip
+MaxBatch = Annotated[
+    int,
+    typer.Option(
+        "--max-batch", min=1, rich_help_panel=SERVING, help="Images run through the model as one batch at most."
+    ),
+]
+MaxDelayMs = Annotated[
+    float,
+    typer.Option("--max-delay-ms", min=0, max=10_000, rich_help_panel=SERVING,
+                 help="How long the first image of a batch waits for others."),
+]  # fmt: skip
+MaxQueue = Annotated[
+    int,
+    typer.Option("--max-queue", min=1, rich_help_panel=SERVING,
+                 help="Images admitted at once; more are answered 503 with Retry-After."),
+]  # fmt: skip
+MaxBodyMb = Annotated[
+    float,
+    typer.Option("--max-body-mb", min=0.001, max=1024, rich_help_panel=SERVING,
+                 help="Largest request body in MiB; more is answered 413."),
+]  # fmt: skip
+RequestTimeout = Annotated[
+    float,
+    typer.Option("--timeout", min=0.1, max=3600, rich_help_panel=SERVING,
+                 help="Seconds a request may take; more is answered 504."),
+]  # fmt: skip
+ServeEngine = Annotated[
+    Engine,
+    typer.Option("--engine", case_sensitive=False, rich_help_panel=SERVING,
+                 help="Serve here, or as a Ray Serve deployment (pip install 'imgclass\\[ray-serve]')."),
+]  # fmt: skip
+Replicas = Annotated[
+    int, typer.Option("--replicas", min=1, rich_help_panel=SERVING, help="With --engine ray: model replicas.")
 ]

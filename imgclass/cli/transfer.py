@@ -76,7 +76,7 @@ def embed(
     \b
     .npy: a float32 array, row i for line i of FILE.paths.txt (failed images get no row).
     .jsonl: {"path", "model", "vector", "error"} per image, failures included.
-    .parquet: the same columns (needs: pip install 'imgclass[parquet]').
+    .parquet: the same columns (needs: pip install 'imgclass\\[parquet]').
     """
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
