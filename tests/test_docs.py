@@ -213,7 +213,19 @@ def test_cli_reference_documents_every_command() -> None:
     root = cli.root_command()
     ctx = root.context_class(root, info_name="imgclass")
     names = [name for name, _ in cli.subcommands(root, ctx)]
-    expected = {"predict", "batch", "evaluate", "embed", "train", "explain", "models", "cache", "bench", "info", "serve"}
+    expected = {
+        "predict",
+        "batch",
+        "evaluate",
+        "embed",
+        "train",
+        "explain",
+        "models",
+        "cache",
+        "bench",
+        "info",
+        "serve",
+    }
     assert expected <= set(names)
     for name, command in cli.subcommands(root, ctx):
         page = pages[f"reference/cli/{name}.md"]
