@@ -90,8 +90,12 @@ def imgclass_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "imgclass"]
 
 
-def run_cli(*args, env: dict | None = None, input: str | None = None, cwd=None, timeout: float = 300):
-    """Run the real entry point in a subprocess; returns CompletedProcess with text stdout/stderr."""
+def run_cli_process(*args, env: dict | None = None, input: str | None = None, cwd=None, timeout: float = 300):
+    """Run the real entry point in a subprocess; returns CompletedProcess with text stdout/stderr.
+
+    For what only a process shows: signals, pipes, closed descriptors, the installed script,
+    a fault injected by a sitecustomize (PYTHONPATH), what a fresh interpreter imports.
+    """
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
         [*imgclass_command(), *map(str, args)],
@@ -102,6 +106,23 @@ def run_cli(*args, env: dict | None = None, input: str | None = None, cwd=None, 
         cwd=cwd,
         timeout=timeout,
     )
+
+
+# What an in-process run cannot stand for: these environment variables act when a Python starts.
+_PROCESS_ONLY = ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME")
+
+
+def run_cli(*args, env: dict | None = None, input: str | None = None, cwd=None, timeout: float = 300):
+    """Run a command line in this process (as `imgclass.cli.run` does for the entry point).
+
+    Same result as `run_cli_process` (exit code, stdout, stderr as text), about 20 times faster.
+    An `env` that changes how Python starts (PYTHONPATH: a sitecustomize) runs in a subprocess.
+    """
+    if env and any(name in env for name in _PROCESS_ONLY):
+        return run_cli_process(*args, env=env, input=input, cwd=cwd, timeout=timeout)
+    from support.inprocess import run_in_process
+
+    return run_in_process([str(a) for a in args], env={"NO_COLOR": "1", **(env or {})}, input=input, cwd=cwd)
 
 
 def jsonl(text: str) -> list[dict]:

@@ -263,22 +263,35 @@ def test_progress_bar_only_on_a_terminal(tiny, photos, tmp_path, home):
     assert b"{" not in seen
 
 
+COMPLETE_MODEL = {
+    "_IMGCLASS_COMPLETE": "complete_bash",
+    "COMP_WORDS": "imgclass predict --model incep",
+    "COMP_CWORD": "3",
+}
+
+
 @pytest.mark.parametrize(
-    "args", [["--help"], ["models", "list"], ["models", "list", "--format", "json"], ["--version"], ["serve", "--help"]]
-)
-def test_help_and_models_list_import_neither_numpy_nor_onnxruntime(args, home):
+    "args, env",
+    [(["--help"], {}), (["predict", "--help"], {}), (["models", "list"], {}), (["models", "list", "--format", "json"], {}),
+     (["--version"], {}), (["serve", "--help"], {}), ([], COMPLETE_MODEL)],
+    ids=["help", "predict-help", "models-list", "models-list-json", "version", "serve-help", "completion"],
+)  # fmt: skip
+def test_help_models_list_and_completion_import_neither_numpy_nor_onnxruntime(args, env, home):
     code = (
         "import sys\n"
         f"sys.argv = ['imgclass', *{args!r}]\n"
         "from imgclass.cli import main\n"
         "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
-        "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx', 'PIL') if m in sys.modules]\n"
+        "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx', 'PIL', 'markdown_it', 'pygments') if m in sys.modules]\n"
         "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
     )
     # cwd: away from the checkout, so that the installed package is the one imported
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home.parent)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home.parent,
+                            env={**os.environ, **env})  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stderr.endswith("HEAVY=")
+    if env:
+        assert "inception-v3" in result.stdout.splitlines()
 
 
 @pytest.mark.parametrize("command, extra", [("batch", "imgclass[ray]"), ("embed", "imgclass[parquet]")])

@@ -4,7 +4,7 @@ import os
 import stat
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli_process as run_cli
 
 from imgclass.errors import ExitCode
 

@@ -25,7 +25,10 @@ def root_command() -> Any:
     """The root click-style command of the `imgclass` app (click today, Typer's tree once ported)."""
     from imgclass.cli import app as app_module
 
-    app = app_module.app
+    build = getattr(app_module, "command", None)  # the Typer CLI: the whole app's command tree, built on demand
+    if callable(build) and hasattr(tree := build(), "params"):
+        return tree
+    app = getattr(app_module, "app", None) or app_module.make_app()
     if hasattr(app, "params") and hasattr(app, "commands"):  # already a command (click)
         return app
     import typer.main  # a typer.Typer: the command tree Typer builds from it

@@ -10,6 +10,8 @@ with --debug.
 from __future__ import annotations
 
 import errno
+import functools
+import importlib
 import io
 import os
 import sys
@@ -17,8 +19,8 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
-from typing import NoReturn, TextIO, cast
+from types import ModuleType
+from typing import Any, NoReturn, TextIO, cast
 
 import typer
 import typer.main
@@ -26,50 +28,73 @@ from typer import _click as click  # Typer's vendored click: the exceptions pars
 
 from imgclass._util.interrupt import Interrupted, raise_on_signals
 from imgclass.cli import params as p
-from imgclass.cli.cache import cache
-from imgclass.cli.classify import BATCH_EXAMPLES, PREDICT_EXAMPLES, batch, predict
 from imgclass.cli.environment import Environment
-from imgclass.cli.explain import EXPLAIN_EXAMPLES, explain
-from imgclass.cli.learn import EVALUATE_EXAMPLES, evaluate
-from imgclass.cli.models import models
-from imgclass.cli.serve import SERVE_EXAMPLES, serve
-from imgclass.cli.tools import BENCH_EXAMPLES, INFO_EXAMPLES, bench, info
-from imgclass.cli.transfer import EMBED_EXAMPLES, TRAIN_EXAMPLES, embed, train
 from imgclass.errors import ExitCode, ImgclassError, exit_code_for
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+HELP_OPTIONS = ("-h", "--help")
+CONTEXT = {"help_option_names": list(HELP_OPTIONS), "max_content_width": 100}
 PROG = "imgclass"
 COMPLETE_VAR = "_IMGCLASS_COMPLETE"
 
-app = typer.Typer(
-    name=PROG,
-    help="Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs.",
-    epilog="\b\nExamples:\n  imgclass predict cat.jpg\n  imgclass batch photos/ -o results.jsonl",
-    context_settings=CONTEXT,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-)
+ROOT_SETTINGS: dict[str, Any] = {
+    "name": PROG,
+    "help": "Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs.",
+    "epilog": "\b\nExamples:\n  imgclass predict cat.jpg\n  imgclass batch photos/ -o results.jsonl",
+    "context_settings": CONTEXT,
+    "rich_markup_mode": "rich",
+    "pretty_exceptions_enable": False,
+}
+
+# Each top-level command (in the order --help lists them): its module under imgclass.cli, the function
+# or sub-app, and the examples ending its help. A command line imports only the module it names.
+COMMANDS: dict[str, tuple[str, str, str | None]] = {
+    "predict": ("classify", "predict", "PREDICT_EXAMPLES"),
+    "batch": ("classify", "batch", "BATCH_EXAMPLES"),
+    "evaluate": ("learn", "evaluate", "EVALUATE_EXAMPLES"),
+    "explain": ("explain", "explain", "EXPLAIN_EXAMPLES"),
+    "embed": ("transfer", "embed", "EMBED_EXAMPLES"),
+    "train": ("transfer", "train", "TRAIN_EXAMPLES"),
+    "models": ("models", "models", None),
+    "cache": ("cache", "cache", None),
+    "bench": ("tools", "bench", "BENCH_EXAMPLES"),
+    "info": ("tools", "info", "INFO_EXAMPLES"),
+    "serve": ("serve", "serve", "SERVE_EXAMPLES"),
+}
 
 
-@app.callback()
+def _register(app: typer.Typer, name: str) -> None:
+    module_name, attribute, examples = COMMANDS[name]
+    module = importlib.import_module(f"imgclass.cli.{module_name}")
+    target = getattr(module, attribute)
+    if isinstance(target, typer.Typer):
+        app.add_typer(target)
+    else:
+        app.command(epilog=getattr(module, examples) if examples else None)(target)
+
+
 def root(version: p.Version = False) -> None:
     """Classify images with ONNX exports of Inception v3, ResNet and other ImageNet CNNs."""
 
 
-for _function, _epilog in ((predict, PREDICT_EXAMPLES), (batch, BATCH_EXAMPLES), (evaluate, EVALUATE_EXAMPLES),
-                           (explain, EXPLAIN_EXAMPLES), (embed, EMBED_EXAMPLES), (train, TRAIN_EXAMPLES)):  # fmt: skip
-    app.command(epilog=_epilog)(_function)
-app.add_typer(models)
-app.add_typer(cache)
-app.command(epilog=BENCH_EXAMPLES)(bench)
-app.command(epilog=INFO_EXAMPLES)(info)
-app.command(epilog=SERVE_EXAMPLES)(serve)
+def make_app(only: str | None = None) -> typer.Typer:
+    """The `imgclass` Typer app with every command, or with only the one named (what one command line needs)."""
+    made = typer.Typer(**ROOT_SETTINGS)
+    made.callback()(root)
+    for name in COMMANDS:
+        if only is None or name == only:
+            _register(made, name)
+    return made
 
 
-@lru_cache(maxsize=1)
-def command() -> click.Command:
-    """The click command Typer builds from the app (once per process)."""
-    return typer.main.get_command(app)
+@functools.cache
+def command(only: str | None = None) -> click.Command:
+    """The click command Typer builds from the app (once per process and command).
+
+    Building every command's parameters costs more than the rest of `predict --help`;
+    a command line that names a command builds that one only. Root help, completion and
+    unknown names get the whole app.
+    """
+    return typer.main.get_command(make_app(only))
 
 
 def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
@@ -77,10 +102,10 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
     env = env or Environment()
     args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     warnings.simplefilter("ignore")  # Pillow's and numpy's warnings are for developers: --debug shows them
-    cli = command()
+    instruction = os.environ.get(COMPLETE_VAR)
+    cli = command(None if instruction or args[0] not in COMMANDS else args[0])
     try:
-        with _help_colour(args, env):
-            instruction = os.environ.get(COMPLETE_VAR)
+        with _rich_help(args, env):
             if instruction:
                 from typer.completion import shell_complete
 
@@ -90,7 +115,7 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
     except typer.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        env.err(f"error: {exc.format_message()} (see: imgclass {_command_name(args)} --help)")
+        env.err(f"error: {exc.format_message()} (see: {' '.join(filter(None, (PROG, _command_name(args), '--help')))})")
         return ExitCode.USAGE
     except typer.Abort:
         return ExitCode.SIGINT
@@ -101,17 +126,13 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
 
 
 @contextmanager
-def _help_colour(args: list[str], env: Environment) -> Iterator[None]:
-    """Typer renders --help with rich before --color is parsed: apply --color and NO_COLOR to it here.
-
-    Only where help may be printed (--help, -h, a bare command or group): importing rich costs
-    every other command line tens of milliseconds (a shell loop of `predict --server` pays it per call).
-    """
-    if len(args) > 1 and not {"--help", "-h"} & set(args):
+def _rich_help(args: list[str], env: Environment) -> Iterator[None]:
+    """For a --help: load Typer's rich help lightly, and apply --color and NO_COLOR (Typer renders help
+    before --color is parsed). Help to a pipe has no escape codes."""
+    if not any(arg in HELP_OPTIONS for arg in args):
         yield
         return
-    from typer import rich_utils
-
+    rich_utils = _rich_utils()
     choice = env.color
     for i, arg in enumerate(args):
         if arg == "--color" and i + 1 < len(args):
@@ -127,6 +148,37 @@ def _help_colour(args: list[str], env: Environment) -> Iterator[None]:
         yield
     finally:
         rich_utils.FORCE_TERMINAL, rich_utils.COLOR_SYSTEM = saved
+
+
+class _Unused:
+    """Stands in for a rich class Typer's help module imports but imgclass never renders."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise RuntimeError("imgclass renders help in rich markup mode, without Markdown or rich tracebacks")
+
+
+def _rich_utils() -> Any:
+    """`typer.rich_utils`, imported without rich.markdown (markdown-it) and rich.traceback (pygments).
+
+    That module imports both at its top, about as long as the rest of `predict --help`; they serve
+    markup mode "markdown" and pretty tracebacks, neither of which imgclass uses. They are stood in
+    for while it loads, then taken out of sys.modules, so a later import gets the real modules.
+    """
+    if "typer.rich_utils" in sys.modules:
+        return sys.modules["typer.rich_utils"]
+    stand_ins = {}
+    for name, attribute in (("rich.markdown", "Markdown"), ("rich.traceback", "Traceback")):
+        if name not in sys.modules:
+            stand_ins[name] = ModuleType(name)
+            setattr(stand_ins[name], attribute, _Unused)
+    sys.modules.update(stand_ins)
+    try:
+        from typer import rich_utils
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return rich_utils
 
 
 def _command_name(args: list[str]) -> str:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from imgclass._util.text import printable
 from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import display, pop_engine_options, values
+from imgclass.cli.jobs import JobRunner, check_not_an_input
+from imgclass.cli.options import display, values
 from imgclass.errors import UsageError
-from imgclass.output.sinks import Sink
-from imgclass.records import Record
+
+if TYPE_CHECKING:
+    from imgclass.cli.render import ProgressLine
+    from imgclass.output.sinks import Sink
 
 PREDICT_EXAMPLES = """\b
 Examples:
@@ -137,92 +138,66 @@ def batch(
     return classify(env, list(inputs_), given, view="batch", recursive=recursive_, resume=resume_, report=report_)
 
 
-def _check_output(output: Path | None, inputs: list[str], option: str = "--output") -> None:
-    """Never overwrite an input: refuse an --output that is one of the files given."""
-    if output is None or not output.exists():
-        return
-    for item in inputs:
-        try:
-            if os.path.isfile(item) and os.path.samefile(item, output):
-                raise UsageError(f"{option} {printable(str(output))} is one of the inputs; it would be overwritten")
-        except OSError:
-            continue
-
-
-def classify(env: Environment, inputs: list[str], values: dict[str, Any], *, view: str, recursive: bool = False,
+def classify(env: Environment, inputs: list[str], given: dict[str, Any], *, view: str, recursive: bool = False,
              resume: bool = False, report: Path | None = None) -> int:  # fmt: skip
-    server = values.pop("server", None)
+    server = given.pop("server", None)
     if server:  # a client of `imgclass serve`: nothing below (numpy, ONNX Runtime) is imported
-        from imgclass.cli.remote import check_remote, classify_remote
-        from imgclass.output.sinks import choose_format
-
-        check_remote(values, str(values.get("engine", "local")).lower(), resume, report, inputs)
-        _check_output(values["output"], inputs)
-        _check_wide(values["wide"], choose_format(values["fmt"], values["output"], bool(env.stdout_isatty)), resume)
-        wide = values["top"] if values["wide"] else None
-
-        def make_sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool) -> Sink:
-            return _sink(env, fmt, target, view, progress, _Columns(multi_label, False, wide))
-
-        return classify_remote(env, server, inputs, values, view=view, recursive=recursive, make_sink=make_sink)
-    from imgclass.cli.loading import load_classifier
-    from imgclass.cli.render import progress_line
-    from imgclass.data.sources import check_inputs
-    from imgclass.engines import is_uri, open_engine
+        return _classify_remote(env, server, inputs, given, view=view, recursive=recursive, resume=resume,
+                                report=report)  # fmt: skip
     from imgclass.output.sinks import choose_format
     from imgclass.output.targets import check_output, open_target
-    from imgclass.tasks.jobs import JobOptions, run_job
+    from imgclass.tasks.jobs import JobOptions
 
-    engine = open_engine(pop_engine_options(values))  # a missing extra is exit 2 before any model is fetched
-    engine.check_inputs(inputs)
-    video = _video_options(inputs, values)
-    if not any(is_uri(item) for item in inputs):
-        check_inputs(inputs)  # before any model is resolved or downloaded
-    _check_output(values["output"], inputs)
-    _check_output(report, inputs, "--report")
-    if report is not None and values["output"] is not None and report.resolve() == values["output"].resolve():
+    job = JobRunner(env, given, "classifying" if view == "batch" else None)
+    video = _video_options(inputs, given)
+    output = given["output"]
+    job.check(inputs, {"--output": output, "--report": report})
+    if report is not None and output is not None and report.resolve() == output.resolve():
         raise UsageError("--report and --output name the same file; give the report its own (report.html)")
-    fmt = choose_format(values["fmt"], values["output"], bool(env.stdout_isatty))
-    summary_sink = _summary_sink(values.pop("summary", False), fmt)
+    fmt = choose_format(given["fmt"], output, bool(env.stdout_isatty))
+    summary_sink = _summary_sink(given.pop("summary", False), fmt)
     if resume and fmt in ("csv", "tsv") and video["videos"]:
         raise UsageError(f"--resume of video frames needs jsonl output: {fmt} rows do not say which frame they are")
-    _check_wide(values["wide"], fmt, resume)
-    existing = check_output(values["output"], fmt, resume)  # nothing is written before the model loads
-    classifier = load_classifier(env, values)
-    grouping = classifier.grouping(values["groups"]) if values["groups"] is not None else None  # before any output
-    target = open_target(values["output"], fmt, resume, env.stdout, existing, classifier.multi_label)
-    progress = progress_line(env) if view == "batch" else None
-    options = JobOptions(values["top"], values["threshold"], recursive, values["batch_size"], values["workers"],
-                         count_first=progress is not None, debug=env.debug, null=values["null"],
-                         stdin=env.stdin, groups=grouping, abstain_below=values["abstain_below"],
+    _check_wide(given["wide"], fmt, resume)
+    existing = check_output(output, fmt, resume)  # nothing is written before the model loads
+    classifier = job.load()
+    grouping = classifier.grouping(given["groups"]) if given["groups"] is not None else None  # before any output
+    target = open_target(output, fmt, resume, env.stdout, existing, classifier.multi_label)
+    options = JobOptions(given["top"], given["threshold"], recursive, given["batch_size"], given["workers"],
+                         null=given["null"], stdin=env.stdin, groups=grouping, abstain_below=given["abstain_below"],
                          video=video["video"], every=video["every"])  # fmt: skip
     columns = _Columns(
-        classifier.multi_label, values["abstain_below"] is not None, values["top"] if values["wide"] else None
+        classifier.multi_label, given["abstain_below"] is not None, given["top"] if given["wide"] else None
     )
-    try:
-        sink = _sink(env, fmt, target, view, progress, columns)
+
+    def sink(progress: ProgressLine | None) -> Sink:
+        made = _sink(env, fmt, target, view, progress, columns)
         if summary_sink is not None:
-            sink = _tee(sink, summary_sink)
-        if report is not None:
-            sink = _with_report(sink, report, classifier, values["workers"])
-        events = _Events(env, progress, human=fmt == "table")
-        summary = run_job(classifier, inputs, sink, options, events, target.done, engine=engine)
-    finally:
-        if progress is not None:
-            progress.clear()
-        target.close()
+            made = _tee(made, summary_sink)
+        return made if report is None else _with_report(made, report, classifier, given["workers"])
+
+    summary = job.run(classifier, inputs, sink, options, done=target.done, human=fmt == "table", close=target.close)
     if summary_sink is not None and summary.signal is None:
         from imgclass.cli.render import print_video_summary
 
         print_video_summary(env, summary_sink.videos())
-    if env.verbose or progress is not None:
-        skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
-        env.note(f"{summary.images - summary.failed} classified, {summary.failed} failed{skipped}")
-    if summary.cluster is not None and not env.quiet:
-        env.note(engine_line(summary.images, summary.seconds.get("wall", 0.0), summary.cluster.describe()))
-    if summary.signal is not None and not summary.broken_pipe:
-        env.err(f"stopped by signal {summary.signal}; {summary.images} records written")
-    return summary.exit_code
+    return job.finish(summary, "classified", "records")
+
+
+def _classify_remote(env: Environment, server: str, inputs: list[str], given: dict[str, Any], *, view: str,
+                     recursive: bool, resume: bool, report: Path | None) -> int:  # fmt: skip
+    from imgclass.cli.remote import check_remote, classify_remote
+    from imgclass.output.sinks import choose_format
+
+    check_remote(given, str(given.get("engine", "local")).lower(), resume, report, inputs)
+    check_not_an_input(given["output"], inputs)
+    _check_wide(given["wide"], choose_format(given["fmt"], given["output"], bool(env.stdout_isatty)), resume)
+    wide = given["top"] if given["wide"] else None
+
+    def make_sink(env: Environment, fmt: str, target, view: str, progress, multi_label: bool) -> Sink:
+        return _sink(env, fmt, target, view, progress, _Columns(multi_label, False, wide))
+
+    return classify_remote(env, server, inputs, given, view=view, recursive=recursive, make_sink=make_sink)
 
 
 def _video_options(inputs: list[str], values: dict[str, Any]) -> dict[str, Any]:
@@ -252,11 +227,6 @@ def _tee(sink: Sink, extra: Sink) -> Sink:
     from imgclass.output.report import TeeSink
 
     return TeeSink(sink, extra)
-
-
-def engine_line(images: int, seconds: float, cluster: str) -> str:
-    rate = images / seconds if seconds > 0 else 0.0
-    return f"ray: {images} images in {seconds:.1f} s ({rate:.1f} images/s) on {cluster}"
 
 
 def _check_wide(wide: bool, fmt: str, resume: bool) -> None:
@@ -298,25 +268,3 @@ def _with_report(sink: Sink, path: Path, classifier, workers: int | None) -> Sin
         subtitle=f"{classifier.name} · {classifier.preset}{tta}", workers=workers or default_workers()
     )
     return TeeSink(sink, ReportSink(path, options))
-
-
-class _Events:
-    """Per-input error lines on stderr (unless the table on the terminal shows them), and progress."""
-
-    def __init__(self, env: Environment, progress, human: bool):
-        self.env, self.progress = env, progress
-        self.lines = not env.quiet and not (human and env.stderr_isatty)
-
-    def started(self, total: int | None) -> None:
-        if self.progress is not None:
-            self.progress.start(total)
-
-    def record(self, record: Record) -> None:
-        from imgclass.cli.render import shown
-
-        if record.error is not None and self.lines:
-            if self.progress is not None:
-                self.progress.clear()
-            self.env.err(f"{shown(record)}: {record.error}")
-        if self.progress is not None:
-            self.progress.advance()

@@ -6,7 +6,7 @@ import typer
 
 from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import display, pop_engine_options, values
+from imgclass.cli.options import display, values
 from imgclass.errors import ExitCode
 
 EVALUATE_EXAMPLES = """\b
@@ -68,31 +68,22 @@ def evaluate(
     """
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
-    from imgclass.cli.loading import load_classifier
+    from imgclass.cli.jobs import JobRunner
     from imgclass.data.datasets import check_dataset
-    from imgclass.engines import open_engine
     from imgclass.tasks.evaluate import EvaluateOptions, load_dataset
     from imgclass.tasks.evaluate import evaluate as run_evaluation
 
     check_dataset(dataset)  # before any model is resolved or downloaded
-    runner = open_engine(pop_engine_options(given))  # a missing extra is exit 2 before any model is fetched
+    job = JobRunner(env, given, "evaluating")
     given.pop("groups"), given.pop("abstain_below")
-    classifier = load_classifier(env, given)
+    classifier = job.load()
     grouping = classifier.grouping(groups) if groups is not None else None
     data = load_dataset(dataset, classifier)
     options = EvaluateOptions(given["batch_size"], given["workers"], worst, confusions, env.debug, threshold,
                               grouping, abstain_below)  # fmt: skip
-    from imgclass.cli.render import progress_line
-
-    progress = progress_line(env, "evaluating")
-    if progress is not None:
-        progress.start(len(data.samples))
-    on_record = (lambda record: progress.advance()) if progress is not None else None
-    try:
-        report = run_evaluation(classifier, data, options, on_record, runner)
-    finally:
-        if progress is not None:
-            progress.clear()
+    with job.running(len(data.samples)) as progress:
+        on_record = (lambda record: progress.advance()) if progress is not None else None
+        report = run_evaluation(classifier, data, options, on_record, job.engine)
     if fmt == "json":
         from imgclass.cli.render import print_json
 

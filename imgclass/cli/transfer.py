@@ -8,7 +8,7 @@ import typer
 
 from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
-from imgclass.cli.options import display, pop_engine_options, values
+from imgclass.cli.options import display, values
 
 EMBED_EXAMPLES = """\b
 Examples:
@@ -80,17 +80,14 @@ def embed(
     """
     given = values(locals())
     env = display(ctx, verbose, quiet, color, debug)
-    from imgclass.cli.classify import _check_output, _Events, engine_line
-    from imgclass.data.sources import check_inputs, record_key
-    from imgclass.engines import is_uri, open_engine
+    from imgclass.cli.jobs import JobRunner
+    from imgclass.cli.render import guarded
+    from imgclass.data.sources import record_key
     from imgclass.output.vectors import open_vectors, require_pyarrow, vector_format
-    from imgclass.tasks.jobs import JobOptions, run_job
+    from imgclass.tasks.jobs import JobOptions
 
-    runner = open_engine(pop_engine_options(given))  # a missing extra is exit 2 before any model is fetched
-    runner.check_inputs(list(inputs))
-    if not any(is_uri(item) for item in inputs):
-        check_inputs(list(inputs))  # before any model is resolved or downloaded
-    _check_output(output, list(inputs))
+    job = JobRunner(env, given, "embedding")
+    job.check(list(inputs), {"--output": output})
     kind = vector_format(given["fmt"], output)
     if kind == "parquet":
         require_pyarrow()  # before any model is loaded
@@ -98,29 +95,10 @@ def embed(
     target = open_vectors(output, kind, resume, env.stdout, classifier.bottleneck.dim)
     held = target.done or getattr(target.sink, "done", set())
     done = {record_key(path, None) for path in held}  # what the job compares inputs with
-    from imgclass.cli.render import guarded, progress_line
-
-    progress = progress_line(env, "embedding")
-    options = JobOptions(recursive=recursive, batch_size=given["batch_size"], workers=given["workers"],
-                         count_first=progress is not None, debug=env.debug)  # fmt: skip
-    produce = runner.embedder(classifier, normalize)
-    try:
-        sink = guarded(env, target.sink, progress, output is None)
-        events = _Events(env, progress, human=False)
-        summary = run_job(classifier, list(inputs), sink, options, events, done, produce, runner)
-    finally:
-        if progress is not None:
-            progress.clear()
-        target.close()
-    if env.verbose or progress is not None:
-        skipped = f", {summary.skipped} already in the output" if summary.skipped else ""
-        env.note(f"{summary.images - summary.failed} embedded ({classifier.bottleneck.dim} values each), "
-                 f"{summary.failed} failed{skipped}")  # fmt: skip
-    if summary.cluster is not None and not env.quiet:
-        env.note(engine_line(summary.images, summary.seconds.get("wall", 0.0), summary.cluster.describe()))
-    if summary.signal is not None and not summary.broken_pipe:
-        env.err(f"stopped by signal {summary.signal}; {summary.images} images written")
-    return summary.exit_code
+    options = JobOptions(recursive=recursive, batch_size=given["batch_size"], workers=given["workers"], stdin=env.stdin)
+    summary = job.run(classifier, list(inputs), lambda progress: guarded(env, target.sink, progress, output is None),
+                      options, done=done, produce=job.engine.embedder(classifier, normalize), close=target.close)  # fmt: skip
+    return job.finish(summary, f"embedded ({classifier.bottleneck.dim} values each)", "images")
 
 
 def train(
