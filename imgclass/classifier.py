@@ -92,8 +92,9 @@ def load(
     opts = _options(options, option_values)
     check_tta(opts.tta)
     spec = os.fspath(model) if model is not None else os.environ.get("IMGCLASS_MODEL") or catalog.default_model()
+    auto = opts.preset == AUTO_PRESET
     settings = ModelSettings(
-        preset=opts.preset,
+        preset=None if auto else opts.preset,
         overrides=opts.overrides,
         labels_file=Path(opts.labels) if opts.labels is not None else None,
         device=parse_device(opts.device),
@@ -107,7 +108,35 @@ def load(
     resolved = store.resolve(spec, offline=offline, progress=download_progress)
     catalog_preset = resolved.entry.preset if resolved.entry else None
     loaded = load_model(resolved.path, resolved.name, settings, catalog_preset, resolved.sha256)
+    if auto and not loaded.preset_evidence:
+        loaded = _doctored(loaded, settings, catalog_preset, resolved.sha256)
     return Classifier(loaded, opts)
+
+
+AUTO_PRESET = "auto"  # preset="auto": when nothing says how to preprocess, what the doctor's photos say
+
+
+def _doctored(
+    loaded: LoadedModel, settings: ModelSettings, catalog_preset: str | None, sha256: str | None
+) -> LoadedModel:
+    """The model reloaded with the preset `imgclass.inference.doctor` recommends; as it was when the doctor cannot tell."""
+    from dataclasses import replace
+
+    from imgclass.data.presets import PresetChoice
+    from imgclass.errors import ModelError
+    from imgclass.inference.doctor import diagnose
+
+    try:
+        diagnosis = diagnose(loaded)
+    except ModelError:
+        return loaded  # not an ImageNet-1k model: the default stays, and its warning says so
+    if not diagnosis.confident:
+        return loaded
+    again = load_model(
+        loaded.path, loaded.name, replace(settings, preset=diagnosis.recommended), catalog_preset, sha256
+    )
+    again.preset = PresetChoice(again.preset.preset, f"doctor ({diagnosis.reason})")
+    return again
 
 
 def load_ensemble(
@@ -206,6 +235,11 @@ class Classifier:
     def multi_label(self) -> bool:
         """Independent per-class scores (a sigmoid head): they need not sum to one."""
         return self.scorer.multi_label
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the caller should hear about this classifier: a model with no preprocessing evidence, ..."""
+        return [w for m in self.members for w in m.warnings]
 
     @property
     def info(self) -> dict[str, Any]:
@@ -359,6 +393,10 @@ class Classifier:
 
     @staticmethod
     def _paths(inputs: Iterable[Any], recursive: bool, expand_inputs: bool, video: bool = False) -> Iterable[Any]:
+        if isinstance(inputs, (str, bytes, os.PathLike)):  # one path, not its characters
+            inputs = [inputs]
+        elif not isinstance(inputs, Iterable):
+            raise UsageError(f"inputs must be a path or an iterable of paths, not {type(inputs).__name__}")
         if not expand_inputs:
             return (i if hasattr(i, "view") or isinstance(i, Frame) else os.fspath(i) for i in inputs)
         return expand((os.fspath(i) for i in inputs), recursive=recursive, video=video)
@@ -384,11 +422,18 @@ class Classifier:
                 return path, decode_rgb(fetch_image(path, self.urls), path, decode or self.decode)
             return display_path(path), load_rgb(path, decode or self.decode)
         if isinstance(image, Image.Image):
+            _check_size(image.width, image.height)
             return MEMORY_PATH, to_rgb(image)
         shape = getattr(image, "shape", None)
         if shape is not None and len(shape) == 3 and shape[2] == 3 and str(image.dtype) == "uint8":
+            _check_size(shape[1], shape[0])
             return MEMORY_PATH, Image.fromarray(image, "RGB")
         raise InputError(f"cannot classify a {type(image).__name__}: give a path, a PIL image or an HxWx3 uint8 array")
+
+
+def _check_size(width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise InputError(f"{MEMORY_PATH}: image has no pixels ({width}x{height})")
 
 
 def _check_top(top: int, threshold: float | None) -> None:

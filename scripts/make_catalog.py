@@ -69,17 +69,18 @@ def provenance(stem: str) -> tuple[str, str]:
 def download_urls(stem: str, path: str) -> list[str]:
     """Where to look for one zoo file, most likely first; the sha256 decides what is right.
 
-    The zoo's per-model Hugging Face repositories for `Computer_Vision/` exports are named
-    after the zoo folder, and so is the file inside them (`<folder>/<folder>.onnx`); some are
-    named after the stem instead. `legacy_models` mirrors the whole zoo tree. GitHub's LFS
-    route was announced as ending, so it goes last.
+    The zoo's Hugging Face organisation shows per-model repositories named by the file's stem
+    (`onnxmodelzoo/dm_nfnet_f3_Opset17` holding `dm_nfnet_f3_Opset17.onnx`), also for
+    `Computer_Vision/` exports, so that comes first; `legacy_models` mirrors the whole zoo tree.
+    Repositories named after the zoo folder (`<folder>/<folder>.onnx`, used by some downloaders)
+    stay as a fallback. GitHub's LFS route was announced as ending, so it goes last.
     """
     by_stem = f"{HF}/{stem}/resolve/main/{stem}.onnx"
     legacy = f"{HF}/legacy_models/resolve/main/{path}"
     github = f"{GITHUB_MEDIA}/{path}"
     if path.startswith("Computer_Vision/"):
         folder = path.split("/")[1]
-        return [f"{HF}/{folder}/resolve/main/{folder}.onnx", legacy, by_stem, github]
+        return [by_stem, legacy, f"{HF}/{folder}/resolve/main/{folder}.onnx", github]
     return [by_stem, legacy, github]
 
 

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import onnx
 from support import onnx_builders as builders
 
 HERE = Path(__file__).parent
@@ -59,14 +60,27 @@ class ModelFactory:
         self.root = root
         self._made: dict = {}
 
-    def __call__(self, kind: str = "tiny", seed: int = 0, **sig) -> Path:
-        key = (kind, seed, tuple(sorted(sig.items())))
+    def __call__(self, kind: str = "tiny", seed: int = 0, evidence: bool = True, **sig) -> Path:
+        """`evidence`: a model no detection rule recognises gets `imgclass.preset` metadata (the default
+        preset, named), as a real export with a sidecar would; False leaves it with no preprocessing
+        evidence, for the tests of what imgclass says about such a model."""
+        key = (kind, seed, evidence, tuple(sorted(sig.items())))
         if key not in self._made:
             signature = builders.Signature(**sig)
             model = getattr(builders, kind)(signature, seed=seed)
+            if evidence and not signature.metadata and _undetected(model):
+                onnx.helper.set_model_props(model, {"imgclass.preset": "torchvision"})
             name = f"{kind}-{seed}-{abs(hash(key)) % 10**8}.onnx"
             self._made[key] = builders.save(model, self.root / name)
         return self._made[key]
+
+
+def _undetected(model) -> bool:
+    """Whether no detection rule recognises `model`: it would run on the default preset."""
+    from imgclass.data.presets import detect_preset
+    from imgclass.graph.signature import inspect
+
+    return detect_preset(inspect(model, Path("model.onnx"))).source == "default"
 
 
 @pytest.fixture(scope="session")

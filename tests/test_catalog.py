@@ -108,16 +108,16 @@ def committed_catalog() -> dict:
     return json.loads((HERE.parent / "models" / "catalog.json").read_text())
 
 
-def test_computer_vision_urls_follow_the_zoo_folder_then_legacy_then_stem_then_github():
+def test_computer_vision_urls_start_with_the_stem_named_repository_then_legacy_then_folder_then_github():
     entries = [e for e in committed_catalog()["models"] if e["zoo_path"].startswith("Computer_Vision/")]
     assert {e["name"] for e in entries} == {"inception_v3_Opset17", "tv_resnet50_Opset17", "resnet50_Opset17"}
     for e in entries:
         folder, stem, path = e["zoo_path"].split("/")[1], e["name"], e["zoo_path"]
         assert folder != stem
         assert e["urls"] == [
-            f"{HF}/{folder}/resolve/main/{folder}.onnx",
-            f"{HF}/legacy_models/resolve/main/{path}",
             f"{HF}/{stem}/resolve/main/{stem}.onnx",
+            f"{HF}/legacy_models/resolve/main/{path}",
+            f"{HF}/{folder}/resolve/main/{folder}.onnx",
             f"{GITHUB_MEDIA}/{path}",
         ], stem
         assert e["file"] == f"{stem}.onnx"  # what a mirror serves: the zoo's own file name
@@ -146,9 +146,9 @@ def test_models_info_lists_the_default_models_urls_in_order(home):
     result = run_cli("models", "info", "inception-v3", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["urls"] == [
-        f"{HF}/inception_v3_Opset17_timm/resolve/main/inception_v3_Opset17_timm.onnx",
-        f"{HF}/legacy_models/resolve/main/Computer_Vision/inception_v3_Opset17_timm/inception_v3_Opset17.onnx",
         f"{HF}/inception_v3_Opset17/resolve/main/inception_v3_Opset17.onnx",
+        f"{HF}/legacy_models/resolve/main/Computer_Vision/inception_v3_Opset17_timm/inception_v3_Opset17.onnx",
+        f"{HF}/inception_v3_Opset17_timm/resolve/main/inception_v3_Opset17_timm.onnx",
         f"{GITHUB_MEDIA}/Computer_Vision/inception_v3_Opset17_timm/inception_v3_Opset17.onnx",
     ]
 

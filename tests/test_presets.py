@@ -28,7 +28,7 @@ from imgclass.store.loader import inspect_file
     ],
 )
 def test_detection_from_signature(make_model, sig, expected):
-    path = make_model("tiny", **sig)
+    path = make_model("tiny", evidence=False, **sig)
     choice = choose_preset(path, inspect_file(path), None)
     assert choice.preset.name == expected
     assert choice.source.startswith(("detected", "default"))

@@ -342,15 +342,21 @@ def test_bench_and_info_put_int8_beside_the_fp32_it_came_from(make_model, photos
     assert "compared_with" not in json.loads(inprocess("bench", "--model", out, "--synthetic", "8", "-f", "json")[1])
 
 
-def test_batches_fill_a_fixed_batch_and_free_the_samples():
-    from imgclass.tasks.quantize import _batches
+def test_calibration_batches_are_read_when_asked_and_fill_a_fixed_batch(make_model, photos, tmp_path):
+    """Streamed: nothing is decoded before a batch is asked for, and none is kept after (memory is one batch)."""
+    from imgclass.tasks.quantize import Calibration
 
-    samples = [np.full((1,), i, np.float32) for i in range(5)]
-    fixed = _batches(samples, 4, fixed=True)
-    assert samples == []  # consumed: one copy in memory
-    assert [b[:, 0].tolist() for b in fixed] == [[0, 1, 2, 3], [4, 0, 1, 2]]
-    dynamic = _batches([np.full((1,), i, np.float32) for i in range(5)], 4, fixed=False)
-    assert [b[:, 0].tolist() for b in dynamic] == [[0, 1, 2, 3], [4]]
+    clf = imgclass.load(make_model("tiny", seed=4, spatial=32))
+    paths = sorted(map(str, crops(photos, tmp_path / "cal", 1)))  # 5 photos
+    (tmp_path / "cal" / "zz-broken.jpg").write_bytes(b"not an image")
+    paths.append(str(tmp_path / "cal" / "zz-broken.jpg"))
+    fixed = Calibration(clf, paths, 4, fixed=True)
+    assert fixed.used == [] and len(fixed) == 2
+    second = fixed[1]  # photo 5 and the broken file: one sample, repeated to fill the batch
+    assert second.shape == (4, 3, 32, 32) and all(np.array_equal(second[0], second[i]) for i in range(4))
+    assert fixed.used == [paths[4]] and [p for p, _ in fixed.skipped] == [paths[5]]
+    assert not hasattr(fixed, "samples") and fixed[0].shape == (4, 3, 32, 32)
+    assert Calibration(clf, paths, 4, fixed=False)[1].shape == (1, 3, 32, 32)
 
 
 def test_a_fixed_batch_model_is_calibrated_in_its_own_batch_size(make_model, photos, tmp_path, home):

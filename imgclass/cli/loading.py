@@ -37,6 +37,7 @@ def load_classifier(env: Environment, values: dict[str, Any], background: bool =
             if env.verbose:
                 for info in classifier.info["members"]:
                     env.note(describe_model(info))
+            warn_once(env, classifier)
             return classifier
         if weights is not None:
             from imgclass.errors import UsageError
@@ -47,7 +48,22 @@ def load_classifier(env: Environment, values: dict[str, Any], background: bool =
     classifier = imgclass.load(spec, options=options, download_progress=download_bar(env), background=background)
     if env.verbose:
         env.note(describe_model(classifier.info))
+    warn_once(env, classifier)
     return classifier
+
+
+def warn_once(env: Environment, classifier: Classifier) -> None:
+    """The library's warnings about a classifier, once per run, on stderr (also when it is not a terminal;
+    not with --quiet, which asks for nothing but errors)."""
+    from imgclass._util.text import printable
+
+    for member in classifier.members:
+        remedy = "" if member.preset_evidence else (
+            f"; pass --preset NAME, put a sidecar {printable(member.path.with_suffix('.json').name)} beside the "
+            f"model, or run: imgclass models doctor {printable(member.name)}"
+        )  # fmt: skip
+        for warning in member.warnings:
+            env.note(f"warning: {warning}{remedy}")
 
 
 def describe_model(info: dict[str, Any]) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from imgclass._util.text import printable
 from imgclass.cli import params as p
-from imgclass.cli.options import display
+from imgclass.cli.options import display, values
 from imgclass.cli.render import print_fields, print_json, print_table
 from imgclass.errors import ExitCode, UsageError
 
@@ -96,13 +97,29 @@ def models_pull(
     sha256: p.Sha256 = None,
     force: p.Force = False,
     offline: p.Offline = False,
+    preset: p.Preset = None,
+    labels: p.Labels = None,
+    size: p.Size = None,
+    resize: p.Resize = None,
+    crop_pct: p.CropPct = None,
+    interpolation: p.InterpolationOpt = None,
+    mean: p.Mean = None,
+    std: p.Std = None,
+    bgr: p.Bgr = False,
     verbose: p.Verbose = False,
     quiet: p.Quiet = False,
     color: p.ColorOpt = p.Color.auto,
     debug: p.Debug = False,
 ) -> None:
-    """Fetch a catalog model, a URL, or import a local file into the cache."""
+    """Fetch a catalog model, a URL, or import a local file into the cache.
+
+    With --file, the model's sidecar (MODEL.json, preprocessor_config.json, config.json) and the
+    preprocessing options (--preset, --crop-pct, --labels, ...) are written into the cached copy's
+    metadata, so it is preprocessed the same when used by name.
+    """
     env = display(ctx, verbose, quiet, color, debug)
+    chosen = values({"preset": preset, "labels": labels, "size": size, "resize": resize, "crop_pct": crop_pct,
+                     "interpolation": interpolation, "mean": mean, "std": std, "bgr": bgr})  # fmt: skip
     from imgclass.cli.loading import download_bar
     from imgclass.store import catalog
     from imgclass.store import registry as store
@@ -115,14 +132,72 @@ def models_pull(
             raise UsageError("--url and --file need --name NAME")
         if url is not None and offline:
             raise UsageError("--url cannot be used offline")
+        settings = _import_settings(chosen, file is not None)
         result = (store.pull_url(url, as_name, sha256, download_bar(env), force) if url is not None
-                  else store.import_file(file, as_name, force))  # type: ignore[arg-type]  # fmt: skip
+                  else store.import_file(file, as_name, force, settings))  # type: ignore[arg-type]  # fmt: skip
         env.stdout.write(f"{result if isinstance(result, Path) else result.path}\n")
         return
+    _import_settings(chosen, False)
     entry = catalog.find(name)  # type: ignore[arg-type]
     if entry is None:
         raise UsageError(f"{name}: not in the catalog (see: imgclass models list); use --url or --file for others")
     env.stdout.write(f"{store.pull_entry(entry, offline, download_bar(env), replace_damaged=True)}\n")
+
+
+def _import_settings(chosen: dict[str, Any], importing: bool):
+    """The preprocessing options of `models pull`, as settings for --file (refused without it)."""
+    from imgclass.cli.options import pop_load_options
+    from imgclass.store.loader import ModelSettings
+
+    given = sorted(k for k, v in chosen.items() if v not in (None, False))
+    _, options = pop_load_options(dict(chosen))
+    if not importing:
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags}: only with --file (a catalog model or a URL keeps its own preprocessing)")
+        return None
+    if options.preset == "auto":
+        raise UsageError("--preset auto: give the preset to write (`imgclass models doctor FILE` finds it)")
+    labels_file = Path(options.labels) if options.labels is not None else None
+    return ModelSettings(preset=options.preset, overrides=options.overrides, labels_file=labels_file)
+
+
+@models.command(
+    "doctor",
+    epilog="\b\nExamples:\n  imgclass models doctor ./export.onnx\n  imgclass models doctor ./export.onnx -f json",
+)
+def models_doctor(
+    ctx: typer.Context,
+    model: p.ModelSpec,
+    offline: p.Offline = False,
+    fmt: p.ListFormatOpt = p.ListFormat.table,
+    verbose: p.Verbose = False,
+    quiet: p.Quiet = False,
+    color: p.ColorOpt = p.Color.auto,
+    debug: p.Debug = False,
+) -> int:
+    """Which preprocessing a model expects: run it on photos with known answers under every preset.
+
+    The evidence is the probability the model gives each photo's known class (espresso, a cat, a
+    rocket; public-domain photos shipped with imgclass) under each built-in preset. The preset in
+    use is kept when it is close to the best; otherwise the best is named. Put it in a sidecar
+    (MODEL.json: {"preset": NAME}) or import the model with `imgclass models pull --file MODEL
+    --name NAME --preset NAME`. ImageNet-1k models only; exit 3 when no preset gives the answers.
+    """
+    env = display(ctx, verbose, quiet, color, debug)
+    import imgclass
+    from imgclass.inference.doctor import diagnose
+
+    diagnosis = diagnose(imgclass.load(model, offline=True if offline else None).model)
+    if fmt == "json":
+        print_json(env, diagnosis.to_dict())
+    else:
+        photos = list(diagnosis.best.probabilities)
+        columns = [("preset", "left"), ("mean", "right"), *((name, "right") for name in photos)]
+        rows = [[e.preset, f"{e.mean:.3f}", *(f"{e.probabilities[n]:.3f}" for n in photos)] for e in diagnosis.evidence]
+        print_table(env, columns, rows, keep="preset")
+        env.stdout.write(printable(f"recommended: {diagnosis.recommended} ({diagnosis.reason})") + "\n")
+    return ExitCode.OK if diagnosis.confident else ExitCode.MODEL
 
 
 @models.command("remove", epilog="\b\nExample:\n  imgclass models remove resnet50")

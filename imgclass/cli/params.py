@@ -167,7 +167,7 @@ def complete_model(incomplete: str) -> list[str]:
 
 
 def complete_preset(incomplete: str) -> list[str]:
-    return [name for name in PRESETS if name.startswith(incomplete.lower())]
+    return [name for name in (*PRESETS, "auto") if name.startswith(incomplete.lower())]
 
 
 def complete_device(incomplete: str) -> list[str]:
@@ -187,8 +187,9 @@ Models = Annotated[
 ]  # fmt: skip
 Preset = Annotated[
     str | None,
-    typer.Option("--preset", click_type=_choice(PRESETS), autocompletion=complete_preset, rich_help_panel=MODEL,
-                 help="Preprocessing preset (see `imgclass models presets`)."),
+    typer.Option("--preset", click_type=_choice((*PRESETS, "auto")), autocompletion=complete_preset,
+                 rich_help_panel=MODEL, help="Preprocessing preset (see `imgclass models presets`); auto: when "
+                 "nothing else says, the one `imgclass models doctor` finds."),
 ]  # fmt: skip
 Labels = Annotated[
     Path | None,

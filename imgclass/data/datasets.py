@@ -114,6 +114,9 @@ class ClassNames:
     def resolve(self, name: str) -> tuple[int, str]:
         """(index, how) for `name`; raises ValueError with the reason when it names no class."""
         text = name.strip()
+        hits = self.by_label.get(_normal(text), set())
+        if len(hits) == 1:  # a label first: a model whose classes are named "1", "2", "3"
+            return next(iter(hits)), "label"
         if text.isascii() and text.isdigit():
             index = int(text)
             if index >= len(self.names):
@@ -233,7 +236,12 @@ def _jsonl_rows(handle, where: str) -> Iterable[tuple[int, str, str]]:
             raise UsageError(f"{where}, line {number}: not JSON: {err}") from None
         if not isinstance(item, dict) or "path" not in item or "label" not in item:
             raise UsageError(f'{where}, line {number}: expected {{"path": ..., "label": ...}}')
-        yield number, str(item["path"]), str(item["label"])
+        path, label = item["path"], item["label"]
+        if not isinstance(path, str) or isinstance(label, bool) or not isinstance(label, (str, int)):
+            shown = json.dumps(path if not isinstance(path, str) else label)
+            raise UsageError(f"{where}, line {number}: path must be a string and label a string or class index, "
+                             f"not {shown}")  # fmt: skip
+        yield number, path, str(label)
 
 
 def read_rows(path: Path) -> list[tuple[int, str, str]]:
@@ -242,8 +250,10 @@ def read_rows(path: Path) -> list[tuple[int, str, str]]:
     where = printable(str(path))
     rows_of = _csv_rows if layout == "csv" else _jsonl_rows
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # a BOM (Excel's "CSV UTF-8") is not text
             rows = list(rows_of(handle, where))
+    except csv.Error as err:  # a NUL byte in a CSV
+        raise UsageError(f"{where}: not a readable CSV list: {err}") from None
     except OSError as err:
         raise UsageError(f"{where}: cannot read list: {(err.strerror or str(err)).lower()}") from None
     except UnicodeDecodeError:

@@ -14,8 +14,9 @@ from typing import Any
 
 from imgclass._util.resources import load_json
 from imgclass.errors import ConfigError, ModelError, UsageError
+from imgclass.graph import metadata as props
 
-METADATA_KEYS = ("imgclass.labels", "labels", "id2label", "classes")
+METADATA_KEYS = (props.LABELS, "labels", "id2label", "classes")
 
 
 @dataclass(frozen=True)

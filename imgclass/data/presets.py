@@ -19,12 +19,13 @@ from typing import Any
 
 from imgclass._util.resources import load_json
 from imgclass.errors import ConfigError, ImgclassError, UsageError, describe_os_error
+from imgclass.graph import metadata as props
 from imgclass.graph.signature import Signature
 
 RESIZE_MODES = ("shorter", "squash", "central-fraction")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming", "area", "tf-bilinear")
-METADATA_PRESET_KEY = "imgclass.preset"
-METADATA_PREPROCESS_KEY = "imgclass.preprocess"
+METADATA_PRESET_KEY = props.PRESET
+METADATA_PREPROCESS_KEY = props.PREPROCESS
 _HF_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
@@ -50,6 +51,8 @@ class Preset:
         if size in self.sizes:
             return self.sizes[size]
         value = size / self.crop_pct
+        if not value < 1 << 31:  # a tiny crop_pct: huge (refused by the resize bounds), never an overflow
+            return 1 << 31
         return math.floor(value + 1e-9) if self.resize_rounding == "floor" else math.floor(value + 0.5)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +166,8 @@ def _own_sidecar(record: Any, origin: str) -> Preset | None:
     if base is not None:  # a record that restates a built-in preset's values keeps its name
         overrides = {k: v for k, v in overrides.items() if k == "name" or not _restates(base, k, v, origin)}
         overrides.pop("name", None)
+    if "crop_pct" in overrides and "sizes" not in overrides:  # crop_pct takes effect over a preset's sizes table
+        overrides["sizes"] = {}
     if base is None and not overrides:
         return None
     name = base.name if base and not overrides else (base.name + "+sidecar" if base else "sidecar")

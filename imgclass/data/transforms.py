@@ -16,6 +16,13 @@ from PIL import Image
 
 from imgclass.data.images import DRAFT_INFO
 from imgclass.data.presets import Preset
+from imgclass.errors import ImgclassError, InputError
+
+# Bounds on what a resize may make, checked before any resize: a side, the pixels (a
+# float32 copy of that many pixels is 192 MiB) and the aspect ratio of the resized image.
+MAX_RESIZED_SIDE = 65536  # a 2000x10 banner resizes to 51200x256: kept
+MAX_RESIZED_PIXELS = 1 << 24
+MAX_ASPECT_RATIO = 256
 
 # Resizes that pick pixels instead of averaging them: never fed a draft (reduced-scale) decode.
 _SAMPLING = ("nearest", "tf-bilinear")
@@ -97,8 +104,31 @@ class Transform:
             return resize_array(arr, self.width, self.height, p.interpolation)
         return center_crop(self.resized(img), self.height, self.width, p.crop_offset)
 
+    def check_bounds(self, error: type[ImgclassError]) -> None:
+        """Raise `error` when the input, or the resize of a photo of the input's own shape, is over the bounds.
+
+        The smallest resize any photo can need: a preset (or options) that already breaks the
+        bounds for it would break them for every photo.
+        """
+        if max(self.height, self.width) > MAX_RESIZED_SIDE or self.height * self.width > MAX_RESIZED_PIXELS:
+            raise error(f"an input of {self.width}x{self.height} is over the limit of {MAX_RESIZED_PIXELS} pixels")
+        new_w, new_h = self._target(self.width, self.height)
+        problem = _over_bounds(new_w, new_h, check_aspect=False)
+        if problem:
+            raise error(f"preprocessing {self.preset.name!r} resizes every image to at least {problem}")
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of the whole image after the resize that the crop is taken from."""
+        """(width, height) of the whole image after the resize that the crop is taken from.
+
+        InputError when that is over the bounds (a thin image whose short side is scaled up).
+        """
+        new_w, new_h = self._target(width, height)
+        problem = _over_bounds(new_w, new_h)
+        if problem:
+            raise InputError(f"a {width}x{height} image would be resized to {problem}")
+        return new_w, new_h
+
+    def _target(self, width: int, height: int) -> tuple[int, int]:
         p = self.preset
         if p.resize == "central-fraction":  # the whole image at the scale that makes its central fraction the input
             return max(round(self.width / p.crop_pct), 1), max(round(self.height / p.crop_pct), 1)
@@ -132,6 +162,17 @@ class Transform:
             return np.stack([lut[pixels[..., c], c] for c in range(3)], axis=-1)
         scale = np.float32(p.scale)
         return ((pixels * scale - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+
+
+def _over_bounds(width: int, height: int, check_aspect: bool = True) -> str | None:
+    """What is over the resize bounds in a width x height result, or None."""
+    if max(width, height) > MAX_RESIZED_SIDE:
+        return f"{width}x{height}, over the limit of {MAX_RESIZED_SIDE} pixels a side"
+    if width * height > MAX_RESIZED_PIXELS:
+        return f"{width}x{height} = {width * height} pixels, over the limit of {MAX_RESIZED_PIXELS}"
+    if check_aspect and max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return f"{width}x{height}, an aspect ratio over the limit of {MAX_ASPECT_RATIO}:1"
+    return None
 
 
 def crop_offsets(h: int, w: int, height: int, width: int, rounding: str) -> tuple[int, int]:

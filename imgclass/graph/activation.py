@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from imgclass.errors import ConfigError, ImgclassError, UsageError
+from imgclass.graph import metadata as props
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from imgclass.graph.signature import Signature
 
 ACTIVATIONS = ("softmax", "sigmoid", "logsoftmax", "none")
-METADATA_KEY = "imgclass.activation"
+METADATA_KEY = props.ACTIVATION
 # The op a graph ends in when it applies the activation itself (and the quantised ops that do the same).
 _OPS = {"softmax": "Softmax", "sigmoid": "Sigmoid", "logsoftmax": "LogSoftmax"}
 _DETECTED = {op: name for name, op in _OPS.items()} | {"QLinearSoftmax": "softmax", "QLinearSigmoid": "sigmoid"}

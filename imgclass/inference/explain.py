@@ -42,6 +42,10 @@ METHODS = ("cam", "occlusion")
 COLORMAP = "inferno"  # perceptually uniform, dark to bright: reads as cold to hot, also in grey
 OUTSIDE = 0.35  # brightness kept outside the crop (what the model did not see)
 OPACITY = 0.55  # of the colour over the photo inside the crop
+# The photo an overlay is drawn on is at most this many pixels a side: building it takes tens
+# of bytes per pixel, so memory stays the same for a 1 MP photo and an 80 MP one.
+OVERLAY_MAX_SIDE = 2048
+STEM_MAX_BYTES = 160  # of an overlay's file name, before ".<method>[-n].png": under every file system's 255
 
 Progress = Callable[[int, int], None]  # (done, total) occlusion batches
 
@@ -144,8 +148,8 @@ def resolve_class(model: LoadedModel, wanted: int | str | None, record: Record) 
     """The label index to explain: the top-1 class (None), an index, or a label name (case-insensitive)."""
     names = model.labels.names
     if wanted is None:
-        if not record.predictions:
-            raise UsageError(f"{record.path}: no class to explain (none at or above the threshold); give --class")
+        if not record.predictions:  # this image's problem: the others are still explained
+            raise InputError(f"{record.path}: no class to explain (none at or above the threshold); give a class")
         first = record.predictions[0]
         return first.index if first.index is not None else first.members[0].index if first.members else 0
     if isinstance(wanted, str) and wanted.strip().lstrip("-").isdigit():
@@ -277,24 +281,27 @@ def explain(classifier, image, class_: int | str | None = None, *, method: str =
 
     With `groups`, the record ranks groups and the default class is the top group's top member.
 
-    The image is decoded in full (no draft decoding) and seen once, through the preset's
-    centre crop (test-time augmentation does not apply).
+    The image is decoded as `predict` decodes it and seen once, through the preset's centre
+    crop (test-time augmentation does not apply). The photo the map is put on (`.image`) is at
+    most OVERLAY_MAX_SIDE pixels a side; `.box` is on that photo. InputError when the model's
+    outputs for the image are not finite, or when nothing is at or above the threshold.
     """
-    from imgclass.data.images import DecodeOptions
+    from imgclass.inference.pipeline import NON_FINITE
 
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: use {', '.join(METHODS)}")
     if len(classifier.members) > 1:
         raise UsageError("explain takes one --model: an ensemble has no single map to show")
     model: LoadedModel = classifier.model
-    decode = DecodeOptions(classifier.decode.max_pixels, classifier.decode.allow_truncated, None)  # the whole photo
-    path, img = classifier._open(image, decode)
+    path, img = classifier._open(image)
     sample = model.transform(img)
     if method == "cam":
         outputs, class_map = cam_outputs(model, sample, classifier.options.threads)
     else:
         outputs = model.runner.run(sample[None])
     probs = model.activation.probabilities(outputs)[:, model.offset :]
+    if not np.isfinite(probs).all():
+        raise InputError(f"{path}: {NON_FINITE}")
     ranked = classifier.ranker(top, threshold, groups, abstain_below).rank_probabilities(probs)[0]
     record = Record(path, model.name, model.preset.preset.name, list(ranked), None, model.multi_label,
                     abstained=ranked.abstained)  # fmt: skip
@@ -303,8 +310,26 @@ def explain(classifier, image, class_: int | str | None = None, *, method: str =
         grid = class_map(index)
     else:
         grid = occlusion_map(model, img, index, patch=patch, stride=stride, batch_size=batch_size, progress=progress)
-    box = crop_box(model.transform, img.width, img.height)
-    return Explanation(record, method, index, model.labels.names[index], float(probs[0, index]), grid, box, img)
+    if not np.isfinite(grid).all():
+        raise InputError(f"{path}: the heat map is not finite (NaN or infinity) for this image")
+    shown, box = _for_display(img, model.transform)
+    return Explanation(record, method, index, model.labels.names[index], float(probs[0, index]), grid, box, shown)
+
+
+def _for_display(img: Image.Image, transform: Transform) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """The photo at most OVERLAY_MAX_SIDE a side (a draft decode's at its full size's scale), and the crop on it."""
+    from PIL import Image
+
+    from imgclass.data.images import DRAFT_INFO
+
+    full_w, full_h, _ = img.info.get(DRAFT_INFO) or (img.width, img.height, None)
+    box = crop_box(transform, full_w, full_h)
+    scale = min(1.0, OVERLAY_MAX_SIDE / max(full_w, full_h))
+    size = (max(1, round(full_w * scale)), max(1, round(full_h * scale)))
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    sx, sy = size[0] / full_w, size[1] / full_h
+    return img, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 
 
 @dataclass(frozen=True)
@@ -343,6 +368,11 @@ class Written:
         return data if self.record.abstained is None else data | {"abstained": self.record.abstained}
 
 
+def _cut(stem: str) -> str:
+    """A file name's stem cut to STEM_MAX_BYTES of UTF-8, a whole character at a time (a 250-byte name fits)."""
+    return stem.encode("utf-8", "surrogateescape")[:STEM_MAX_BYTES].decode("utf-8", "ignore")
+
+
 def _unique(stem: str, taken: set[str]) -> str:
     name, n = stem, 1
     while name in taken:
@@ -379,7 +409,7 @@ def explain_files(classifier, paths: Iterable[str], out_dir: str | os.PathLike, 
             reason = str(err).removeprefix(f"{shown}: ")
             yield Written(Record(shown, model.name, model.preset.preset.name, [], reason, model.multi_label))
             continue
-        stem = _unique(f"{Path(shown).stem or 'image'}.{exp.method}", taken)
+        stem = _unique(f"{_cut(Path(shown).stem) or 'image'}.{exp.method}", taken)
         yield _save(exp, folder, stem, options)
 
 

@@ -18,6 +18,7 @@ the mirror image of each.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +77,7 @@ def check_members(models: Sequence[LoadedModel], weights: Sequence[float] | None
         weights = [1.0] * len(models)
     if len(weights) != len(models):
         raise UsageError(f"--weights: {len(weights)} weight(s) for {len(models)} models; give one per --model")
-    if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+    if any(not np.isfinite(w) or w < 0 for w in weights) or max(weights) <= 0:
         raise UsageError("--weights must be finite, not negative, and not all zero")
     first = models[0]
     for other in models[1:]:
@@ -90,6 +91,14 @@ def check_members(models: Sequence[LoadedModel], weights: Sequence[float] | None
             raise ModelError(f"{other.name} and {first.name} have different label sets {_difference(first, other)}; "
                              "an ensemble's models must name the same classes in the same order")  # fmt: skip
     return [float(w) for w in weights]
+
+
+def normalise_weights(raw: Sequence[float]) -> list[float]:
+    """Weights that sum to one, scaled by the largest first: 1e308,1e308 is 0.5,0.5 (their sum overflowed to inf)."""
+    top = max(raw)
+    scaled = [w / top for w in raw]
+    total = math.fsum(scaled)
+    return [w / total for w in scaled]
 
 
 def _difference(a: LoadedModel, b: LoadedModel) -> str:
@@ -106,9 +115,7 @@ class Scorer:
     def __init__(self, models: Sequence[LoadedModel], weights: Sequence[float] | None = None, tta: str = "none"):
         self.models = list(models)
         self.tta = check_tta(tta)
-        raw = check_members(self.models, weights)
-        total = sum(raw)
-        self.weights = [w / total for w in raw]
+        self.weights = normalise_weights(check_members(self.models, weights))
 
     @property
     def name(self) -> str:

@@ -166,10 +166,14 @@ def render(entries: Sequence[Entry], options: ReportOptions = ReportOptions()) -
 def write_report(path: str | os.PathLike, entries: Sequence[Entry], options: ReportOptions = ReportOptions()) -> None:
     """Make the thumbnails (on `options.workers` threads) and write the page atomically."""
     missing = [e for e in entries if e.thumbnail is None and e.record.error is None]
-    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="imgclass-thumb") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="imgclass-thumb")
+    try:
         for entry, uri in zip(missing, pool.map(lambda e: thumbnail_uri(e.record.path, options.thumbnail), missing),
                               strict=True):  # fmt: skip
             entry.thumbnail = uri
+    finally:
+        # A second Ctrl-C (or any error) stops here: the thumbnails not started are dropped, not waited for.
+        pool.shutdown(wait=False, cancel_futures=True)
     target = Path(path)
     page = render(entries, options)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # the umask's permissions, unlike mkstemp's 0600

@@ -17,8 +17,8 @@ import numpy as np
 
 from imgclass.data.labels import LabelSet, background_offset, choose_labels
 from imgclass.data.presets import Overrides, PresetChoice, choose_preset
-from imgclass.data.transforms import Transform
-from imgclass.errors import ModelError, UsageError
+from imgclass.data.transforms import MAX_RESIZED_PIXELS, MAX_RESIZED_SIDE, Transform
+from imgclass.errors import ConfigError, ModelError, UsageError, option
 from imgclass.graph.activation import Activation, choose_activation
 from imgclass.graph.ranking import Grouping, Ranker
 from imgclass.graph.runtime import Device, Runner, create_session
@@ -58,6 +58,23 @@ class Plan:
     def multi_label(self) -> bool:
         return self.activation.multi_label
 
+    @property
+    def preset_evidence(self) -> bool:
+        """False when nothing said how to preprocess for this model (no option, sidecar, metadata or
+        detection rule): it runs on the default preset, and its answers may be quietly worse."""
+        return not self.preset.source.startswith("default")
+
+    @property
+    def warnings(self) -> list[str]:
+        if self.preset.source.startswith("doctor"):
+            return [f"{self.name}: nothing says how to preprocess images for this model; the doctor's photos chose "
+                    f"the preset {self.preset.preset.name!r}: {self.preset.source.removeprefix('doctor (')[:-1]}"]  # fmt: skip
+        if self.preset_evidence:
+            return []
+        return [f"{self.name}: nothing says how to preprocess images for this model (no sidecar, no imgclass "
+                f"metadata, nothing recognisable in the graph): using the default preset "
+                f"{self.preset.preset.name!r}"]  # fmt: skip
+
     def describe(self) -> dict:
         return {
             "name": self.name,
@@ -67,6 +84,7 @@ class Plan:
             "background_class": bool(self.offset),
             "preset": self.preset.preset.name,
             "preset_source": self.preset.source,
+            "preset_evidence": self.preset_evidence,
             "preprocessing": self.preset.preset.to_dict(),
             "input_size": [self.transform.height, self.transform.width],
             "labels": self.labels.source,
@@ -126,9 +144,16 @@ def inspect_file(path: Path) -> Signature:
 
 def input_size(signature: Signature, choice: PresetChoice, requested: int | None, path: Path) -> tuple[int, int]:
     fixed = (signature.height, signature.width)
+    sides = [side for side in fixed if side]
+    if any(side > MAX_RESIZED_SIDE for side in sides) or (len(sides) == 2 and sides[0] * sides[1] > MAX_RESIZED_PIXELS):
+        raise ModelError(
+            f"{path}: declares an input of {fixed[1]}x{fixed[0]}, over the limit of {MAX_RESIZED_PIXELS} pixels"
+        )
     if requested is not None:
         if requested < 8:
             raise UsageError(f"--size {requested}: too small")
+        if requested * requested > MAX_RESIZED_PIXELS:
+            raise UsageError(f"{option('size')} {requested}: over the limit of {MAX_RESIZED_PIXELS} input pixels")
         if all(fixed) and fixed != (requested, requested):
             raise UsageError(f"--size {requested}: {path} has a fixed input of {fixed[0]}x{fixed[1]}")
         return requested, requested
@@ -143,15 +168,31 @@ def make_plan(path: Path, name: str, settings: ModelSettings, catalog_preset: st
     signature = inspect_file(path)
     choice = choose_preset(path, signature, settings.preset, catalog_preset)
     height, width = input_size(signature, choice, settings.overrides.size, path)
+    chosen = Transform(choice.preset, height, width, signature.layout, signature.dtype)
     preset = settings.overrides.apply(choice.preset, min(height, width))
+    transform = chosen if preset is choice.preset else Transform(preset, height, width, chosen.layout, chosen.dtype)
+    _check_bounds(transform, chosen, choice, path)
     if preset is not choice.preset:
         choice = PresetChoice(preset, choice.source + " + overrides")
-    transform = Transform(preset, height, width, signature.layout, signature.dtype)
     activation = choose_activation(signature, settings.activation, str(path))
     plan = Plan(name, path, signature, choice, transform, LabelSet((), ""), 0, signature.classes, activation)
     if signature.classes is not None:
         _bind_labels(plan, settings, signature.classes)
     return plan
+
+
+def _check_bounds(transform: Transform, chosen: Transform, choice: PresetChoice, path: Path) -> None:
+    """Before any image: the model's own preprocessing over the bounds is a model error (exit 3),
+    options that take it over them a usage error (exit 2)."""
+    try:
+        transform.check_bounds(UsageError)
+    except UsageError as err:
+        try:
+            chosen.check_bounds(ConfigError)
+        except ConfigError:
+            if choice.source != "flag":
+                raise ConfigError(f"{path} ({choice.source}): {err}") from None
+        raise UsageError(f"the preprocessing options: {err}") from None
 
 
 def _bind_labels(plan: Plan, settings: ModelSettings, classes: int) -> None:

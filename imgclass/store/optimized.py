@@ -21,11 +21,12 @@ import os
 from pathlib import Path
 
 from imgclass.errors import ModelError
+from imgclass.graph import metadata as props
 from imgclass.graph.runtime import Device, create_session
 from imgclass.store import index as modelindex
 
 BINDING_VERSION = 1
-BINDING_KEY = "imgclass.source_sha256"
+BINDING_KEY = props.SOURCE_SHA256
 
 
 def _field(number: int, payload: bytes) -> bytes:

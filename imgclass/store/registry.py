@@ -7,10 +7,14 @@ import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgclass.errors import CacheError, ModelError, UsageError, describe_os_error
 from imgclass.store import cache, catalog
 from imgclass.store.catalog import Entry
+
+if TYPE_CHECKING:
+    from imgclass.store.loader import ModelSettings
 
 ENV_MIRROR = "IMGCLASS_MIRROR"
 ENV_OFFLINE = "IMGCLASS_OFFLINE"
@@ -143,40 +147,79 @@ def _already_pulled(name: str, sha256: str | None) -> cache.Registered | None:
     return registered if intact(registered.path, registered.sha256) else None
 
 
-def import_file(source: Path, name: str, force: bool = False) -> cache.Registered | Path:
-    """Copy a model the user already has into the cache; verified when the catalog knows it."""
+def import_file(
+    source: Path, name: str, force: bool = False, settings: ModelSettings | None = None
+) -> cache.Registered | Path:
+    """Copy a model the user already has into the cache; verified when the catalog knows it.
+
+    What says how to use it and does not travel inside the file (a sidecar beside it, or
+    `settings`: a preset, preprocessing overrides, a labels file) is written into the copy's
+    `imgclass.*` metadata, so the cached model used alone is preprocessed and labelled the same.
+    """
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
     cache.check_name(name)
     _check_free(name, force)
-    digest = cache.sha256_file(source)
     entry = catalog.find(name)
-    if entry is not None:
-        if digest != entry.sha256:
-            raise ModelError(f"{source}: sha256 {digest} does not match the catalog's {entry.sha256} for {entry.name}")
-        dest = cached_path(entry)
-    else:
-        dest = cache.models_dir() / f"{name}.onnx"
+    carry = _carried(source, settings)
+    if entry is not None and carry:
+        raise UsageError(f"{name} is a catalog model: it is verified against the catalog's bytes and uses the "
+                         "catalog's preprocessing; import it under another name to give it your own")  # fmt: skip
+    digest = cache.sha256_file(source)
+    if entry is not None and digest != entry.sha256:
+        raise ModelError(f"{source}: sha256 {digest} does not match the catalog's {entry.sha256} for {entry.name}")
+    dest = cached_path(entry) if entry is not None else cache.models_dir() / f"{name}.onnx"
     with cache.lock(dest):
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        try:
-            shutil.copyfile(source, tmp)
-            if cache.sha256_file(tmp) != digest:
-                raise ModelError(f"{source}: changed while it was being copied; try again")
-            os.replace(tmp, dest)
-        except OSError as err:
-            raise CacheError(
-                f"cannot copy {source.name} into the cache {dest.parent}: {describe_os_error(err)}; "
-                f"free some space or set {cache.ENV_HOME} to a folder on another disk"
-            ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        digest = _copy_in(source, dest, digest, carry)
     if entry is not None:
         return dest
     _check_onnx(dest)
     registered = cache.Registered(name, dest.name, digest, dest.stat().st_size, f"file {source.resolve()}")
     cache.register(registered)
     return registered
+
+
+def _carried(source: Path, settings: ModelSettings | None) -> dict[str, str]:
+    """The metadata a copy of `source` needs, or {} when the file already says all (metadata, detection)."""
+    from imgclass.store import carried
+    from imgclass.store.index import has_external_data
+    from imgclass.store.loader import ModelSettings, make_plan
+
+    plan = make_plan(source, str(source), settings or ModelSettings())
+    preset_from = plan.preset.source
+    outside = preset_from.startswith("sidecar") or preset_from.startswith("flag") or preset_from.endswith("overrides")
+    values = carried.preprocessing(plan) if outside else {}
+    if plan.labels.kind in ("flag", "sidecar"):
+        values |= carried.labels(plan)
+    if settings is not None and settings.activation is not None:
+        values |= carried.activation(plan)
+    if values and has_external_data(source):
+        raise UsageError(f"{source}: its weights are in external data files, so its preprocessing cannot be written "
+                         "into a copy; keep its sidecar and use the file where it is")  # fmt: skip
+    return values
+
+
+def _copy_in(source: Path, dest: Path, digest: str, carry: dict[str, str]) -> str:
+    """Copy `source` to `dest` through a temporary file, `carry` written into its metadata; the copy's sha256."""
+    from imgclass.graph import metadata
+
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        shutil.copyfile(source, tmp)
+        if cache.sha256_file(tmp) != digest:
+            raise ModelError(f"{source}: changed while it was being copied; try again")
+        if carry:
+            metadata.write_file(tmp, carry, metadata.CARRIED)
+            digest = cache.sha256_file(tmp)
+        os.replace(tmp, dest)
+    except OSError as err:
+        raise CacheError(
+            f"cannot copy {source.name} into the cache {dest.parent}: {describe_os_error(err)}; "
+            f"free some space or set {cache.ENV_HOME} to a folder on another disk"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
 
 
 def remove(name: str) -> list[Path]:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgclass.errors import ModelError, UsageError, describe_os_error
+from imgclass.graph import metadata as props
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,11 +55,6 @@ if TYPE_CHECKING:
 # percentile: the 99.999th percentile of the values seen. minmax: the smallest and largest value seen (ORT's default; fastest).
 METHODS = ("minmax", "entropy", "percentile")
 _ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-PROVENANCE_KEY = "imgclass.provenance"
-PRESET_KEY = "imgclass.preset"
-PREPROCESS_KEY = "imgclass.preprocess"
-LABELS_KEY = "imgclass.labels"
-ACTIVATION_KEY = "imgclass.activation"
 # Ops that only exist in an already quantised graph.
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
                  "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid",
@@ -203,51 +199,84 @@ def _digest(paths: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-def _samples(classifier: Classifier, paths: Sequence[str], progress: Progress | None):
-    """Preprocessed calibration tensors (imgclass's own preprocessing), and the images that failed."""
-    from concurrent.futures import ThreadPoolExecutor
+class Calibration(Sequence):
+    """The calibration batches, decoded and preprocessed when ONNX Runtime asks for each one.
 
-    from imgclass.data.images import load_rgb
-    from imgclass.errors import InputError
-
-    def one(path: str):
-        try:
-            return classifier.model.transform(load_rgb(path, classifier.decode)), None
-        except InputError as err:
-            return None, str(err)
-
-    samples, used, skipped = [], [], []
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgclass-calibrate") as pool:
-        for done, (path, (sample, error)) in enumerate(zip(paths, pool.map(one, paths), strict=True), 1):
-            if sample is None:
-                skipped.append((path, error or "unreadable"))
-            else:
-                samples.append(sample)
-                used.append(path)
-            if progress:
-                progress("reading calibration images", done, len(paths))
-    return samples, used, skipped
-
-
-def _batches(samples: list, size: int, fixed: bool) -> list:
-    """Batches of `size`, emptying `samples` as it goes (one copy in memory, not two).
-
-    A fixed batch axis gets its last batch filled up with the first samples again.
+    Memory is one batch of tensors whatever the number of images (holding every tensor took
+    1.35 GB at 1,000 images). A batch is the next `size` paths, less those that cannot be read;
+    a fixed batch axis gets a short batch filled up with its own samples again. `used` and
+    `skipped` fill in as batches are read.
     """
-    import numpy as np
 
-    first, out = samples[:size], []
-    while samples:
-        chunk = samples[:size]
-        del samples[:size]
-        if fixed and len(chunk) < size:
-            chunk += [first[i % len(first)] for i in range(size - len(chunk))]
-        out.append(np.stack(chunk))
-    return out
+    def __init__(self, classifier: Classifier, paths: Sequence[str], size: int, fixed: bool,
+                 progress: Progress | None = None):  # fmt: skip
+        self.classifier, self.paths, self.size, self.fixed, self.progress = (
+            classifier,
+            list(paths),
+            size,
+            fixed,
+            progress,
+        )
+        self.chunks = [self.paths[i : i + size] for i in range(0, len(self.paths), size)]
+        self._used: set[str] = set()
+        self._skipped: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index):
+        import numpy as np
+
+        if not isinstance(index, int):
+            raise TypeError("calibration batches are read one at a time")
+        chunk = self.chunks[index]  # IndexError past the end: iteration stops
+        samples = []
+        for path in chunk:
+            sample = self._one(path)
+            if sample is not None:
+                samples.append(sample)
+        if self.progress:
+            read = sum(len(c) for c in self.chunks[: index + 1])
+            self.progress("reading calibration images", read, len(self.paths))
+        if not samples:
+            return None
+        if self.fixed and len(samples) < self.size:
+            samples += [samples[i % len(samples)] for i in range(self.size - len(samples))]
+        return np.stack(samples)
+
+    def _one(self, path: str):
+        from imgclass.data.images import load_rgb
+        from imgclass.errors import InputError
+
+        try:
+            sample = self.classifier.model.transform(load_rgb(path, self.classifier.decode))
+        except InputError as err:
+            self._skipped[path] = str(err)
+            return None
+        self._used.add(path)
+        return sample
+
+    def check(self) -> None:
+        """Before calibrating: at least one image can be read (else UsageError naming the first failure)."""
+        for index in range(len(self)):
+            if self[index] is not None:
+                return
+        first = self.paths[0]
+        raise UsageError(f"none of the {len(self.paths)} calibration images could be read "
+                         f"(first: {self._skipped.get(first, first)})")  # fmt: skip
+
+    @property
+    def used(self) -> list[str]:
+        return [p for p in self.paths if p in self._used]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [(p, self._skipped[p]) for p in self.paths if p in self._skipped and p not in self._used]
 
 
-def _reader(input_name: str, batches: list, progress: Progress | None):
-    """An ONNX Runtime CalibrationDataReader over prepared batches; strided so ranges merge batch by batch."""
+def _reader(input_name: str, batches: Sequence, progress: Progress | None):
+    """An ONNX Runtime CalibrationDataReader over the batches (read when asked for); strided so ranges
+    merge batch by batch. A batch of which no image could be read is passed over."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -261,14 +290,15 @@ def _reader(input_name: str, batches: list, progress: Progress | None):
             self.start, self.end, self.next = start_index, end_index, start_index
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.next >= min(self.end, len(batches)):
-                return None
-            batch = batches[self.next]
-            self.next += 1
-            self.done += 1
-            if progress:
-                progress("calibrating", self.done, len(batches))
-            return {input_name: batch}
+            while self.next < min(self.end, len(batches)):
+                batch = batches[self.next]
+                self.next += 1
+                self.done += 1
+                if progress:
+                    progress("calibrating", self.done, len(batches))
+                if batch is not None:
+                    return {input_name: batch}
+            return None
 
     return Reader()
 
@@ -351,58 +381,14 @@ def _static(prepared: Path, dest: Path, reader, exclude: list[str], options: Qua
 
 
 def preset_metadata(classifier: Classifier) -> dict[str, str]:
-    """The preset the model was calibrated with, as ONNX metadata `predict` reads back with no flags.
+    """The preset the model was calibrated with, as ONNX metadata `predict` reads back with no flags."""
+    from imgclass.store import carried
 
-    A built-in preset unchanged is stored by name (`imgclass.preset`); anything else as its
-    fields (`imgclass.preprocess`), on top of the built-in it came from where there is one.
-    """
-    from imgclass.data.presets import builtin_presets
-
-    model = classifier.model
-    preset = model.preset.preset
-    builtin = builtin_presets()
-    dynamic = model.signature.height is None or model.signature.width is None
-    size = min(model.transform.height, model.transform.width)
-    if builtin.get(preset.name) == preset and not (dynamic and size != preset.default_size):
-        return {PRESET_KEY: preset.name}
-    fields = preset.to_dict()
-    for key in ("name", "description", "source"):
-        fields.pop(key)
-    if dynamic:
-        fields["default_size"] = size
-    base = builtin.get(preset.name.split("+")[0])
-    record: dict[str, Any] = {"preset": base.name} if base else {}
-    if base is not None:
-        fields = {k: v for k, v in fields.items() if v != base.to_dict()[k]}
-    return {PREPROCESS_KEY: json.dumps({**record, **fields})}
+    return carried.preprocessing(classifier.model)
 
 
-def label_metadata(classifier: Classifier) -> dict[str, str]:
-    """The labels, unless they are the built-in ImageNet-1k names behind a background class (kept implicit)."""
-    model = classifier.model
-    if model.offset:
-        return {}
-    return {LABELS_KEY: json.dumps(list(model.labels.names), ensure_ascii=False)}
-
-
-def activation_metadata(classifier: Classifier) -> dict[str, str]:
-    """The activation, when it did not come from the graph's own head (a flag or metadata chose it)."""
-    activation = classifier.model.activation
-    return {} if activation.source.startswith("detected") else {ACTIVATION_KEY: activation.name}
-
-
-def _write_metadata(path: Path, values: dict[str, str]) -> None:
-    import onnx
-
-    model = onnx.load(os.fspath(path))
-    stale = set(values) | {PRESET_KEY, PREPROCESS_KEY}
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in stale]
-    del model.metadata_props[:]
-    for key, value in [*kept, *values.items()]:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.producer_name, model.producer_version = "imgclass", _version()
-    onnx.save(model, os.fspath(path))
+def _write_metadata(path: Path, values: dict[str, str], drop: Sequence[str] = ()) -> None:
+    props.write_file(path, values, drop, producer=_version())
 
 
 def _version() -> str:
@@ -527,7 +513,7 @@ def quantize(
             int8 = imgclass.load(candidate, options=_plain(opts))
             result.comparison = compare(fp32, int8, evaluate_on, options.max_drop, progress)
             result.provenance["evaluation"] = _evaluation(result.comparison)
-            _write_metadata(candidate, {PROVENANCE_KEY: json.dumps(result.provenance)})
+            _write_metadata(candidate, {props.PROVENANCE: json.dumps(result.provenance)})
             if not result.comparison.accepted:
                 c = result.comparison
                 raise AccuracyDrop(f"int8 top-1 fell {c.drop:.2f} points on {c.dataset} (more than --max-drop "
@@ -555,23 +541,21 @@ def _build(fp32: Classifier, paths: list[str], tmp: Path, options: QuantizeOptio
     """Calibrate and quantise into `tmp`; the candidate file carries every metadata key."""
     import onnx
 
+    from imgclass.store import carried
     from imgclass.store import index as modelindex
 
     model = fp32.model
-    samples, used, skipped = _samples(fp32, paths, progress)
-    if not samples:
-        raise UsageError(f"none of the {len(paths)} calibration images could be read (first: {skipped[0][1]})")
     fixed = model.signature.batch is not None
-    batches = _batches(samples, model.signature.batch or options.batch_size, fixed)
+    batches = Calibration(fp32, paths, model.signature.batch or options.batch_size, fixed, progress)
+    batches.check()
     prepared = _prepare(model.path, tmp)
     head = head_nodes(onnx.load(os.fspath(prepared), load_external_data=False), model.signature.output_name)
     candidate = tmp / "int8.onnx"
     _quantize_graph(prepared, candidate, _reader(model.signature.input_name, batches, progress), head, options)
     sha256 = modelindex.sha256_of(model.path)
-    prov = provenance(model.name, sha256, used, options, head)
-    _write_metadata(candidate, {**preset_metadata(fp32), **label_metadata(fp32), **activation_metadata(fp32),
-                                PROVENANCE_KEY: json.dumps(prov)})  # fmt: skip
-    result = QuantizeResult(model.name, None, None, prov, None, skipped, model.path.stat().st_size)
+    prov = provenance(model.name, sha256, batches.used, options, head)
+    _write_metadata(candidate, {**carried.carried(fp32.model), props.PROVENANCE: json.dumps(prov)}, props.CARRIED)
+    result = QuantizeResult(model.name, None, None, prov, None, batches.skipped, model.path.stat().st_size)
     return candidate, result
 
 
@@ -619,7 +603,7 @@ def model_precision(path: Path, name: str) -> str:
 def _quantized_by_imgclass(metadata: dict[str, str]) -> dict[str, Any] | None:
     """This module's provenance record (not another tool's, such as `imgclass train`'s), or None."""
     try:
-        record = json.loads(metadata.get(PROVENANCE_KEY) or "{}")
+        record = json.loads(metadata.get(props.PROVENANCE) or "{}")
     except ValueError:
         return None
     return record if isinstance(record, dict) and "quantizer" in record else None

@@ -20,13 +20,13 @@ one of the grid with the lowest mean log-loss in stratified K-fold cross-validat
 the training split (log-loss, not accuracy: on small, separable data many Cs tie on
 accuracy), folds grouped by image so that views of one photo never sit on both sides. The output model is the original graph
 up to the bottleneck, then Gemm + Softmax with the learnt weights, and metadata:
-`imgclass.labels`, `imgclass.preprocess` (the preset record) and `imgclass.provenance`.
+`imgclass.labels`, the resolved preprocessing (`imgclass.preset` or `imgclass.preprocess`, written by
+`imgclass.store.carried`) and `imgclass.provenance`.
 Nothing here prints.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -135,9 +135,27 @@ def read_training_data(root: Path, val_split: float = 0.2, seed: int = 0) -> Spl
     if not root.is_dir():
         raise UsageError(f"{printable(str(root))}: not a folder; {HINT}")
     subfolders = {f.name.lower(): f for f in _class_folders(root)}
-    if "train" in subfolders:
+    if "train" in subfolders and _is_split_layout(root, subfolders):
         return _train_val(root, subfolders, val_split, seed)
     return _split(str(root), _read_classes(root), val_split, seed)
+
+
+SPLIT_NAMES = ("train", "test", *VAL_NAMES)
+
+
+def _is_split_layout(root: Path, subfolders: dict[str, Path]) -> bool:
+    """ROOT/train (+ val) is a split when every folder is a split; a `train` of images beside classes is a class.
+
+    A `train` folder that holds class folders beside other folders is ambiguous: refused, naming both readings.
+    """
+    others = sorted(name for name in subfolders if name not in SPLIT_NAMES)
+    if not others:
+        return True
+    if not _class_folders(subfolders["train"]):
+        return False  # images, not class folders: a class named "train"
+    raise UsageError(f"{printable(str(root))}: 'train' holds class folders but sits beside other folders "
+                     f"({', '.join(map(repr, others[:3]))}); give {printable(str(subfolders['train']))} for its "
+                     "classes, or move the split folders out")  # fmt: skip
 
 
 def _list_classes(path: Path) -> dict[str, list[str]]:
@@ -392,19 +410,6 @@ def check_output(output: Path, model_path: Path) -> None:
         raise UsageError(f"--output {printable(str(output))} is the model trained from; it would be overwritten")
 
 
-def preset_record(classifier: Classifier) -> str:
-    """`imgclass.preprocess`: the preset's own fields (a built-in preset keeps its name), and the input size."""
-    from imgclass.data.presets import builtin_presets
-
-    model = classifier.model
-    record = model.preset.preset.to_dict()
-    if model.signature.size is None and model.transform.height == model.transform.width:
-        record["default_size"] = model.transform.height  # a dynamic input: the size the head was trained at
-    if record["name"] not in builtin_presets():
-        record.pop("name")
-    return json.dumps({"preset": record}, ensure_ascii=False)
-
-
 def write_model(model, output: Path) -> None:
     """Save atomically: a temporary file next to `output`, renamed over it."""
     import onnx
@@ -423,7 +428,9 @@ def _export(classifier: Classifier, result: TrainResult, output: Path, options: 
     from datetime import datetime, timezone
 
     from imgclass._util.version import __version__
+    from imgclass.graph import metadata as props
     from imgclass.graph import surgery
+    from imgclass.store import carried
     from imgclass.store.index import sha256_of
 
     report = result.report
@@ -440,10 +447,11 @@ def _export(classifier: Classifier, result: TrainResult, output: Path, options: 
         "date": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "imgclass": __version__,
     }
+    # The source's preprocessing, resolved (a flag, a sidecar or metadata), and the new head's labels;
+    # the activation is the new head's own.
     metadata = {
-        "imgclass.labels": json.dumps(report.classes, ensure_ascii=False),
-        "imgclass.preprocess": preset_record(classifier),
-        "imgclass.provenance": json.dumps(provenance, ensure_ascii=False),
+        **carried.preprocessing(classifier.model),
+        **props.encode(labels=report.classes, provenance=provenance),
     }
     proto = surgery.load_model_proto(classifier.model.path)
     head = classifier.bottleneck.head
