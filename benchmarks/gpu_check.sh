@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 venv=${GPU_CHECK_VENV:-/tmp/imgclass-gpu-venv}
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q ".[test]"
-# The GPU build must own the `onnxruntime` module alone (see README, Devices).
+# The GPU build must own the `onnxruntime` module alone (see docs/guide/speed.md, Devices).
 "$venv/bin/pip" uninstall -q -y onnxruntime onnxruntime-gpu
 "$venv/bin/pip" install -q onnxruntime-gpu
 "$venv/bin/python" benchmarks/gpu_check.py "$@"

@@ -24,7 +24,7 @@ def option(name: str) -> str:
 
 
 class ExitCode(IntEnum):
-    """What `imgclass` exits with. Printed verbatim in the README."""
+    """What `imgclass` exits with. Printed verbatim in docs/guide/batch.md; the troubleshooting page is generated from it."""
 
     OK = 0  # every input was classified
     INPUT_FAILED = 1  # at least one input failed; the others were classified

@@ -155,5 +155,5 @@ def test_models_info_lists_the_default_models_urls_in_order(home):
 
 def test_readme_names_the_file_a_mirror_serves_for_the_default_model():
     entry = catalog.find(catalog.default_model())
-    readme = (HERE.parent / "README.md").read_text()
+    readme = (HERE.parent / "docs" / "guide" / "models.md").read_text()  # the mirrors section moved there
     assert f"BASE_URL/{entry.file}   {entry.size} bytes\nsha256 {entry.sha256}" in readme

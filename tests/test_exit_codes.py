@@ -8,7 +8,7 @@ from conftest import run_cli_process as run_cli
 
 from imgclass.errors import ExitCode
 
-README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+README = os.path.join(os.path.dirname(__file__), "..", "docs", "guide", "batch.md")  # the table moved there
 
 
 @pytest.fixture
