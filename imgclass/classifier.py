@@ -372,7 +372,7 @@ class Classifier:
         self, batch_size: int | None, workers: int | None, debug: bool, decode: DecodeOptions | None = None
     ) -> PipelineOptions:
         if (batch_size is not None and batch_size < 1) or (workers is not None and workers < 1):
-            raise UsageError("--batch-size and --workers must be at least 1")
+            raise UsageError("«batch-size» and «workers» must be at least 1")
         return PipelineOptions(
             batch_size=batch_size or default_batch_size(self.model),
             workers=workers or default_workers(),
@@ -439,6 +439,6 @@ def _check_size(width: int, height: int) -> None:
 
 def _check_top(top: int, threshold: float | None) -> None:
     if top < 1:
-        raise UsageError("--top must be at least 1")
+        raise UsageError("«top» must be at least 1")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise UsageError("--threshold must be between 0 and 1")
+        raise UsageError("«threshold» must be between 0 and 1")

@@ -179,7 +179,7 @@ def test_bad_activation_values_say_where_they_came_from(make_model, home):
     with pytest.raises(ConfigError, match=r"metadata imgclass.activation 'relu': use auto, softmax, sigmoid"):
         imgclass.load(broken)
     assert imgclass.load(broken, activation="softmax").model.activation.source == "flag"  # the flag is enough
-    with pytest.raises(UsageError, match="--activation 'tanh'"):
+    with pytest.raises(UsageError, match="activation 'tanh'"):
         imgclass.load(make_model("tiny", seed=5, spatial=32), activation="tanh")
     result = run_cli("models", "info", broken)
     assert result.returncode == 3 and "imgclass.activation 'relu'" in result.stderr

@@ -288,5 +288,5 @@ def test_ray_engine_refuses_ensembles_and_tta_before_starting_anything(make_mode
     engine = RayEngine()
     engine.cluster = Cluster(cpus=4)  # not connected: the refusal comes first
     tta = imgclass.load(make_model("tiny", spatial=32), device="cpu", tta="flip")
-    with pytest.raises(UsageError, match="--engine local"):
+    with pytest.raises(UsageError, match="engine local"):
         engine.classify(tta, ["a.jpg"], RunOptions())

@@ -160,10 +160,10 @@ def test_class_by_name_index_and_refusals(texture, make_model, photos):
         clf.explain(picture(), "class", method="occlusion")
     with pytest.raises(imgclass.UsageError, match="classes 0 to 1"):
         clf.explain(picture(), 7, method="occlusion")
-    with pytest.raises(imgclass.UsageError, match="--method 'gradcam'"):
+    with pytest.raises(imgclass.UsageError, match="method 'gradcam'"):
         clf.explain(picture(), method="gradcam")
     tiny = make_model("tiny", spatial=None)
-    with pytest.raises(imgclass.UsageError, match="one --model"):
+    with pytest.raises(imgclass.UsageError, match="one model"):
         imgclass.load_ensemble([tiny, tiny]).explain(photos["china.jpg"], method="occlusion")
 
 

@@ -437,7 +437,7 @@ def test_an_image_nested_in_a_file_is_held_to_the_pixel_limit_before_decoding(ti
     refused = run_cli("predict", icon, "-m", tiny, "--max-pixels", 1_000_000, "-f", "jsonl")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     error = jsonl(refused.stdout)[0]["error"]
-    assert "over the limit of 1000000 pixels" in error and "--max-pixels" in error
+    assert "over the limit of 1000000 pixels" in error and "raise it with max_pixels" in error
     allowed = run_cli("predict", icon, "-m", tiny, "--max-pixels", 10_000_000, "-f", "jsonl")
     assert allowed.returncode == 0 and allowed.stderr == ""  # and no Pillow warning on stderr
 

@@ -84,7 +84,7 @@ def test_errors_are_typed_and_carry_exit_codes(tiny, home, tmp_path):
     classifier = imgclass.load(tiny)
     with pytest.raises(imgclass.InputError, match="no such file"):
         classifier.predict(tmp_path / "missing.jpg")
-    with pytest.raises(imgclass.UsageError, match="--top"):
+    with pytest.raises(imgclass.UsageError, match="top must be at least 1"):
         classifier.predict(tmp_path / "missing.jpg", top=0)
     with pytest.raises(TypeError, match="unknown option"):
         imgclass.load(tiny, crop_pc=0.9)

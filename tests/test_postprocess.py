@@ -98,5 +98,5 @@ def test_label_sources_and_offsets(tmp_path):
     assert choose_labels(tmp_path / "other" / "m.onnx", {}, None, 1001).source == "imagenet-1k"
     labels = LabelSet(("a", "b"), "t")
     assert background_offset(2, labels, "m") == 0 and background_offset(3, labels, "m") == 1
-    with pytest.raises(ModelError, match="pass --labels"):
+    with pytest.raises(ModelError, match="pass labels"):
         background_offset(5, labels, "m")

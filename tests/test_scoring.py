@@ -209,7 +209,7 @@ def test_cli_refusals(tiny, photos, home):
     assert result.returncode == 2 and "only predict, batch and evaluate average an ensemble" in result.stderr
     result = run_cli("predict", photos["china.jpg"], "-m", tiny, "--tta", "twelve-crop")
     assert result.returncode == 2 and "twelve-crop" in result.stderr
-    with pytest.raises(imgclass.UsageError, match="--tta 'sideways'"):
+    with pytest.raises(imgclass.UsageError, match="tta 'sideways'"):
         imgclass.load(tiny, tta="sideways")
 
 

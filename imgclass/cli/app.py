@@ -199,6 +199,16 @@ REMEDIES = {
 }
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a setting a library message names (errors.option): `crop-pct` -> `--crop-pct`."""
+    return "--" + name.replace("_", "-")
+
+
+def message(exc: BaseException) -> str:
+    """An exception's one line as the CLI shows it: the library's settings named by their flags."""
+    return exc.render(flag) if isinstance(exc, ImgclassError) else str(exc)
+
+
 def _report(env: Environment, exc: BaseException) -> int:
     code = exit_code_for(exc)
     if isinstance(exc, BrokenPipeError):
@@ -207,13 +217,13 @@ def _report(env: Environment, exc: BaseException) -> int:
     if env.debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=env.stderr)
     if isinstance(exc, Interrupted):
-        env.err(str(exc))
+        env.err(message(exc))
     elif isinstance(exc, NoImagesFound):
-        env.err(f"error: {exc}" + ("; add -r (--recursive) to read them" if exc.nested else ""))
+        env.err(f"error: {message(exc)}" + ("; add -r (--recursive) to read them" if exc.nested else ""))
     elif isinstance(exc, OutputRefused):
-        env.err(f"error: {exc}; {REMEDIES[exc.remedy]}")
+        env.err(f"error: {message(exc)}; {REMEDIES[exc.remedy]}")
     elif isinstance(exc, ImgclassError):
-        env.err(f"error: {exc}")
+        env.err(f"error: {message(exc)}")
     elif isinstance(exc, KeyboardInterrupt):
         pass
     elif code == ExitCode.ENVIRONMENT:

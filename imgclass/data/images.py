@@ -92,12 +92,12 @@ def _decode_or_explain(handle, name: str, options: DecodeOptions) -> Image.Image
         size = f"{found.group(1)} pixels" if found else "an image in this file"
         raise InputError(
             f"{name}: {size} is over the limit of {options.max_pixels} pixels "
-            "(possible decompression bomb; raise it with --max-pixels)"
+            "(possible decompression bomb; raise it with «max-pixels»)"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:
         reason = str(err) or type(err).__name__
         if "truncated" in reason:
-            reason += " (pass --allow-truncated to classify what is there)"
+            reason += " (pass «allow-truncated» to classify what is there)"
         raise InputError(f"{name}: cannot decode image: {reason}") from None
 
 
@@ -134,7 +134,7 @@ def _decode(handle, name: str, options: DecodeOptions) -> Image.Image:
         if options.max_pixels and width * height > options.max_pixels:
             raise InputError(
                 f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
-                f"{options.max_pixels} (possible decompression bomb; raise it with --max-pixels)"
+                f"{options.max_pixels} (possible decompression bomb; raise it with «max-pixels»)"
             )
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)

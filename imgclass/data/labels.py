@@ -128,7 +128,7 @@ def background_offset(classes: int, labels: LabelSet, origin: str) -> int:
         return offset
     where = f"{len(labels)} labels in {labels.source}"
     if labels.kind == "flag":
-        raise UsageError(f"--labels {labels.source}: has {len(labels)} labels but the model has {classes} outputs")
+        raise UsageError(f"«labels» {labels.source}: has {len(labels)} labels but the model has {classes} outputs")
     if labels.kind in ("metadata", "sidecar"):
-        raise ConfigError(f"{origin}: {where}, but the model has {classes} outputs; fix them or pass --labels FILE")
-    raise ModelError(f"{origin}: the model has {classes} outputs, not {where}; pass --labels FILE with {classes} names")
+        raise ConfigError(f"{origin}: {where}, but the model has {classes} outputs; fix them or pass «labels» FILE")
+    raise ModelError(f"{origin}: the model has {classes} outputs, not {where}; pass «labels» FILE with {classes} names")

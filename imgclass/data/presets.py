@@ -129,7 +129,7 @@ def builtin_presets() -> dict[str, Preset]:
     return {name: _from_record(name, rec) for name, rec in data["presets"].items()}
 
 
-def get_preset(name: str, origin: str = "--preset", error: type[ImgclassError] = UsageError) -> Preset:
+def get_preset(name: str, origin: str = "«preset»", error: type[ImgclassError] = UsageError) -> Preset:
     presets = builtin_presets()
     if name not in presets:
         raise error(f"{origin}: unknown preset {name!r}; choose one of: {', '.join(presets)}")
@@ -235,7 +235,7 @@ def _timm(cfg: Mapping[str, Any], origin: str) -> Preset:
     input_size = cfg.get("input_size") or cfg.get("test_input_size") or (3, 224, 224)
     mode = cfg.get("crop_mode", "center")
     if mode not in ("center", "squash"):
-        raise ConfigError(f"{origin}: timm crop_mode {mode!r} is not supported; pass --preset or overrides")
+        raise ConfigError(f"{origin}: timm crop_mode {mode!r} is not supported; pass «preset» or overrides")
     values = {
         "resize": "shorter" if mode == "center" else "squash",
         "crop_pct": float(cfg.get("crop_pct") or 0.875),

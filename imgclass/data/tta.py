@@ -15,5 +15,5 @@ def check_tta(tta: str | None) -> str:
     """A TTA name, lower-cased ("none" for None or ""); UsageError for an unknown one."""
     name = (tta or "none").strip().lower()
     if name not in VIEWS:
-        raise UsageError(f"--tta {tta!r}: use {', '.join(TTA_MODES)}")
+        raise UsageError(f"«tta» {tta!r}: use {', '.join(TTA_MODES)}")
     return name

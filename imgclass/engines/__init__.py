@@ -49,17 +49,17 @@ def require_ray() -> None:
         import ray  # noqa: F401
         import ray.data  # noqa: F401
     except ImportError:
-        raise MissingExtra("ray", "--engine ray") from None
+        raise MissingExtra("ray", "«engine» ray") from None
 
 
 def open_engine(options: EngineOptions = EngineOptions()) -> Engine:
     """The engine `options.name` names; use it as a context manager (Ray connects on enter)."""
     if options.name == "local":
         if options.address is not None or options.actors is not None:
-            raise UsageError("--ray-address and --actors need --engine ray")
+            raise UsageError("«ray-address» and «actors» need «engine» ray")
         return Engine()
     if options.name != "ray":
-        raise UsageError(f"--engine {options.name!r}: choose one of {', '.join(ENGINES)}")
+        raise UsageError(f"«engine» {options.name!r}: choose one of {', '.join(ENGINES)}")
     require_ray()
     from imgclass.engines.ray import RayEngine
 

@@ -82,7 +82,7 @@ class Engine:
         """Refuse inputs this engine cannot read, before any model is loaded."""
         remote = [item for item in inputs if is_uri(item) and not is_url(item)]
         if remote:
-            raise UsageError(f"{remote[0]}: object store URIs are read by the ray engine only (--engine ray)")
+            raise UsageError(f"{remote[0]}: object store URIs are read by the ray engine only («engine» ray)")
 
     def expand(self, inputs: Iterable[str], recursive: bool = False, stdin: Any = None, null: bool = False,
                video: bool = False) -> Iterator[str]:  # fmt: skip

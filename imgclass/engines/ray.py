@@ -56,7 +56,7 @@ class RayEngine(Engine):
         precision: str | None = None,
     ):  # fmt: skip
         if actors is not None and actors < 1:
-            raise UsageError("--actors must be at least 1")
+            raise UsageError("«actors» must be at least 1")
         self.address = address
         self.actors = actors
         self.device = device  # None: the classifier's own --device
@@ -132,9 +132,9 @@ class RayEngine(Engine):
         if self.cluster is None:
             raise RuntimeError("use the ray engine inside `with open_engine(...)`")
         if options.batch_size is not None and options.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
+            raise UsageError("«batch-size» must be at least 1")
         if not classifier.scorer.plain:
-            raise UsageError("--engine ray runs one model without --tta; ensembles and --tta run with --engine local")
+            raise UsageError("«engine» ray runs one model without «tta»; ensembles and «tta» run with «engine» local")
         return RayRecords(self, classifier, paths, options, stop or threading.Event())
 
     def embedder(self, classifier: Classifier, normalize: bool = False) -> Callable[..., RayRecords]:
@@ -158,17 +158,17 @@ class RayEngine(Engine):
         device = (self.device or device).lower()
         cpus, gpus = self.cluster.cpus, self.cluster.gpus
         if device.startswith("cuda") and gpus < 1:
-            raise UsageError(f"--device {device}: the Ray cluster has no GPUs")
+            raise UsageError(f"«device» {device}: the Ray cluster has no GPUs")
         use_gpu = device.startswith("cuda") or (device == "auto" and gpus >= 1)
         threads = 1 if use_gpu else (threads or 1)
         actors = self.actors or (int(gpus) if use_gpu else max(1, int(cpus) // 2))
         if cpus and actors * threads > cpus - 1:
             raise UsageError(
-                f"--actors {actors} with {threads} thread(s) each needs {actors * threads} CPUs and one more "
+                f"«actors» {actors} with {threads} thread(s) each needs {actors * threads} CPUs and one more "
                 f"for decoding; the Ray cluster has {cpus:g}"
             )
         if use_gpu and actors > gpus:
-            raise UsageError(f"--actors {actors} with a GPU each: the Ray cluster has {gpus:g} GPUs")
+            raise UsageError(f"«actors» {actors} with a GPU each: the Ray cluster has {gpus:g} GPUs")
         return actors, threads, 1 if use_gpu else 0, "cuda" if use_gpu else "cpu"
 
 
@@ -399,7 +399,7 @@ class RayRecords:
             if self.stop.is_set():
                 return
         if following != total:
-            raise RayJobError(f"the Ray job returned {following} of {total} records; run again with --resume")
+            raise RayJobError(f"the Ray job returned {following} of {total} records; run again with «resume»")
 
     def _account(self, batch: dict, i: int, record: Any) -> None:
         stats = self.stats

@@ -114,7 +114,7 @@ def detect(signature: Signature) -> Activation:
 
 def choose_activation(signature: Signature, flag: str | None, origin: str) -> Activation:
     """--activation wins, then ONNX metadata imgclass.activation, then the graph's head."""
-    name = parse(flag, "--activation") if flag is not None else None
+    name = parse(flag, "«activation»") if flag is not None else None
     source = "flag"
     if name is None and METADATA_KEY in signature.metadata:
         name = parse(signature.metadata[METADATA_KEY], f"{origin}: metadata {METADATA_KEY}", ConfigError)

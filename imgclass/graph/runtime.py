@@ -45,7 +45,7 @@ def parse_device(text: str | None, precision: str | None = None) -> Device:
     match = _DEVICE.match((text or "auto").strip().lower())
     suffix = match.group(2) if match else None
     if not match or (suffix and (match.group(1), suffix.isdigit()) not in (("cuda", True), ("openvino", False))):
-        raise UsageError(f"--device {text!r}: use auto, cpu, cuda, cuda:N, openvino or openvino:GPU|NPU")
+        raise UsageError(f"«device» {text!r}: use auto, cpu, cuda, cuda:N, openvino or openvino:GPU|NPU")
     precision = (precision or "f32").strip().lower()
     if precision not in PRECISIONS:
         raise UsageError(f"{option('precision')} {precision!r}: use one of {', '.join(PRECISIONS)}")
@@ -77,7 +77,7 @@ def plan_providers(device: Device, available: Sequence[str]) -> list:
         return [(CUDA, cuda_options), CPU]
     if device.kind == "cuda":
         raise ModelError(
-            "--device cuda: this onnxruntime has no CUDA provider "
+            "«device» cuda: this onnxruntime has no CUDA provider "
             f"(available: {', '.join(available)}); replace it with the GPU build: "
             "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
         )
@@ -90,8 +90,8 @@ def check_providers(device: Device, in_use: Sequence[str]) -> None:
         raise ModelError(f"device {device}: ONNX Runtime did not start the OpenVINO provider")
     if device.kind == "cuda" and CUDA not in in_use:
         raise ModelError(
-            "--device cuda: ONNX Runtime could not start CUDA (driver, CUDA or cuDNN libraries missing?); "
-            "use --device cpu or fix the CUDA install"
+            "«device» cuda: ONNX Runtime could not start CUDA (driver, CUDA or cuDNN libraries missing?); "
+            "use «device» cpu or fix the CUDA install"
         )
 
 

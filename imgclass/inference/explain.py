@@ -123,7 +123,7 @@ def colour_table(name: str = COLORMAP) -> np.ndarray:
         table = Colormap(name).lut(256)
     except (ValueError, KeyError, TypeError):
         raise UsageError(
-            f"--colormap {name!r}: not a colour map cmap knows (try inferno, magma, viridis, turbo)"
+            f"«colormap» {name!r}: not a colour map cmap knows (try inferno, magma, viridis, turbo)"
         ) from None
     return np.clip(np.rint(np.asarray(table)[:, :3] * 255), 0, 255).astype(np.uint8)
 
@@ -157,7 +157,7 @@ def resolve_class(model: LoadedModel, wanted: int | str | None, record: Record) 
         wanted = int(wanted)
     if isinstance(wanted, int):
         if not 0 <= wanted < len(names):
-            raise UsageError(f"--class {wanted}: the model has classes 0 to {len(names) - 1}")
+            raise UsageError(f"«class» {wanted}: the model has classes 0 to {len(names) - 1}")
         return wanted
     folded = [n.casefold() for n in names]
     key = wanted.strip().casefold()
@@ -165,7 +165,7 @@ def resolve_class(model: LoadedModel, wanted: int | str | None, record: Record) 
         return folded.index(key)
     near = [n for n in names if key in n.casefold()][:5]
     hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-    raise UsageError(f"--class {wanted!r}: no such label{hint}")
+    raise UsageError(f"«class» {wanted!r}: no such label{hint}")
 
 
 def occlusion_grid(transform: Transform, patch: int | None, stride: int | None) -> list[tuple[int, int, int, int]]:
@@ -173,7 +173,7 @@ def occlusion_grid(transform: Transform, patch: int | None, stride: int | None) 
     size = patch or max(1, round(min(transform.height, transform.width) / 7))
     step = stride or max(1, size // 2)
     if size < 1 or step < 1:
-        raise UsageError("--patch and --stride must be at least 1")
+        raise UsageError("«patch» and «stride» must be at least 1")
 
     def starts(n: int) -> list[int]:
         last = max(n - size, 0)
@@ -237,7 +237,7 @@ def _cam_session(path: str, identity: tuple[int, int], name: str, device: Device
     except ModelError as err:
         why = str(err).removeprefix(f"{name}: ").removeprefix("no bottleneck to train on: ")
         raise ModelError(f"{name}: no class activation map: the network does not end in global average pooling "
-                         f"and one linear layer ({why}); use --method occlusion") from None  # fmt: skip
+                         f"and one linear layer ({why}); use «method» occlusion") from None  # fmt: skip
     exposed = surgery.expose(graph, {FEATURES: head.feature_map})
     session, _ = create_session(exposed.SerializeToString(), device, threads, name=Path(path), spinning=False)
     return session, head
@@ -296,9 +296,9 @@ def explain(classifier, image, class_: int | str | None = None, *, method: str =
     from imgclass.inference.pipeline import NON_FINITE
 
     if method not in METHODS:
-        raise UsageError(f"--method {method!r}: use {', '.join(METHODS)}")
+        raise UsageError(f"«method» {method!r}: use {', '.join(METHODS)}")
     if len(classifier.members) > 1:
-        raise UsageError("explain takes one --model: an ensemble has no single map to show")
+        raise UsageError("explain takes one «model»: an ensemble has no single map to show")
     model: LoadedModel = classifier.model
     path, img = classifier._open(image)
     sample = model.transform(img)
@@ -410,7 +410,7 @@ def explain_files(classifier, paths: Sequence[str], out_dir: str | os.PathLike, 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"--output-dir {printable(str(folder))}: {describe_os_error(err)}") from None
+        raise OutputError(f"«output-dir» {printable(str(folder))}: {describe_os_error(err)}") from None
     model = classifier.model
     for path, stem in zip(paths, planned_names(paths, options.method), strict=True):
         shown = display_path(path)

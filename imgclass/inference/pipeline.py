@@ -106,7 +106,7 @@ def image_error(decode_error: str | None, failure: str | None, result: Any) -> s
     return result if isinstance(result, str) else None
 
 
-NON_FINITE = "the model's output is not finite (NaN or infinity) for this image; check the model and --mean/--std"
+NON_FINITE = "the model's output is not finite (NaN or infinity) for this image; check the model and «mean»/«std»"
 
 
 def rank_finite(ranker: Ranker, outputs: np.ndarray) -> list:

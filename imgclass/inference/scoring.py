@@ -76,9 +76,9 @@ def check_members(models: Sequence[LoadedModel], weights: Sequence[float] | None
     if weights is None:
         weights = [1.0] * len(models)
     if len(weights) != len(models):
-        raise UsageError(f"--weights: {len(weights)} weight(s) for {len(models)} models; give one per --model")
+        raise UsageError(f"«weights»: {len(weights)} weight(s) for {len(models)} models; give one per «model»")
     if any(not np.isfinite(w) or w < 0 for w in weights) or max(weights) <= 0:
-        raise UsageError("--weights must be finite, not negative, and not all zero")
+        raise UsageError("«weights» must be finite, not negative, and not all zero")
     first = models[0]
     for other in models[1:]:
         if other.multi_label != first.multi_label:

@@ -182,7 +182,7 @@ def write_report(path: str | os.PathLike, entries: Sequence[Entry], options: Rep
         write_atomically(target, page, errors="backslashreplace")
     except OSError as err:
         raise OutputError(
-            f"--report {printable(str(path))}: cannot write the report: {describe_os_error(err)}"
+            f"«report» {printable(str(path))}: cannot write the report: {describe_os_error(err)}"
         ) from None
 
 

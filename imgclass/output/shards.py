@@ -29,7 +29,7 @@ def shard_files(folder: Path) -> list[tuple[int, Path]]:
             (int(m.group(1)), folder / m.group(0)) for m in map(_NAME.match, (p.name for p in folder.iterdir())) if m
         ]
     except OSError as err:
-        raise OutputError(f"--output {printable(str(folder))}: {describe_os_error(err)}") from None
+        raise OutputError(f"«output» {printable(str(folder))}: {describe_os_error(err)}") from None
     return sorted(names)
 
 
@@ -47,7 +47,7 @@ class ShardStream:
             try:
                 self._file = open(path, "x", encoding="utf-8", newline="", errors="backslashreplace")
             except OSError as err:
-                raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
+                raise OutputError(f"«output» {printable(str(path))}: {describe_os_error(err)}") from None
         return self._file
 
     def write(self, text: str) -> int:
@@ -78,11 +78,11 @@ class ShardStream:
 def check_shards(folder: Path, fmt: str, resume: bool) -> list[tuple[int, Path]]:
     """Before anything runs: `--output DIR` takes jsonl, and a folder with shards needs --resume."""
     if fmt != "jsonl":
-        raise UsageError(f"--output {printable(str(folder))} is a folder: it takes jsonl shards, not {fmt}")
+        raise UsageError(f"«output» {printable(str(folder))} is a folder: it takes jsonl shards, not {fmt}")
     existing = shard_files(folder)
     if existing and not resume:
         raise UsageError(
-            f"--output {printable(str(folder))} holds the shards of an earlier run: add --resume to go on with it, "
+            f"«output» {printable(str(folder))} holds the shards of an earlier run: add «resume» to go on with it, "
             "or give an empty folder"
         )
     return existing
@@ -102,7 +102,7 @@ def open_shards(folder: Path, fmt: str, resume: bool):
                 with open(path, "rb+") as handle:
                     handle.truncate(existing.keep)
             except OSError as err:
-                raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
+                raise OutputError(f"«output» {printable(str(path))}: {describe_os_error(err)}") from None
     existing_numbers = shard_files(folder)
     following = existing_numbers[-1][0] + 1 if existing_numbers else 0
     stream = cast(TextIO, ShardStream(folder, following, SHARD_RECORDS))

@@ -215,7 +215,7 @@ def make_sink(fmt: str, stream: TextIO, header: bool = True, name: str = "stdout
     if fmt in ("csv", "tsv"):
         return DelimitedSink(stream, "," if fmt == "csv" else "\t", header=header, name=name, columns=columns,
                              multi_label=multi_label, abstained=abstained)  # fmt: skip
-    raise UsageError(f"--format {fmt!r}: choose one of {', '.join(MACHINE_FORMATS)}")
+    raise UsageError(f"«format» {fmt!r}: choose one of {', '.join(MACHINE_FORMATS)}")
 
 
 def choose_format(fmt: str | None, output: Path | None, stdout_isatty: bool) -> str:
@@ -226,9 +226,9 @@ def choose_format(fmt: str | None, output: Path | None, stdout_isatty: bool) -> 
         return "table" if stdout_isatty else "jsonl"
     fmt = fmt.lower()
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"«format» {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "table" and output is not None:
-        raise UsageError("--format table is for the terminal; write a file as json, jsonl, csv or tsv")
+        raise UsageError("«format» table is for the terminal; write a file as json, jsonl, csv or tsv")
     return fmt
 
 
@@ -320,7 +320,7 @@ def _looks_like_ours(path: Path) -> bool:
         with open(path, "rb") as handle:
             head = handle.read(1 << 16)
     except OSError as err:
-        raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
+        raise OutputError(f"«output» {printable(str(path))}: {describe_os_error(err)}") from None
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     if any(first.split(d)[: len(BASE_COLUMNS)] == [c.encode() for c in BASE_COLUMNS] for d in (b",", b"\t")):
         return True
@@ -347,7 +347,7 @@ def read_existing(path: Path, fmt: str) -> Existing:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as err:
-        raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
+        raise OutputError(f"«output» {printable(str(path))}: {describe_os_error(err)}") from None
     complete = data[: data.rfind(b"\n") + 1]
     text = complete.decode("utf-8", errors="surrogateescape")
     if fmt == "jsonl":

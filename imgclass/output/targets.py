@@ -29,26 +29,26 @@ def check_output(output: Path | None, fmt: str, resume: bool) -> Existing | None
     """
     if output is None:
         if resume:
-            raise UsageError("--resume needs --output FILE")
+            raise UsageError("«resume» needs «output» FILE")
         return None
     if output.is_dir():
         check_shards(output, fmt, resume)
         return None
     if fmt not in RESUMABLE and resume:
-        raise UsageError(f"--resume works with {', '.join(RESUMABLE)} output, not {fmt}")
+        raise UsageError(f"«resume» works with {', '.join(RESUMABLE)} output, not {fmt}")
     try:
         st = os.stat(output)
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise OutputError(f"--output {printable(str(output))}: {describe_os_error(err)}") from None
+        raise OutputError(f"«output» {printable(str(output))}: {describe_os_error(err)}") from None
     if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
         return None  # /dev/null, a pipe, an empty file: nothing to lose
     if resume:
         return read_existing(output, fmt)
     if not _looks_like_ours(output):
         raise UsageError(
-            f"--output {printable(str(output))} exists and is not an imgclass output; "
+            f"«output» {printable(str(output))} exists and is not an imgclass output; "
             "refusing to overwrite it (remove it first, or choose another file)"
         )
     return None
@@ -80,7 +80,7 @@ def open_target(output: Path | None, fmt: str, resume: bool, stdout: TextIO, exi
         if resume and existing is not None and existing.keep < existing.size:
             os.ftruncate(fd, existing.keep)  # a trailing record that was cut short is written again
     except OSError as err:
-        raise OutputError(f"--output {printable(str(output))}: {describe_os_error(err)}") from None
+        raise OutputError(f"«output» {printable(str(output))}: {describe_os_error(err)}") from None
     fresh = not (resume and existing is not None and existing.keep > 0)
     done = existing.done if resume and existing is not None else set()
     columns = existing.columns if resume and existing is not None else None

@@ -42,13 +42,13 @@ def vector_format(fmt: str | None, output: Path | None) -> str:
             return "jsonl"
         found = _EXTENSIONS.get(output.suffix.lower())
         if found is None:
-            raise UsageError(f"--output {printable(str(output))}: name it .npy, .jsonl or .parquet, or give --format")
+            raise UsageError(f"«output» {printable(str(output))}: name it .npy, .jsonl or .parquet, or give «format»")
         fmt = found
     fmt = fmt.lower()
     if fmt not in VECTOR_FORMATS:
-        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(VECTOR_FORMATS)}")
+        raise UsageError(f"«format» {fmt!r}: choose one of {', '.join(VECTOR_FORMATS)}")
     if output is None and fmt != "jsonl":
-        raise UsageError(f"--format {fmt} writes a file: give --output FILE")
+        raise UsageError(f"«format» {fmt} writes a file: give «output» FILE")
     return fmt
 
 
@@ -121,9 +121,9 @@ def open_vectors(
     `model`: a jsonl file whose records name another model is refused for `resume`.
     """
     if resume and output is None:
-        raise UsageError("--resume needs --output FILE")
+        raise UsageError("«resume» needs «output» FILE")
     if resume and fmt not in RESUMABLE:
-        raise UsageError(f"--resume works with {' and '.join(RESUMABLE)} output, not {fmt}")
+        raise UsageError(f"«resume» works with {' and '.join(RESUMABLE)} output, not {fmt}")
     if fmt == "npy":
         assert output is not None
         return VectorTarget(NpyVectors(output, dim, resume))
@@ -136,7 +136,7 @@ def open_vectors(
     try:
         handle = open(output, "a" if resume else "w", encoding="utf-8", errors="backslashreplace")
     except OSError as err:
-        raise OutputError(f"--output {printable(str(output))}: {describe_os_error(err)}") from None
+        raise OutputError(f"«output» {printable(str(output))}: {describe_os_error(err)}") from None
     return VectorTarget(JsonlVectors(handle, str(output)), done, handle)
 
 
@@ -147,7 +147,7 @@ def _jsonl_done(path: Path, dim: int, model: str = "") -> set[bytes]:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise OutputError(f"--output {printable(str(path))}: {describe_os_error(err)}") from None
+        raise OutputError(f"«output» {printable(str(path))}: {describe_os_error(err)}") from None
     complete = data[: data.rfind(b"\n") + 1]
     from imgclass.data.sources import record_key
 
@@ -215,7 +215,7 @@ class NpyVectors:
             self._rows = tempfile.NamedTemporaryFile(dir=self.output.parent or ".", prefix=f".{self.output.name}.",
                                                      suffix=".part", delete=False)  # fmt: skip
         except OSError as err:
-            raise OutputError(f"--output {printable(self.name)}: {describe_os_error(err)}") from None
+            raise OutputError(f"«output» {printable(self.name)}: {describe_os_error(err)}") from None
 
     def write(self, record: Any) -> None:
         import numpy as np
@@ -262,7 +262,7 @@ def require_pyarrow() -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        raise MissingExtra("parquet", "--format parquet") from None
+        raise MissingExtra("parquet", "«format» parquet") from None
 
 
 class ParquetVectors:
@@ -287,7 +287,7 @@ class ParquetVectors:
             os.close(create_new(self._tmp))  # claimed with O_EXCL|O_NOFOLLOW: never a planted symlink
             self._writer = pq.ParquetWriter(os.fspath(self._tmp), schema)
         except OSError as err:
-            raise OutputError(f"--output {printable(self.name)}: {describe_os_error(err)}") from None
+            raise OutputError(f"«output» {printable(self.name)}: {describe_os_error(err)}") from None
 
     def write(self, record: Any) -> None:
         self._rows.append(record)

@@ -32,7 +32,7 @@ def require_ray_serve() -> None:
         import ray  # noqa: F401
         from ray import serve  # noqa: F401
     except ImportError:
-        raise MissingExtra("ray-serve", "imgclass serve --engine ray") from None
+        raise MissingExtra("ray-serve", "imgclass serve «engine» ray") from None
 
 
 def _spec(classifier: Classifier) -> dict[str, Any]:

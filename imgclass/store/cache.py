@@ -44,7 +44,7 @@ def optimized_dir() -> Path:
 
 def check_name(name: str) -> str:
     if not _NAME.match(name) or name.endswith((".part", ".lock", ".json")):
-        raise UsageError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (no path separators)")
+        raise UsageError(f"«name» {name!r}: use letters, digits, '.', '_' and '-' (no path separators)")
     return name
 
 

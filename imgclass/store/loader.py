@@ -157,11 +157,11 @@ def input_size(signature: Signature, choice: PresetChoice, requested: int | None
         )
     if requested is not None:
         if requested < 8:
-            raise UsageError(f"--size {requested}: too small")
+            raise UsageError(f"«size» {requested}: too small")
         if requested * requested > MAX_RESIZED_PIXELS:
             raise UsageError(f"{option('size')} {requested}: over the limit of {MAX_RESIZED_PIXELS} input pixels")
         if all(fixed) and fixed != (requested, requested):
-            raise UsageError(f"--size {requested}: {path} has a fixed input of {fixed[0]}x{fixed[1]}")
+            raise UsageError(f"«size» {requested}: {path} has a fixed input of {fixed[0]}x{fixed[1]}")
         return requested, requested
     if all(fixed):
         return fixed  # type: ignore[return-value]

@@ -52,9 +52,9 @@ def is_cached(entry: Entry) -> bool:
 
 def _how_to_get(entry: Entry) -> str:
     return (
-        f"use a local file with --model ./FILE.onnx, set {ENV_MIRROR}=BASE_URL to a mirror serving {entry.file}, "
+        f"use a local file with «model» ./FILE.onnx, set {ENV_MIRROR}=BASE_URL to a mirror serving {entry.file}, "
         f"or import a copy of the catalog's exact file ({entry.size} bytes, sha256 {entry.sha256[:12]}...) "
-        f"with: imgclass models pull --file PATH --name {entry.name}"
+        f"with: imgclass models pull «file» PATH «name» {entry.name}"
     )
 
 
@@ -114,7 +114,7 @@ def _check_free(name: str, force: bool) -> None:
     if force:
         return
     if name in cache.registry() or (catalog.find(name) is not None and is_cached(catalog.find(name))):  # type: ignore[arg-type]
-        raise UsageError(f"{name}: already in the cache; pass --force to replace it")
+        raise UsageError(f"{name}: already in the cache; pass «force» to replace it")
 
 
 def pull_url(url: str, name: str, sha256: str | None = None, progress=None, force: bool = False) -> cache.Registered:
@@ -122,7 +122,7 @@ def pull_url(url: str, name: str, sha256: str | None = None, progress=None, forc
 
     cache.check_name(name)
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
-        raise UsageError(f"--sha256 {sha256!r}: expected 64 hex digits")
+        raise UsageError(f"«sha256» {sha256!r}: expected 64 hex digits")
     if not force and (same := _already_pulled(name, sha256)) is not None:
         return same  # the very bytes asked for are there (another pull of them just finished)
     _check_free(name, force)
@@ -295,10 +295,10 @@ def verify() -> list[dict]:
 def remedy_for(reg: cache.Registered) -> str:
     """The command that puts the right bytes back for a pulled or imported model."""
     if reg.origin.startswith("file "):
-        return f"imgclass models pull --file {shlex.quote(reg.origin[5:])} --name {reg.name} --force"
+        return f"imgclass models pull «file» {shlex.quote(reg.origin[5:])} «name» {reg.name} «force»"
     if reg.origin.endswith("?...") or not reg.origin.startswith(("http://", "https://")):
-        return f"pull it again from its URL: imgclass models pull --url URL --name {reg.name} --force"
-    return f"imgclass models pull --url {reg.origin} --name {reg.name} --force"
+        return f"pull it again from its URL: imgclass models pull «url» URL «name» {reg.name} «force»"
+    return f"imgclass models pull «url» {reg.origin} «name» {reg.name} «force»"
 
 
 def _verify_graphs() -> list[dict]:

@@ -157,25 +157,25 @@ def _check_targets(output: Path | None, name: str | None, force: bool) -> None:
     from imgclass.store import cache, catalog
 
     if output is None and name is None:
-        raise UsageError("give --output OUT.onnx, --name NAME, or both")
+        raise UsageError("give «output» OUT.onnx, «name» NAME, or both")
     if output is not None:
         if output.is_dir():
             raise UsageError(
-                f"--output {output}: is a directory; give a file name such as {output / 'model-int8.onnx'}"
+                f"«output» {output}: is a directory; give a file name such as {output / 'model-int8.onnx'}"
             )
         folder = output.resolve().parent
         if not folder.is_dir():
-            raise UsageError(f"--output {output}: folder {folder} does not exist")
+            raise UsageError(f"«output» {output}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             from imgclass.errors import OutputError
 
-            raise OutputError(f"--output {output}: folder {folder} is not writable")
+            raise OutputError(f"«output» {output}: folder {folder} is not writable")
     if name is not None:
         cache.check_name(name)
         if catalog.find(name) is not None:
-            raise UsageError(f"--name {name}: is a catalog model's name; give the int8 model a name of its own")
+            raise UsageError(f"«name» {name}: is a catalog model's name; give the int8 model a name of its own")
         if not force and name in cache.registry():
-            raise UsageError(f"--name {name}: already in the cache; pass --force to replace it")
+            raise UsageError(f"«name» {name}: already in the cache; pass «force» to replace it")
 
 
 def calibration_paths(folder: str | os.PathLike, limit: int) -> list[str]:
@@ -184,10 +184,10 @@ def calibration_paths(folder: str | os.PathLike, limit: int) -> list[str]:
 
     path = Path(folder)
     if not path.exists():
-        raise UsageError(f"--calibrate {folder}: no such folder")
+        raise UsageError(f"«calibrate» {folder}: no such folder")
     found = sorted(expand([os.fspath(path)], recursive=True)) if path.is_dir() else [os.fspath(path)]
     if not found:
-        raise UsageError(f"--calibrate {folder}: no images in it (jpg, png, webp, ...)")
+        raise UsageError(f"«calibrate» {folder}: no images in it (jpg, png, webp, ...)")
     return found[:limit]
 
 
@@ -449,7 +449,7 @@ def compare(fp32: Classifier, int8: Classifier, dataset: str | os.PathLike, max_
         if report.signal is not None:
             raise KeyboardInterrupt
         if not report.classified:
-            raise UsageError(f"--evaluate {dataset}: none of its {report.images} images could be classified")
+            raise UsageError(f"«evaluate» {dataset}: none of its {report.images} images could be classified")
         sides.append(_side(precision, classifier, report))
     return Comparison(os.fspath(dataset), len(data.samples), sides[0], sides[1], _drop(sides[0], sides[1]), max_drop)
 
@@ -465,7 +465,7 @@ def _check_source(classifier: Classifier, output: Path | None) -> None:
     from imgclass.graph.reader import read_graph
 
     if output is not None and output.exists() and output.resolve() == classifier.model.path.resolve():
-        raise UsageError(f"--output {output}: is the model being quantised; give another file name")
+        raise UsageError(f"«output» {output}: is the model being quantised; give another file name")
     graph = read_graph(classifier.model.path)
     if precision_of(graph) == "int8":
         raise ModelError(f"{classifier.model.path}: is already quantised (it has QuantizeLinear/QLinear ops); "
@@ -496,7 +496,7 @@ def quantize(
     from imgclass.classifier import LoadOptions
 
     if options.method not in METHODS:
-        raise UsageError(f"--method {options.method!r}: use one of {', '.join(METHODS)}")
+        raise UsageError(f"«method» {options.method!r}: use one of {', '.join(METHODS)}")
     opts = load_options or LoadOptions()
     paths = calibration_paths(calibrate, options.limit)
     _check_targets(output, name, options.force)
@@ -516,7 +516,7 @@ def quantize(
             _write_metadata(candidate, {props.PROVENANCE: json.dumps(result.provenance)})
             if not result.comparison.accepted:
                 c = result.comparison
-                raise AccuracyDrop(f"int8 top-1 fell {c.drop:.2f} points on {c.dataset} (more than --max-drop "
+                raise AccuracyDrop(f"int8 top-1 fell {c.drop:.2f} points on {c.dataset} (more than «max-drop» "
                                    f"{c.max_drop:g}); nothing written", c)  # fmt: skip
         result.size_int8 = candidate.stat().st_size
         _commit(candidate, output, name, options.force, result)

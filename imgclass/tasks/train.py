@@ -129,7 +129,7 @@ def needed_images(val_split: float) -> int:
 def read_training_data(root: Path, val_split: float = 0.2, seed: int = 0) -> Split:
     """The labelled images at `root` (see the module doc), or UsageError saying what is missing."""
     if not 0 < val_split < 1:
-        raise UsageError(f"--val-split {val_split:g}: give a fraction between 0 and 1")
+        raise UsageError(f"«val-split» {val_split:g}: give a fraction between 0 and 1")
     if root.is_file() and root.suffix.lower() in LIST_SUFFIXES:
         return _split(str(root), _list_classes(root), val_split, seed, "list")
     if not root.is_dir():
@@ -201,7 +201,7 @@ def _split(root: str, classes: dict[str, list[str]], val_split: float, seed: int
     for index, name in enumerate(names):
         paths = classes[name]
         _check_count(name, len(paths), needed, f"{needed - max(1, round(val_split * needed))} to train, "
-                     f"the rest to validate at --val-split {val_split:g}")  # fmt: skip
+                     f"the rest to validate at «val-split» {val_split:g}")  # fmt: skip
         order = np.random.default_rng([seed, index]).permutation(len(paths))
         held = max(1, round(val_split * len(paths)))
         val += [(paths[i], index) for i in sorted(order[:held])]
@@ -405,9 +405,9 @@ def check_output(output: Path, model_path: Path) -> None:
     """Before any work: the output's folder exists and the output is not the model itself."""
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
-        raise UsageError(f"--output {printable(str(output))}: no such folder {printable(str(folder))}")
+        raise UsageError(f"«output» {printable(str(output))}: no such folder {printable(str(folder))}")
     if output.exists() and os.path.samefile(output, model_path):
-        raise UsageError(f"--output {printable(str(output))} is the model trained from; it would be overwritten")
+        raise UsageError(f"«output» {printable(str(output))} is the model trained from; it would be overwritten")
 
 
 def write_model(model, output: Path) -> None:

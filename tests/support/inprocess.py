@@ -64,8 +64,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 @contextmanager
 def _streams(stdin, stdout, stderr) -> Iterator[None]:
+    from PIL import Image
+
     saved = sys.stdin, sys.stdout, sys.stderr
     handlers = {s: signal.getsignal(s) for s in _SIGNALS}
+    pixel_limit = Image.MAX_IMAGE_PIXELS  # a run sets Pillow's limit for itself (--max-pixels), as a process would
     sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
     try:
         with warnings.catch_warnings():
@@ -73,6 +76,7 @@ def _streams(stdin, stdout, stderr) -> Iterator[None]:
             yield
     finally:
         sys.stdin, sys.stdout, sys.stderr = saved
+        Image.MAX_IMAGE_PIXELS = pixel_limit
         for s, handler in handlers.items():
             if handler is not None:
                 signal.signal(s, handler)
