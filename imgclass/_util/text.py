@@ -8,6 +8,7 @@ the window or move the cursor. Rich markup is never interpreted: renderers build
 
 from __future__ import annotations
 
+import os
 import re
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -28,3 +29,13 @@ def first_line(err: BaseException) -> str:
 def printable(text: str) -> str:
     """`text` with every control character shown as \\xNN (or \\uNNNN)."""
     return _UNSAFE.sub(_escape, text)
+
+
+def display_path(path: str | bytes | os.PathLike) -> str:
+    """A printable form of a path: bytes that are not UTF-8 show as surrogate escapes (\\udcff)."""
+    text = os.fsdecode(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from imgclass._util.text import display_path as display_path
 from imgclass.errors import InputError
 
 # Transparent pixels are composited on white: what an image viewer shows, and
@@ -51,16 +52,6 @@ class DecodeOptions:
     # Set from the preset: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale while its
     # short side stays at least this big.
     draft_min_short_side: int | None = None
-
-
-def display_path(path: str | bytes | os.PathLike) -> str:
-    """A printable form of a path: bytes that are not UTF-8 show as surrogate escapes (\\udcff)."""
-    text = os.fsdecode(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 def load_rgb(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) -> Image.Image:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from imgclass._util.text import display_path
 from imgclass.data.sources import path_bytes
 from imgclass.errors import EnvironmentFault, UsageError
 from imgclass.records import Record
@@ -81,7 +82,7 @@ class Client:
 
     def classify(self, path: str) -> Record:
         """The record for one file: the server's, with this side's path; an unreadable file is an error record."""
-        shown, raw = _display(path), path_bytes(path)
+        shown, raw = display_path(path), path_bytes(path)
         try:
             data = read_image_file(path, shown)
         except _FileProblem as err:
@@ -127,15 +128,6 @@ class Client:
 
 class _FileProblem(Exception):
     pass
-
-
-def _display(path: str) -> str:
-    text = os.fsdecode(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 def read_image_file(path: str, shown: str, limit: int = MAX_BODY) -> bytes:

@@ -97,6 +97,17 @@ def graph_path(folder: Path, sha256: str, device: Device) -> Path:
     return folder / f"{sha256[:32]}-{provider_tag(device)}-{device}-{_cpu_tag()}.onnx"
 
 
+def _read_checked(path: Path, sha256: str) -> bytes:
+    """The model's bytes, refused unless they are the ones `sha256` names (the file may change under us)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read model: {(err.strerror or str(err)).lower()}") from err
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelError(f"{path}: the file changed while it was being loaded; run again")
+    return data
+
+
 def measured_path(folder: Path, sha256: str, device: Device) -> Path:
     """Where `bench` remembers its measurement of this model on `device` (keyed like the graphs)."""
     return graph_path(folder, sha256, device).with_suffix(".measured.json")
@@ -196,12 +207,7 @@ def open_session(path: Path, sha256: str, folder: Path, device: Device, threads:
             return create_session(graph, device, threads, name=path, optimized=True, spinning=spinning)
         except ModelError:
             pass  # unusable after all (another ONNX Runtime build?): rebuild it from the model
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ModelError(f"{path}: cannot read model: {(err.strerror or str(err)).lower()}") from None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise ModelError(f"{path}: the file changed while it was being loaded; run again")
+    data = _read_checked(path, sha256)
     discard(graph)
     tmp = temp_name(graph) if _writable(folder) else None  # ONNX Runtime writes it; _keep renames it
     try:
@@ -245,12 +251,7 @@ def _openvino_session(path: Path, sha256: str, blobs: Path, device: Device, thre
     from imgclass.graph import openvino
 
     openvino.check_precision(device.target, device.precision)  # before anything is written for it
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ModelError(f"{path}: cannot read model: {(err.strerror or str(err)).lower()}") from None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise ModelError(f"{path}: the file changed while it was being loaded; run again")
+    data = _read_checked(path, sha256)
     cache_dir = None
     if _writable(blobs.parent) and not blobs.is_symlink():
         try:
