@@ -50,6 +50,7 @@ def printed(model, image, *args) -> tuple[dict, np.ndarray]:
 
 
 @pytest.mark.parametrize("behind", SHAPE_ONLY, ids=["bare", "behind-reshape-identity"])
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_each_head_prints_the_probabilities_it_means(make_model, photos, home, behind):
     models = heads(make_model, behind)
     image = photos["chelsea.png"]

@@ -30,6 +30,7 @@ def thin_png(tmp_path):
     return path
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_thin_image_is_an_error_record_in_bounded_memory(tiny, thin_png, photos):
     done = run_measured([*imgclass_command(), "batch", thin_png, photos["coffee.png"], "-m", tiny, "-f", "jsonl"])
     records = {r["path"].rsplit("/", 1)[-1]: r for r in jsonl(done["stdout"])}
@@ -57,6 +58,7 @@ def test_thin_image_predict_through_the_library_is_an_input_error(tiny, thin_png
         ("--size", "100000"),
     ],  # fmt: skip
 )
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_resize_flags_over_the_bounds_exit_2_before_any_work(make_model, photos, flags):
     dynamic = make_model("tiny", spatial=None)
     done = run_measured([*imgclass_command(), "predict", photos["coffee.png"], "-m", dynamic, *flags])
@@ -65,6 +67,7 @@ def test_resize_flags_over_the_bounds_exit_2_before_any_work(make_model, photos,
     assert done["peak_mib"] < BOUNDED_MIB
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_model_metadata_crop_pct_over_the_bounds_exits_3(make_model, photos):
     meta = (("imgclass.preprocess", json.dumps({"crop_pct": 0.02})),)
     model = make_model("tiny", spatial=224, metadata=meta)
@@ -81,6 +84,7 @@ def test_metadata_over_the_bounds_is_fixed_by_a_flag(make_model, photos):
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_huge_declared_input_exits_3(tmp_path, photos):
     model = builders.save(builders.tiny(builders.Signature(spatial=100000)), tmp_path / "huge.onnx")
     done = run_measured([*imgclass_command(), "predict", photos["coffee.png"], "-m", model])
@@ -101,6 +105,7 @@ def test_sidecar_crop_pct_takes_effect_with_a_sizes_table(tmp_path, make_model):
     assert transform.resized_size(1000, 800)[1] == round(224 / 0.9)  # 249, not torchvision's 256
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_quantize_memory_does_not_grow_with_the_calibration_images(tmp_path):
     """400 calibration tensors of a 224 input are 240 MB: they are streamed to the calibrator, not held."""
     model = builders.save(builders.tiny(builders.Signature(spatial=224)), tmp_path / "m.onnx")

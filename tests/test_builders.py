@@ -9,6 +9,7 @@ def test_resnet50_has_torchvision_parameter_count():
     assert b.parameter_count(b.resnet50()) == 25_557_032
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_inception_v3_has_torchvision_parameter_count_without_aux_head():
     assert b.parameter_count(b.inception_v3()) == 23_834_568
 

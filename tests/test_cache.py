@@ -16,6 +16,7 @@ def _pull(path, name, *extra):
     return run_cli("models", "pull", "--file", path, "--name", name, *extra)
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_list_shows_models_graphs_and_index_with_sizes(tiny, photos, home):
     assert _pull(tiny, "mine").returncode == 0
     time.sleep(2.1)  # inspection is only remembered for files that have not changed in the last 2 s

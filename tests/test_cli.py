@@ -33,6 +33,7 @@ def tiny(make_model):
     return make_model("tiny", spatial=None)
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_version_through_console_script_and_module():
     assert run_cli("--version").stdout.strip() == f"imgclass {__version__}"
     # cwd: away from the checkout, so that the installed package is the one `-m` finds
@@ -230,6 +231,7 @@ def test_table_format_shows_labels(tiny, photos, home):
     assert "\x1b[" not in result.stdout  # NO_COLOR
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_progress_bar_only_on_a_terminal(tiny, photos, tmp_path, home):
     import os
     import pty
@@ -276,6 +278,7 @@ COMPLETE_MODEL = {
      (["--version"], {}), (["serve", "--help"], {}), ([], COMPLETE_MODEL)],
     ids=["help", "predict-help", "models-list", "models-list-json", "version", "serve-help", "completion"],
 )  # fmt: skip
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_help_models_list_and_completion_import_neither_numpy_nor_onnxruntime(args, env, home):
     code = (
         "import sys\n"

@@ -156,6 +156,7 @@ def run_example(example: Example, sandbox: Path, workdir: Path) -> subprocess.Co
 
 
 @pytest.mark.parametrize("example", _params())
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_example_runs(example: Example, sandbox: Path, tmp_path: Path) -> None:
     for tool in TOOLS:
         if re.search(rf"\b{tool}\b", example.code) and shutil.which(tool) is None:
@@ -168,6 +169,7 @@ def test_example_runs(example: Example, sandbox: Path, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_broken_example_fails(sandbox: Path, tmp_path: Path) -> None:
     """The runner is not blind: an example with a wrong option, or a wrong name in Python, fails."""
     broken_sh = Example("broken.md:1", "sh", "imgclass predict cat.jpg --no-such-option\n", None)
@@ -244,6 +246,7 @@ def test_api_reference_names_the_public_face() -> None:
         assert f"\n::: imgclass.{name}\n" in api, name
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_generated_parts_cover_the_data() -> None:
     import json
 

@@ -60,6 +60,7 @@ def test_doctor_refuses_a_model_that_is_not_imagenet(make_model):
 
 
 @real_model
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_doctor_names_torchvision_for_the_real_mobilenet_v2(home):
     done = run_cli("models", "doctor", REAL_MODEL, "-f", "json")
     assert done.returncode == 0, done.stderr
@@ -71,6 +72,7 @@ def test_doctor_names_torchvision_for_the_real_mobilenet_v2(home):
 
 
 @real_model
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_doctor_names_the_normalisation_folded_into_a_model(tmp_path, home):
     folded = fold_normalisation(REAL_MODEL, tmp_path / "mlperf-normalised.onnx", "mlperf-resnet")
     done = run_cli("models", "doctor", folded, "-f", "json")
@@ -84,6 +86,7 @@ def test_doctor_names_the_normalisation_folded_into_a_model(tmp_path, home):
 
 
 @real_model
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_preset_auto_uses_the_doctor_when_nothing_else_is_known_and_says_so(tmp_path, photos, home):
     folded = fold_normalisation(REAL_MODEL, tmp_path / "mlperf-normalised.onnx", "mlperf-resnet")
     done = run_cli("predict", photos["coffee.png"], "-m", folded, "--preset", "auto", "-f", "jsonl")

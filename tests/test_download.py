@@ -54,6 +54,7 @@ def fake_entry(data: bytes, name="zoo-model", urls=("http://127.0.0.1:9/unused",
     )
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_good_pull_by_url_is_usable_by_name_with_the_network_gone(model_bytes, photos, home):
     with Server(Behaviour(files={"/m.onnx": model_bytes})) as server:
         result = run_cli(
@@ -69,6 +70,7 @@ def test_good_pull_by_url_is_usable_by_name_with_the_network_gone(model_bytes, p
     assert any(m["name"] == "mine" and m["cached"] and m["sha256"] == sha(model_bytes) for m in listed)
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_wrong_sha256_exits_3_and_leaves_nothing(model_bytes, home):
     with Server(Behaviour(files={"/m.onnx": model_bytes})) as server:
         result = run_cli("models", "pull", "--url", f"{server.url}/m.onnx", "--name", "mine", "--sha256", "0" * 64)
@@ -77,6 +79,7 @@ def test_wrong_sha256_exits_3_and_leaves_nothing(model_bytes, home):
     assert leftovers(home) == []
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_mirror_serving_wrong_bytes_exits_3_and_leaves_nothing(home):
     with Server(Behaviour(files={"/resnet50-v1-12.onnx": b"not the model" * 1000})) as server:
         result = run_cli("models", "pull", "resnet50", env={"IMGCLASS_MIRROR": server.url + "/"})
@@ -85,6 +88,7 @@ def test_mirror_serving_wrong_bytes_exits_3_and_leaves_nothing(home):
     assert leftovers(home) == []
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_truncated_transfer_without_range_support_exits_3(model_bytes, home):
     behaviour = Behaviour(files={"/m.onnx": model_bytes}, ranges=False, cut_after=len(model_bytes) // 3, cut_times=99)
     with Server(behaviour) as server:
@@ -93,6 +97,7 @@ def test_truncated_transfer_without_range_support_exits_3(model_bytes, home):
     assert leftovers(home) == []
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_cut_transfer_is_resumed_with_range(model_bytes, home, monkeypatch):
     monkeypatch.setenv("IMGCLASS_MIRROR", "")
     behaviour = Behaviour(files={"/zoo-model.onnx": model_bytes}, cut_after=len(model_bytes) // 2, cut_times=1)
@@ -104,6 +109,7 @@ def test_cut_transfer_is_resumed_with_range(model_bytes, home, monkeypatch):
     assert leftovers(home) == ["zoo-model.onnx"]
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_server_ignoring_range_restarts_from_zero(model_bytes, home, tmp_path):
     behaviour = Behaviour(files={"/m": model_bytes}, ranges=False, cut_after=1000, cut_times=1)
     with Server(behaviour) as server:
@@ -111,6 +117,7 @@ def test_server_ignoring_range_restarts_from_zero(model_bytes, home, tmp_path):
     assert digest == sha(model_bytes) and (tmp_path / "out.onnx").read_bytes() == model_bytes
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_404_then_next_url(model_bytes, home, tmp_path):
     with Server(Behaviour(files={"/good": model_bytes})) as server:
         with pytest.raises(ModelError, match="HTTP 404"):
@@ -121,6 +128,7 @@ def test_404_then_next_url(model_bytes, home, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.onnx"]
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_two_pulls_at_once_share_one_download(model_bytes, home):
     behaviour = Behaviour(files={"/m.onnx": model_bytes}, delay=0.01)
     with Server(behaviour) as server:
@@ -182,6 +190,7 @@ def paths(behaviour: Behaviour) -> list[str]:
     return [path for path, _ in behaviour.requests]
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_catalog_model_whose_first_url_is_missing_comes_from_the_second(model_bytes, home):
     with Server(Behaviour(files={"/legacy/zoo-model.onnx": model_bytes})) as server:
         entry = fake_entry(
@@ -193,6 +202,7 @@ def test_catalog_model_whose_first_url_is_missing_comes_from_the_second(model_by
     assert leftovers(home) == ["zoo-model.onnx"]
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_all_urls_failing_exits_3_with_one_line_per_url(home):
     behaviour = Behaviour(
         files={"/b/resnet50-v1-12.onnx": b"not the model" * 1000}, statuses={"/c/resnet50-v1-12.onnx": 503}
@@ -216,6 +226,7 @@ def test_all_urls_failing_exits_3_with_one_line_per_url(home):
     assert leftovers(home) == []
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_url_that_failed_for_good_is_not_asked_again_in_the_same_run(model_bytes, home):
     other = model_bytes + b"\0"
     files = {"/bad": b"junk" * 100, "/zoo-model.onnx": model_bytes, "/other.onnx": other}
@@ -247,6 +258,7 @@ def test_a_url_that_failed_for_good_is_not_asked_again_in_the_same_run(model_byt
     assert "earlier" not in failed.value.failures[1].detail
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_connection_trouble_and_server_errors_are_asked_again(model_bytes, home, tmp_path):
     behaviour = Behaviour(files={"/m": model_bytes}, statuses={"/busy": 503}, ranges=False, cut_after=1000, cut_times=1)
     with Server(behaviour) as server:
@@ -272,6 +284,7 @@ def test_messages_show_urls_without_credentials_or_query():
     assert display_url("ftp://me:pw@host/file") == "ftp://host/file"
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_query_token_stays_out_of_the_error(home, tmp_path):
     with Server(Behaviour()) as server, pytest.raises(DownloadFailed) as failed:
         fetch([f"{server.url}/m.onnx?token=s3cret", "ftp://me:pw@host/m.onnx"], tmp_path / "m.onnx")
@@ -288,6 +301,7 @@ def test_a_query_token_stays_out_of_the_error(home, tmp_path):
 from imgclass.store.download import Limits  # noqa: E402
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_5xx_and_429_are_asked_again_honouring_retry_after(model_bytes, home):
     behaviour = Behaviour(files={"/m.onnx": model_bytes}, flaky={"/m.onnx": [503, 429, 502]},
                           headers={"Retry-After": "1"})  # fmt: skip
@@ -297,6 +311,7 @@ def test_5xx_and_429_are_asked_again_honouring_retry_after(model_bytes, home):
     assert paths(behaviour) == ["/m.onnx"] * 4
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_server_errors_give_up_after_the_retries(model_bytes, tmp_path):
     behaviour = Behaviour(files={"/m.onnx": model_bytes}, statuses={"/m.onnx": 500})
     with Server(behaviour) as server, pytest.raises(DownloadFailed, match="server-error"):
@@ -305,6 +320,7 @@ def test_server_errors_give_up_after_the_retries(model_bytes, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_retry_after_past_the_deadline_fails_at_once(model_bytes, tmp_path):
     behaviour = Behaviour(files={"/m.onnx": model_bytes}, statuses={"/m.onnx": 503}, headers={"Retry-After": "86400"})
     with Server(behaviour) as server, pytest.raises(DownloadFailed, match="retry after 86400 s"):
@@ -312,6 +328,7 @@ def test_a_retry_after_past_the_deadline_fails_at_once(model_bytes, tmp_path):
     assert paths(behaviour) == ["/m.onnx"]
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_trickling_server_is_given_up_at_the_deadline(model_bytes, home):
     """1 byte every 0.2 s would take hours; the deadline ends it, and no .part file stays."""
     behaviour = Behaviour(files={"/m.onnx": model_bytes}, chunk=1, delay=0.2)
@@ -323,6 +340,7 @@ def test_a_trickling_server_is_given_up_at_the_deadline(model_bytes, home):
     assert leftovers(home) == []
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_transfer_below_the_minimum_rate_is_given_up(model_bytes, tmp_path):
     behaviour = Behaviour(files={"/m.onnx": model_bytes}, chunk=50, delay=0.1)  # 500 bytes/s
     with Server(behaviour) as server, pytest.raises(DownloadFailed, match="too-slow") as failed:
@@ -331,6 +349,7 @@ def test_a_transfer_below_the_minimum_rate_is_given_up(model_bytes, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_redirects_are_followed_to_http_only(model_bytes, tmp_path):
     behaviour = Behaviour(files={"/new.onnx": model_bytes}, redirects={"/ftp": "ftp://me:pw@host/m.onnx"})
     with Server(behaviour) as server:
@@ -346,6 +365,7 @@ def test_redirects_are_followed_to_http_only(model_bytes, tmp_path):
 
 
 @pytest.mark.parametrize("announced", [True, False])
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_full_disk_says_no_space_and_leaves_nothing(model_bytes, home, announced):
     """A real full disk: a 32 KiB tmpfs over the models folder, in a private mount namespace."""
     from support import sandbox
@@ -364,6 +384,7 @@ def test_a_full_disk_says_no_space_and_leaves_nothing(model_bytes, home, announc
         assert f"needs {len(model_bytes)} bytes" in result.stderr
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_reason_phrases_from_a_server_reach_the_terminal_inert(home):
     behaviour = Behaviour(statuses={"/m.onnx": 404}, reasons={404: "Not Found \x1b]0;pwned\x07[bold red]x"})
     with Server(behaviour) as server:
@@ -373,6 +394,7 @@ def test_reason_phrases_from_a_server_reach_the_terminal_inert(home):
     assert "Not Found \\x1b]0;pwned\\x07[bold red]x" in result.stderr
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_credentials_and_tokens_are_never_stored_or_shown(model_bytes, home):
     behaviour = Behaviour(files={"/m.onnx?token=s3cret&sig=abc": model_bytes})
     with Server(behaviour) as server:

@@ -185,6 +185,7 @@ def test_a_folder_output_takes_jsonl_shards_and_resumes_into_new_ones(make_model
     assert code == ExitCode.USAGE and "jsonl" in stderr
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_ray_engine_without_ray_exits_2_naming_the_extra(make_model, photos, tmp_path, home):
     folder = tmp_path / "inject"
     folder.mkdir()
@@ -199,6 +200,7 @@ def test_ray_engine_without_ray_exits_2_naming_the_extra(make_model, photos, tmp
 
 
 @pytest.mark.parametrize("args", [["batch", "--help"], ["batch", "PHOTO", "-m", "MODEL", "-o", "OUT"]])
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_local_batch_never_imports_ray_or_pyarrow(args, make_model, photos, tmp_path, home):
     args = [{"PHOTO": str(photos["china.jpg"]), "MODEL": str(make_model("tiny", spatial=32)),
              "OUT": str(tmp_path / "out.jsonl")}.get(a, a) for a in args]  # fmt: skip

@@ -427,6 +427,7 @@ def _torchvision_top1(session, path: Path) -> int:
 @pytest.mark.skipif(
     not REAL_MODEL.is_file(), reason=f"real model not present at {REAL_MODEL} (a clone outside this workplace)"
 )
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_real_model_accuracy_equals_a_hand_written_torchvision_pipeline(tmp_path, home):
     import onnxruntime as ort
     import skimage

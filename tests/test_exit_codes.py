@@ -30,6 +30,7 @@ def test_table_in_readme_is_the_enum():
     assert rows[1:] == [str(int(code)) for code in ExitCode]  # rows[0] is the header
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_0_1_2_3(tiny, photos, home, tmp_path):
     assert run_cli("predict", photos["china.jpg"], "-m", tiny).returncode == ExitCode.OK
     broken = tmp_path / "broken.jpg"
@@ -53,6 +54,7 @@ def _read_only_home(tmp_path):
     return "/sys/fs/imgclass-read-only-cache"
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_4_read_only_cache_for_a_pull_but_a_model_by_path_still_works(tiny, photos, home, tmp_path):
     ro = _read_only_home(tmp_path)
     pulled = run_cli("models", "pull", "--file", tiny, "--name", "mine", env={"IMGCLASS_HOME": str(ro)})
@@ -63,6 +65,7 @@ def test_4_read_only_cache_for_a_pull_but_a_model_by_path_still_works(tiny, phot
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_4_full_disk_output(tiny, photos, home):
     to_file = run_cli("predict", photos["china.jpg"], "-m", tiny, "--output", "/dev/full", "-f", "jsonl")
     assert to_file.returncode == ExitCode.ENVIRONMENT
@@ -91,6 +94,7 @@ def _inject(tmp_path, code: str) -> dict:
     return {"PYTHONPATH": str(folder)}
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_70_internal_error_is_one_line(tiny, photos, home, tmp_path):
     env = _inject(
         tmp_path,
@@ -123,6 +127,7 @@ def test_bare_command_prints_help_and_exits_0():
     assert run_cli("-h").stdout.strip().startswith("Usage: imgclass [OPTIONS] COMMAND")
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_json_array_is_whole_when_the_run_dies_midway(tiny, photos, home, tmp_path):
     import json
 

@@ -14,6 +14,7 @@ def tiny(make_model):
     return make_model("tiny", spatial=32)
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_explain_long_file_name_is_explained_not_the_end_of_the_run(tmp_path, tiny, photos):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -50,6 +51,7 @@ def test_explain_non_finite_outputs_are_error_records_not_nan(tmp_path):
     assert records[bright.name]["error"] is None
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_explain_memory_does_not_grow_with_the_photo(tmp_path, tiny):
     big = tmp_path / "big.png"
     Image.new("RGB", (9000, 9000), (90, 140, 200)).save(big)  # 81 MP: 5.8 GB before the overlay was downscaled

@@ -388,6 +388,7 @@ def test_evaluate_groups_scores_the_true_class_group(tiny, photos, tmp_path):
 
 
 @real_model
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_coarse_groups_on_real_photos_and_crops(photos, tmp_path):
     """Per-group figures on what scikit-image and scikit-learn ship: a cat, a coffee cup, a palace, a moped.
 

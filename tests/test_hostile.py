@@ -130,6 +130,7 @@ def _key(record):
     return base64.b64decode(record["path_bytes"]) if "path_bytes" in record else record["path"].encode()
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_non_utf8_names_on_stdin_round_trip_and_never_collide(tiny, photos, tmp_path, home):
     raw, literal, _ = _odd_names(tmp_path / "odd", photos)
     listing = raw + b"\n" + os.fsencode(literal) + b"\n"
@@ -159,6 +160,7 @@ def test_resume_tells_a_non_utf8_name_from_its_escaped_twin(tiny, photos, tmp_pa
     assert keys == sorted([raw, os.fsencode(literal), os.fsencode(tmp_path / "odd" / "two\nlines.jpg")])
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_null_separated_list_reads_any_name(tiny, photos, tmp_path, home):
     raw, literal, newline = _odd_names(tmp_path / "odd", photos)
     import subprocess
@@ -175,6 +177,7 @@ def test_null_separated_list_reads_any_name(tiny, photos, tmp_path, home):
     assert newline_split.returncode == 1  # without --null the name is two (missing) paths
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_closed_stdin_for_a_list_is_a_usage_error(tiny, home):
     import subprocess
 
@@ -186,6 +189,7 @@ def test_closed_stdin_for_a_list_is_a_usage_error(tiny, home):
 # --- 15: closed standard streams ----------------------------------------------------------
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_closed_stdout_is_exit_4_in_one_line(tiny, photos, home):
     import subprocess
 
@@ -196,6 +200,7 @@ def test_closed_stdout_is_exit_4_in_one_line(tiny, photos, home):
     assert result.stderr.strip() == "imgclass: error: stdout: cannot write records: closed"
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_closed_stderr_never_stops_the_batch(tiny, photos, tmp_path, home):
     import subprocess
 
@@ -290,6 +295,7 @@ def _fsize_limit(limit):
 
 
 @pytest.mark.parametrize("fault", ["full-disk", "file-size-limit"])
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_disk_full_mid_record_leaves_only_whole_records_and_resume_completes(tiny, photos, tmp_path, home, fault):
     """A real full disk (a 16 KiB tmpfs in a private mount namespace), or RLIMIT_FSIZE where that is not allowed.
 
@@ -366,6 +372,7 @@ def _reader(stream, lines):
 
 
 @pytest.mark.parametrize("signals", [1, 2])
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_sigterm_while_waiting_for_a_slow_list_on_stdin_exits_143(tiny, photos, tmp_path, home, signals):
     """The list's producer never ends (a `find` over a hung mount, say): SIGTERM still ends the run."""
     import signal
@@ -391,6 +398,7 @@ def test_sigterm_while_waiting_for_a_slow_list_on_stdin_exits_143(tiny, photos, 
     assert len(out) == 1 and json.loads(out[0])["error"] is None  # the record written before the stop is whole
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_sigterm_during_a_download_exits_143_and_leaves_no_temp_file(home):
     """Outside a batch, SIGTERM raises, so `finally` blocks run: the .part file goes."""
     import signal

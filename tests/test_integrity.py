@@ -121,6 +121,7 @@ def sandbox_settle() -> float:
     return RACY_SECONDS + 0.2
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_catalog_model_of_the_right_size_is_not_trusted_on_size(tiny, photos, home, tmp_path):
     env = fake_catalog(tmp_path, tiny)
     assert run_cli("models", "pull", "--file", tiny, "--name", "zoo-tiny", env=env).returncode == 0
@@ -170,6 +171,7 @@ def test_a_graph_whose_binding_names_other_bytes_is_not_used(make_model, tiny, p
     assert top1(run_cli("predict", photos["china.jpg"], "-m", tiny)) == expected
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_read_only_catalog_cache_works_offline(tiny, photos, home, tmp_path):
     """Models baked into a read-only container layer: no lock, no optimised graph, no index needed."""
     env = fake_catalog(tmp_path, tiny)
@@ -185,6 +187,7 @@ def test_read_only_catalog_cache_works_offline(tiny, photos, home, tmp_path):
     assert not any(name.endswith((".lock", ".tmp", ".part")) for name in listed)
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_full_disk_for_optimised_graphs_degrades_and_leaves_nothing(tiny, photos, home, tmp_path):
     """A real full disk under the cache (16 KiB tmpfs, the graph is 80 KB): the model still runs."""
     expected = top1(run_cli("predict", photos["china.jpg"], "-m", tiny, env={"IMGCLASS_HOME": str(tmp_path / "h2")}))
@@ -297,6 +300,7 @@ def test_hostile_labels_from_model_metadata_reach_the_terminal_inert(make_model,
         assert "\\x1b]0;pwned\\x07title" in text and "[bold red]x[/red]" in text and "[/red]" in text
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_onnx_runtime_log_lines_never_reach_stderr(tiny, photos, home, tmp_path):
     """Even with ONNX Runtime's own logger turned up to verbose before imgclass starts."""
     inject = tmp_path / "inject"

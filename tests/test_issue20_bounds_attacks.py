@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import jsonl, run_cli
 from PIL import Image
 from support import onnx_builders as builders
 from test_hostile import grey_images, nan_for_dark_images
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_the_bounds_half_of_the_attack_list_in_one_folder(tmp_path, make_model, photos):
     here = tmp_path
     tiny = make_model("tiny", spatial=32)

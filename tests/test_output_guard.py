@@ -171,6 +171,7 @@ def test_a_run_without_resume_onto_an_interrupted_output_refuses(tiny, photos, t
 # 5. two concurrent writers
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_second_concurrent_writer_of_one_output_is_refused(tiny, photos, tmp_path, home):
     imgs = album(tmp_path / "imgs", photos)
     out = tmp_path / "out.csv"
@@ -330,6 +331,7 @@ def _stderr_on_a_terminal(args, stdout) -> str:
         os.close(master)
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_no_progress_line_glues_onto_records_piped_to_the_same_terminal(tiny, photos, tmp_path, home):
     imgs = album(tmp_path / "imgs", photos, tuple(photos))
     piped = _stderr_on_a_terminal(["batch", imgs, "-m", tiny], subprocess.PIPE)

@@ -176,6 +176,7 @@ def odd_phone_jpegs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("preset_name, bound", [("torchvision", 0.5), ("hf-resnet", 0.6)])
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_draft_decode_keeps_the_full_images_geometry(odd_phone_jpegs, preset_name, bound):
     """libjpeg rounds a 1/4-scale size up (4035x2723 -> 1009x681): the resize must still map the
     whole image where a full decode puts it, under every EXIF orientation. Mapping the partial

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import onnx
+import pytest
 from conftest import REAL_MODEL, jsonl, real_model, run_cli
 
 import imgclass
@@ -90,6 +91,7 @@ def test_real_model_pull_file_copy_scores_as_its_source_with_a_sidecar(tmp_path,
 
 
 @real_model
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_real_model_quantized_alone_scores_what_quantize_reported(tmp_path, photos, home):
     """Repro 10: quantize's evaluation saw the sidecar's preprocessing, the file alone must too."""
     fp32 = with_sidecar(dequantize.dequantize(REAL_MODEL, tmp_path / "fp32.onnx"), tmp_path / "mnv2-fp32.onnx")
@@ -113,6 +115,7 @@ def test_real_model_quantized_alone_scores_what_quantize_reported(tmp_path, phot
 
 
 @real_model
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_real_model_trained_head_alone_is_preprocessed_as_its_source(tmp_path, photos, home):
     from test_train import photo_classes
 

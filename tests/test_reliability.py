@@ -208,6 +208,7 @@ def test_resume_cuts_a_half_written_last_line(make_model, photos, tmp_path, home
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "table", "csv"])
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_closed_pipe_ends_quietly(make_model, photos, tmp_path, home, fmt):
     _image_dir(tmp_path / "imgs", photos, 40)
     model = make_model("tiny", spatial=None)

@@ -71,6 +71,7 @@ def test_uint8_model_gets_raw_pixels(make_model, photos, home):
     assert result.returncode == 0 and "uint8" in result.stderr
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_pipeline_keeps_order_with_slow_and_failing_items(make_model, photos, tmp_path, home):
     from imgclass.inference.pipeline import Pipeline, PipelineOptions
     from imgclass.store.loader import ModelSettings, load_model

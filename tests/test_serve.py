@@ -55,6 +55,7 @@ def _local(paths, *extra) -> list[dict]:
 
 
 @real_model
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_tritonclient_reads_health_metadata_and_top5_equal_to_predict(real_server, photos):
     import numpy as np
 
@@ -95,6 +96,7 @@ def _binary_request(images: list[bytes], outputs: list | None = None) -> tuple[b
     return raw + data, {HEADER: str(len(raw)), "Content-Type": "application/octet-stream"}
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_binary_tensor_data_both_ways_and_json_both_ways(tiny_server, photos):
     path = f"/v2/models/{tiny_server_name(tiny_server)}/infer"
     body, headers = _binary_request([photos["chelsea.png"].read_bytes()],
@@ -227,6 +229,7 @@ def test_open_host_without_token_exits_2_before_loading_anything():
     assert "token" in result.stderr and "no-such-model" not in result.stderr
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_with_a_token_a_request_without_it_is_401(make_model, photos):
     server = start_server("-m", str(make_model("tiny", spatial=32)), env={"IMGCLASS_TOKEN": "s3cret-token"})
     try:
@@ -258,6 +261,7 @@ def _post_all(server, count: int, image: bytes, results: list) -> list[threading
     return threads
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_sigterm_answers_all_16_requests_in_flight_then_exits_0(make_model, photos):
     # a long batch delay and a batch of 32 keep all 16 waiting in the queue when the signal comes
     server = start_server("-m", str(make_model("tiny", spatial=32)), "--max-batch", "32", "--max-delay-ms", "4000")
@@ -276,6 +280,7 @@ def test_sigterm_answers_all_16_requests_in_flight_then_exits_0(make_model, phot
     assert server.process.returncode == 0
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_full_queue_is_503_with_retry_after_and_a_gone_client_frees_its_place(make_model, photos):
     server = start_server("-m", str(make_model("tiny", spatial=32)), "--max-batch", "2", "--max-queue", "2",
                           "--max-delay-ms", "3000")  # fmt: skip
@@ -349,6 +354,7 @@ def test_loopback_hosts_need_no_token(host):
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org", "127.0.0.1.evil.example"])
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_other_hosts_need_a_token(host):
     from imgclass.errors import UsageError
     from imgclass.serve import ServeOptions

@@ -59,6 +59,7 @@ def predict_proba_cli(model: Path, image: Path, classes: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("names", [PHOTOS[:3], PHOTOS[:2]])  # 3 classes; 2: sklearn's one-row binary model
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_head_equals_predict_proba_and_predict_equals_both(tmp_path, make_model, home, names):
     data = photo_classes(tmp_path / "data", names)
     base = make_model("tiny", spatial=32)
@@ -81,6 +82,7 @@ def test_head_equals_predict_proba_and_predict_equals_both(tmp_path, make_model,
     assert sklearn.std() > 0.01  # not a degenerate head: the check above could fail
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_model_metadata_predict_evaluate_and_pull_by_name(tmp_path, make_model, home):
     data = photo_classes(tmp_path / "data")
     mine = tmp_path / "mine.onnx"
@@ -193,6 +195,7 @@ def test_refusals(tmp_path, make_model, home):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_train_and_val_folders_are_used_as_given(tmp_path, make_model, home):
     root = tmp_path / "data"
     photo_classes(root / "train", per_class=6)

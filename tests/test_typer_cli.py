@@ -205,6 +205,7 @@ def test_models_list_is_the_same_from_the_checkout_and_from_a_wheel(tmp_path, ho
     assert "inception_v3_Opset17" in names and "resnet50-v1-12" in names
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_the_installed_entry_point_answers_version_and_completion(home):
     version = run_cli_process("--version")
     assert version.returncode == 0 and version.stdout.startswith("imgclass ")

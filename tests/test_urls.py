@@ -54,6 +54,7 @@ def test_urls_are_inputs_and_never_globbed():
     check_inputs(urls)  # a URL is an input even though no such file exists
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_fetch_bytes_limits(server, images):
     policy = UrlPolicy(timeout=5, max_bytes=1_000_000)
     assert fetch_bytes(server.url + "/red.jpg", policy) == images["red"]
@@ -75,6 +76,7 @@ def test_fetch_bytes_limits(server, images):
         fetch_bytes("ftp://127.0.0.1/red.jpg")
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_dripping_server_is_given_up_at_the_deadline(server):
     start = time.monotonic()
     with pytest.raises(DownloadError, match=r"not received within 2 s"):
@@ -82,6 +84,7 @@ def test_a_dripping_server_is_given_up_at_the_deadline(server):
     assert time.monotonic() - start < 10  # bounded (generous: the machine is shared)
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_no_credentials_from_the_environment(server, tmp_path, monkeypatch):
     """No .netrc is read, nothing is sent but what the URL itself carries; a URL's own password stays on its host."""
     (tmp_path / ".netrc").write_text("machine 127.0.0.1 login secret password hunter2\n")
@@ -96,6 +99,7 @@ def test_no_credentials_from_the_environment(server, tmp_path, monkeypatch):
     assert server.behaviour.authorizations[2] is None  # the redirect did not carry it
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_url_gives_the_local_files_answer(server, images, make_model):
     import imgclass
 
@@ -109,6 +113,7 @@ def test_a_url_gives_the_local_files_answer(server, images, make_model):
     assert records[2].predictions == same.predictions  # sniffed: a JPEG named .png decodes as the JPEG
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_cli_mixed_list_failures_are_records(server, images, make_model, home):
     """A list on stdin mixing URLs and paths: one record each; every failing URL ends in time; exit 1."""
     good = [str(images["dir"] / "red.jpg"), server.url + "/red.jpg", str(images["dir"] / "blue.jpg")]
@@ -131,6 +136,7 @@ def test_cli_mixed_list_failures_are_records(server, images, make_model, home):
     assert elapsed < 120, elapsed  # the drip did not hold the run (it would take ~700 s at a byte a second)
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_cli_offline_refuses_urls_and_resume_skips_them(server, images, make_model, home, tmp_path):
     url = server.url + "/red.jpg"
     local = str(images["dir"] / "blue.jpg")
@@ -148,6 +154,7 @@ def test_cli_offline_refuses_urls_and_resume_skips_them(server, images, make_mod
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [url, local]
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_evaluate_list_with_urls(server, images, make_model, home, tmp_path):
     """A URL in an evaluate list stays a URL (never joined to the list's folder) and is classified."""
     model = make_model("tiny", classes=3, spatial=None)
@@ -162,6 +169,7 @@ def test_evaluate_list_with_urls(server, images, make_model, home, tmp_path):
     assert ("/red.jpg", None) in server.behaviour.requests
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_predict_takes_a_url(server, images, make_model):
     import imgclass
 
@@ -173,6 +181,7 @@ def test_predict_takes_a_url(server, images, make_model):
         clf.predict(server.url + "/missing.jpg")
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_a_body_without_length_is_cut_at_the_limit_and_a_silent_server_times_out(images):
     import socket
 
@@ -189,6 +198,7 @@ def test_a_body_without_length_is_cut_at_the_limit_and_a_silent_server_times_out
         assert time.monotonic() - start < 10
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_proxy_credentials_go_to_the_proxy_only(images, monkeypatch):
     """urllib copies Proxy-Authorization onto a redirect; a redirect that bypasses the proxy must not get it."""
     with Server(Behaviour(files={"/red.jpg": images["red"]})) as target:
@@ -208,6 +218,7 @@ def test_proxy_credentials_go_to_the_proxy_only(images, monkeypatch):
         assert len(proxy.behaviour.proxy_authorizations) == 3
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_train_list_with_urls(tmp_path, make_model, home):
     """A training list whose images are partly URLs: every image is read, none is lost."""
     from test_train import in_process, photo_classes

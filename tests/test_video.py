@@ -144,6 +144,7 @@ def test_predict_clip_every_second_gives_each_photos_label(clip, home):
         assert record["predictions"][0]["label"] in expected, record["predictions"][:3]
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_resume_and_shards_work_per_frame(clip, tmp_path, make_model, home):
     model = make_model("tiny")
     out = tmp_path / "frames.jsonl"
@@ -190,6 +191,7 @@ def test_summary_lists_labels_with_first_and_last_time(clip, make_model, home):
     assert refused.returncode == 2 and "--summary" in refused.stderr
 
 
+@pytest.mark.slow  # over 0.5 s: runs in the full suite, not the quick loop
 def test_without_the_extra_video_input_exits_2(clip, tmp_path, make_model, home):
     blocker = tmp_path / "blocker"
     blocker.mkdir()
