@@ -388,8 +388,9 @@ def evaluate(
         mapping=dataset.mapping,
         ignored=dataset.ignored,
         signal=stop.signal,
-        device=str(classifier.model.device),
-        compute_precision=classifier.model.device.precision,
+        # Where the model ran: a distributed engine's actors (the driver's own copy runs on the CPU).
+        device=getattr(engine, "device", None) or str(classifier.model.device),
+        compute_precision=getattr(engine, "precision", None) or classifier.model.device.precision,
         groups=grouping.source if grouping is not None else None,
         **tally.fields(options.worst, options.confusions),
         **selective.fields(options.abstain_below),
