@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -70,11 +70,17 @@ def explain(
     other graphs use --method occlusion. The area outside the model's crop is dimmed.
     """
     given = values(locals())
-    env = display(ctx, verbose, quiet, color, debug)
+    return _explain(display(ctx, verbose, quiet, color, debug), given)
+
+
+def _explain(env: Environment, given: dict[str, Any]) -> int:
+    """The explain command's work: check and guard, load, write a heat map and a record per image."""
     from imgclass.cli.loading import load_classifier
     from imgclass.data.sources import check_found, check_inputs, expand
-    from imgclass.inference.explain import ExplainOptions, colour_table, explain_files
+    from imgclass.inference.explain import ExplainOptions, colour_table
 
+    images, output_dir, method, npy, report = (given[k] for k in ("images", "output_dir", "method", "npy", "report"))
+    colormap, groups, abstain_below = given["colormap"], given["groups"], given["abstain_below"]
     check_inputs(list(images))
     check_found(list(images))
     colour_table(colormap)  # the extra and the name, before any model is loaded
@@ -83,8 +89,16 @@ def explain(
     given.pop("groups"), given.pop("abstain_below")
     classifier = load_classifier(env, given, background=False)
     grouping = classifier.grouping(groups) if groups is not None else None
-    options = ExplainOptions(class_, str(method), top, None, patch, stride, batch_size, npy, colormap,
-                             grouping, abstain_below)  # fmt: skip
+    options = ExplainOptions(given["class_"], str(method), given["top"], None, given["patch"], given["stride"],
+                             given["batch_size"], npy, colormap, grouping, abstain_below)  # fmt: skip
+    return _explain_each(env, classifier, paths, output_dir, options, report, str(method))
+
+
+def _explain_each(env: Environment, classifier, paths: list[str], output_dir: Path, options, report: Path | None,
+                  method: str) -> int:  # fmt: skip
+    """Explain each image, a JSON record on stdout per image; the report at the end, however the run ends."""
+    from imgclass.inference.explain import explain_files
+
     bar = _Bar(env) if env.progress and options.method == "occlusion" else None
     failed, entries = 0, []
     try:
@@ -102,7 +116,7 @@ def explain(
         if bar is not None:
             bar.clear()
         if report is not None:
-            _write_report(report, entries, classifier, str(method))
+            _write_report(report, entries, classifier, method)
     return ExitCode.INPUT_FAILED if failed else ExitCode.OK
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from imgclass.cli import params as p
@@ -68,15 +70,21 @@ def evaluate(
     A multi-label (sigmoid) model is scored per class: precision and recall at --threshold.
     """
     given = values(locals())
-    env = display(ctx, verbose, quiet, color, debug)
+    return _evaluate(display(ctx, verbose, quiet, color, debug), given)
+
+
+def _evaluate(env: Environment, given: dict[str, Any]) -> int:
+    """The evaluate command's work: check the dataset, load, score every image, report."""
     from imgclass.cli.jobs import JobRunner
     from imgclass.data.datasets import check_dataset
     from imgclass.tasks.evaluate import EvaluateOptions, load_dataset
     from imgclass.tasks.evaluate import evaluate as run_evaluation
 
+    dataset, worst, confusions, threshold = given["dataset"], given["worst"], given["confusions"], given["threshold"]
+    fmt, mapping = given["fmt"], given["mapping"]
     check_dataset(dataset)  # before any model is resolved or downloaded
     job = JobRunner(env, given, "evaluating")
-    given.pop("groups"), given.pop("abstain_below")
+    groups, abstain_below = given.pop("groups"), given.pop("abstain_below")
     classifier = job.load()
     grouping = classifier.grouping(groups) if groups is not None else None
     data = load_dataset(dataset, classifier)

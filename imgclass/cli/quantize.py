@@ -62,16 +62,21 @@ def quantize(
     provenance (source sha256, calibration images, method) in its metadata.
     """
     given = values(locals())
-    env = display(ctx, verbose, quiet, color, debug)
+    _quantize(display(ctx, verbose, quiet, color, debug), given)
+
+
+def _quantize(env: Environment, given: dict[str, Any]) -> None:
+    """The quantize command's work: guard the output, calibrate, write, show the comparison."""
     from imgclass.errors import UsageError
     from imgclass.tasks.quantize import AccuracyDrop, QuantizeOptions
     from imgclass.tasks.quantize import quantize as run_quantize
 
-    spec = _model(source, given)
+    calibrate, output, name, force = given["calibrate"], given["output"], given["name"], given["force"]
+    evaluate_on, fmt = given["evaluate_on"], given["fmt"]
+    spec = _model(given["source"], given)
     _, load_options = pop_load_options(given)
-    options = QuantizeOptions(
-        method=str(method), reduce_range=reduce_range, limit=limit, max_drop=max_drop, force=force
-    )
+    options = QuantizeOptions(method=str(given["method"]), reduce_range=given["reduce_range"], limit=given["limit"],
+                              max_drop=given["max_drop"], force=force)  # fmt: skip
     if output is None and name is None:
         raise UsageError("give --output OUT.onnx, --name NAME, or both")
     if output is not None:

@@ -54,11 +54,9 @@ def bench(
     env = display(ctx, verbose, quiet, color, debug)
     for name in ("images", "synthetic", "compare_with", "fmt", "evaluate_dir"):
         given.pop(name)
-    from imgclass.cli.loading import load_classifier
     from imgclass.data.sources import check_found, expand
     from imgclass.errors import UsageError
     from imgclass.tasks import bench as benchmark
-    from imgclass.tasks.quantize import counterpart, model_precision
 
     if evaluate_dir is not None and compare_with.lower() != "devices":
         raise UsageError("--evaluate goes with --compare devices")
@@ -69,6 +67,17 @@ def bench(
     settings = benchmark.BenchOptions(given["batch_size"], given["workers"], synthetic)
     if compare_with.lower() == "devices":
         return _bench_devices(env, same_options, paths, settings, evaluate_dir, str(fmt))
+    result = _bench_models(env, given, same_options, paths, settings, compare_with)
+    return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
+
+
+def _bench_models(env, given: dict[str, Any], same_options: dict[str, Any], paths: list[str], settings: Any,
+                  compare_with: str) -> dict[str, Any]:  # fmt: skip
+    """The model's figures, and beside them its counterpart's (--compare auto: int8 <-> fp32, or a model named)."""
+    from imgclass.cli.loading import load_classifier
+    from imgclass.tasks import bench as benchmark
+    from imgclass.tasks.quantize import counterpart, model_precision
+
     classifier = load_classifier(env, given, background=False)
     result = {
         **benchmark.run(classifier, paths, settings),
@@ -77,18 +86,16 @@ def bench(
     other = {"auto": None, "none": None}.get(compare_with.lower(), compare_with)
     if compare_with.lower() == "auto":
         other = counterpart(classifier.model.path, classifier.name)
-    if other:
-        second = load_classifier(env, {**same_options, "model": (other,)}, background=False)
-        theirs = {
-            **benchmark.run(second, paths, settings),
-            "precision": model_precision(second.model.path, second.name),
-        }
-        ours = result.copy()
-        result = {**ours, "compared_with": theirs, "ratios": benchmark.compare(ours, theirs)}
-        if {ours["precision"], theirs["precision"]} == {"int8", "fp32"}:
-            int8, fp32 = (ours, theirs) if ours["precision"] == "int8" else (theirs, ours)
-            result["int8_vs_fp32"] = benchmark.compare(int8, fp32)
-    return print_json(env, result) if fmt == "json" else print_fields(env, result, width=26)
+    if not other:
+        return result
+    second = load_classifier(env, {**same_options, "model": (other,)}, background=False)
+    theirs = {**benchmark.run(second, paths, settings), "precision": model_precision(second.model.path, second.name)}
+    ours = result.copy()
+    result = {**ours, "compared_with": theirs, "ratios": benchmark.compare(ours, theirs)}
+    if {ours["precision"], theirs["precision"]} == {"int8", "fp32"}:
+        int8, fp32 = (ours, theirs) if ours["precision"] == "int8" else (theirs, ours)
+        result["int8_vs_fp32"] = benchmark.compare(int8, fp32)
+    return result
 
 
 def _bench_devices(env, values: dict[str, Any], paths: list[str], settings: Any, evaluate_dir: Path | None,

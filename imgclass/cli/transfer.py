@@ -83,11 +83,16 @@ def embed(
     .parquet: the same columns (needs: pip install 'imgclass\\[parquet]').
     """
     given = values(locals())
-    env = display(ctx, verbose, quiet, color, debug)
+    return _embed_job(display(ctx, verbose, quiet, color, debug), given)
+
+
+def _embed_job(env: Environment, given: dict[str, Any]) -> int:
+    """The embed command's work: check inputs and output, load, write one vector per image."""
     from imgclass.cli.jobs import JobRunner
     from imgclass.output.vectors import open_vectors, require_pyarrow, vector_format
 
-    force = given.pop("force")
+    inputs, output, recursive = given["inputs"], given["output"], given["recursive"]
+    resume, normalize, force = given["resume"], given["normalize"], given.pop("force")
     job = JobRunner(env, given, "embedding")
     job.check(list(inputs), recursive)
     kind = vector_format(given["fmt"], output)
@@ -191,18 +196,24 @@ def train(
     does not run the model again. `imgclass predict x.jpg --model OUTPUT` then prints your labels.
     """
     given = values(locals())
-    env = display(ctx, verbose, quiet, color, debug)
+    return _train(display(ctx, verbose, quiet, color, debug), given)
+
+
+def _train(env: Environment, given: dict[str, Any]) -> int:
+    """The train command's work: guard the output, read the data, fit the head, report."""
     from imgclass.errors import ExitCode
     from imgclass.output import guard as g
     from imgclass.tasks.train import TrainOptions, read_training_data, require_sklearn
     from imgclass.tasks.train import train as train_head
 
     require_sklearn()
+    data, output, fmt = given["data"], given["output"], given["fmt"]
+    val_split, seed = given["val_split"], given["seed"]
     g.guard(output, g.MODEL, inputs=g.Inputs.of([data], recursive=True), force=given.pop("force"), option="--output")
     split = read_training_data(data, val_split, seed)  # refusals before any model is loaded
     classifier = _load(env, given)
-    options = TrainOptions(val_split, augment, seed, cs, folds, max_iter, not no_cache, given["batch_size"],
-                           given["workers"], env.debug)  # fmt: skip
+    options = TrainOptions(val_split, given["augment"], seed, given["cs"], given["folds"], given["max_iter"],
+                           not given["no_cache"], given["batch_size"], given["workers"], env.debug)  # fmt: skip
     from imgclass.cli.render import progress_line
 
     progress = progress_line(env, "features")
