@@ -66,3 +66,13 @@ def test_a_failed_help_line_is_not_kept(tmp_path):
     result = _help(env, "nosuchcommand", "--help")
     assert result.returncode == 2
     assert not (tmp_path / "home" / "help").exists() or not list((tmp_path / "home" / "help").iterdir())
+
+
+def test_cache_list_shows_help_pages_and_prune_removes_them(tmp_path, monkeypatch):
+    from imgclass.store import cache
+
+    monkeypatch.setenv("IMGCLASS_HOME", str(tmp_path))
+    helpcache.keep(["predict", "--help"], io.StringIO(), "Usage: imgclass predict\n")
+    (page,) = (tmp_path / "help").iterdir()
+    assert [item["path"] for item in cache.inventory()["help"]] == [str(page)]
+    assert [item["path"] for item in cache.prune()] == [str(page)] and not page.exists()

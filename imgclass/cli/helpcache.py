@@ -63,12 +63,12 @@ def _page(args: list[str], stdout: TextIO) -> Path | None:
     try:
         tty = stdout.isatty()
         width = os.get_terminal_size(stdout.fileno()).columns if tty else None
-        from imgclass.store.cache import home
+        from imgclass.store.cache import help_dir
 
         key = repr([args, tty, width, [(v, os.environ.get(v)) for v in _TERMINAL_VARIABLES], _fingerprint()])
     except (OSError, ValueError, AttributeError):
         return None
-    return home() / "help" / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".txt")
+    return help_dir() / (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".txt")
 
 
 def serve(args: list[str], stdout: TextIO) -> bool:

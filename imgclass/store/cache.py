@@ -174,9 +174,15 @@ def index_dir() -> Path:
     return home() / "index"
 
 
+def help_dir() -> Path:
+    """Rendered `--help` pages (imgclass.cli.helpcache): rebuilt on demand, safe to delete."""
+    return home() / "help"
+
+
 def folders() -> dict[str, Path]:
     """Every folder the cache uses, by role (what `info` and `cache list` show)."""
-    return {"home": home(), "models": models_dir(), "optimized": optimized_dir(), "index": index_dir()}
+    return {"home": home(), "models": models_dir(), "optimized": optimized_dir(), "index": index_dir(),
+            "help": help_dir()}  # fmt: skip
 
 
 def _files(folder: Path) -> list[Path]:
@@ -187,9 +193,9 @@ def _files(folder: Path) -> list[Path]:
 
 
 def inventory() -> dict[str, list[dict]]:
-    """What the cache holds, by kind: models, optimised graphs, inspection data, leftovers."""
-    kinds: dict[str, list[dict]] = {"models": [], "optimized": [], "index": [], "leftovers": []}
-    for kind in ("models", "optimized", "index"):
+    """What the cache holds, by kind: models, optimised graphs, inspection data, help pages, leftovers."""
+    kinds: dict[str, list[dict]] = {"models": [], "optimized": [], "index": [], "help": [], "leftovers": []}
+    for kind in ("models", "optimized", "index", "help"):
         for path in _files(folders()[kind]):
             leftover = path.name.endswith((".part", ".lock", ".tmp")) or ".tmp" in path.suffixes
             kinds["leftovers" if leftover else kind].append({"path": str(path), "size": path.stat().st_size})
@@ -253,13 +259,13 @@ def _alive(pid: int) -> bool:
 
 
 def prune() -> list[dict]:
-    """Remove what can be rebuilt (optimised graphs, inspection data) and leftovers; models stay.
+    """Remove what can be rebuilt (optimised graphs, inspection data, help pages) and leftovers; models stay.
 
     A leftover a live process holds (a pull in progress: its `.part` and `.lock`) is kept.
     """
     held = inventory()
     removed = []
-    for item in held["optimized"] + held["index"] + held["leftovers"]:
+    for item in held["optimized"] + held["index"] + held["help"] + held["leftovers"]:
         path = Path(item["path"])
         if path.name.endswith(".lock"):
             if _remove_free_lock(path):
