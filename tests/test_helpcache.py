@@ -36,6 +36,7 @@ def test_only_pure_help_lines_are_kept():
     assert not helpcache.is_pure_help(["predict", "--help", "--color", "purple"])
     assert not helpcache.is_pure_help(["predict"])
     assert not helpcache.is_pure_help(["predict", "--top", "3", "--help"])
+    assert not helpcache.is_pure_help(["bench", "-m", "-h"])  # -h is the value of -m there
 
 
 def test_the_page_depends_on_the_terminal_and_on_imgclass_own_files(tmp_path, monkeypatch):
@@ -72,7 +73,33 @@ def test_cache_list_shows_help_pages_and_prune_removes_them(tmp_path, monkeypatc
     from imgclass.store import cache
 
     monkeypatch.setenv("IMGCLASS_HOME", str(tmp_path))
+    monkeypatch.setattr(helpcache, "_rendered", True)  # as after Typer rendered the page
     helpcache.keep(["predict", "--help"], io.StringIO(), "Usage: imgclass predict\n")
     (page,) = (tmp_path / "help").iterdir()
     assert [item["path"] for item in cache.inventory()["help"]] == [str(page)]
     assert [item["path"] for item in cache.prune()] == [str(page)] and not page.exists()
+
+
+def test_output_of_a_line_where_help_is_a_value_is_not_kept(make_model, tmp_path):
+    """`bench -m -h` with a model file named -h runs the benchmark: its output is no help page to replay."""
+    import shutil
+
+    shutil.copy(make_model("tiny"), tmp_path / "-h")
+    env = {**os.environ, "IMGCLASS_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+    command = [*imgclass_command(), "bench", "-m", "-h"]
+    ran = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert not (tmp_path / "home" / "help").exists() or not list((tmp_path / "home" / "help").iterdir())
+
+
+def test_a_symlinked_help_folder_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLASS_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "home" / "help").symlink_to(elsewhere)
+    page = helpcache._page(["predict", "--help"], io.StringIO())
+    assert page is not None
+    (elsewhere / page.name).write_text("PLANTED\n")
+    out = io.StringIO()
+    assert helpcache.serve(["predict", "--help"], out) is False and out.getvalue() == ""

@@ -27,6 +27,7 @@ import typer.main
 from typer import _click as click  # Typer's vendored click: the exceptions parsing raises
 
 from imgclass._util.interrupt import Interrupted, raise_on_signals
+from imgclass.cli import helpcache
 from imgclass.cli import params as p
 from imgclass.cli.environment import Environment
 from imgclass.data.sources import NoImagesFound
@@ -142,6 +143,13 @@ def _rich_help(args: list[str], env: Environment) -> Iterator[None]:
         elif arg.startswith("--color="):
             choice = arg.split("=", 1)[1].lower()
     saved = rich_utils.FORCE_TERMINAL, rich_utils.COLOR_SYSTEM
+    render = rich_utils.rich_format_help
+
+    def rendered(*args: Any, **kwargs: Any) -> Any:
+        helpcache.mark_rendered()  # the line really ended in a help page: only such output is kept
+        return render(*args, **kwargs)
+
+    rich_utils.rich_format_help = rendered
     if choice == "always":
         rich_utils.FORCE_TERMINAL = True
     elif choice == "never" or env.no_color or not env.stdout_isatty:
@@ -150,6 +158,7 @@ def _rich_help(args: list[str], env: Environment) -> Iterator[None]:
         yield
     finally:
         rich_utils.FORCE_TERMINAL, rich_utils.COLOR_SYSTEM = saved
+        rich_utils.rich_format_help = render
 
 
 class _Unused:

@@ -24,6 +24,12 @@ MAX_PAGES = 256  # a cache folder with more pages than this is not added to
 _TERMINAL_VARIABLES = ("COLUMNS", "LINES", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING", "TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE",
                        "TTY_INTERACTIVE", "TERMINAL_WIDTH", "_TYPER_FORCE_DISABLE_TERMINAL")  # fmt: skip
 _PACKAGE = Path(__file__).resolve().parent.parent
+_rendered = False  # set when Typer rendered a help page in this process (see cli.app._rich_help)
+
+
+def mark_rendered() -> None:
+    global _rendered
+    _rendered = True
 
 
 def is_pure_help(args: list[str]) -> bool:
@@ -36,7 +42,8 @@ def is_pure_help(args: list[str]) -> bool:
         if at + 1 >= len(rest) or rest[at + 1].lower() not in COLOR_CHOICES:
             return False
         del rest[at : at + 2]
-    return all(arg.isidentifier() or arg.replace("-", "_").isidentifier() for arg in rest) and len(rest) <= 2
+    words = [arg for arg in rest if not arg.startswith("-") and arg.replace("-", "_").isidentifier()]
+    return len(words) == len(rest) <= 2  # command words only: an option before -h may take it as its value
 
 
 def _fingerprint() -> list[Any]:
@@ -74,10 +81,11 @@ def _page(args: list[str], stdout: TextIO) -> Path | None:
 def serve(args: list[str], stdout: TextIO) -> bool:
     """Print the kept page for this help line, if there is one; True when it was printed."""
     page = _page(args, stdout)
-    if page is None:
+    if page is None or page.parent.is_symlink():
         return False
     try:
-        text = page.read_text(encoding="utf-8")
+        with os.fdopen(os.open(page, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), encoding="utf-8") as handle:
+            text = handle.read(1 << 20)
     except (OSError, UnicodeDecodeError):
         return False
     stdout.write(text)
@@ -88,7 +96,7 @@ def serve(args: list[str], stdout: TextIO) -> bool:
 def keep(args: list[str], stdout: TextIO, text: str) -> None:
     """Keep a freshly rendered page (through the one atomic writer); a cache that cannot take it keeps nothing."""
     page = _page(args, stdout)
-    if page is None or not text:
+    if page is None or not text or not _rendered:  # `bench -m -h`: -h was a value, the output is no help page
         return
     from imgclass._util.fs import write_atomically
 
